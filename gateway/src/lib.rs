@@ -1,0 +1,4 @@
+//! The sticky gateway: an L7 proxy that reads Istio's own YAML and sends each user to the same
+//! replica by consistent hashing.
+//!
+//! Modules:
