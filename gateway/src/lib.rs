@@ -2,3 +2,6 @@
 //! replica by consistent hashing.
 //!
 //! Modules:
+//!
+//! - [`health`]: passive outlier detection (lock-free counters, pure ejection state machine).
+pub mod health;
