@@ -3,5 +3,7 @@
 //!
 //! Modules:
 //!
+//! - [`discovery`]: endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
 //! - [`health`]: passive outlier detection (lock-free counters, pure ejection state machine).
+pub mod discovery;
 pub mod health;
