@@ -5,5 +5,7 @@
 //!
 //! - [`discovery`]: endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
 //! - [`health`]: passive outlier detection (lock-free counters, pure ejection state machine).
+//! - [`proxy`]: the request path (listener, header hygiene, upstream pools, retries).
 pub mod discovery;
 pub mod health;
+pub mod proxy;

@@ -1,0 +1,164 @@
+//! Header hygiene at the edge: what a proxy must strip, add and keep.
+//!
+//! - Hop-by-hop headers (RFC 9110 §7.6.1) are removed in both directions, including any header
+//!   the `Connection` header names. `te: trailers` is the one hop-by-hop value forwarded, since
+//!   gRPC needs it.
+//! - `x-forwarded-for` gets the client address appended; `x-forwarded-proto` is set to the
+//!   scheme the client used (this gateway is the edge, so a client-sent value is not trusted).
+//! - `x-request-id` is kept when the client sent a sane one, otherwise a UUIDv4 is generated,
+//!   and it is echoed on the response so a user can quote it.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `x-request-id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-for`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Longest client-supplied request id we forward; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those listed in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are removed too; collect them first (rare, so the Vec is empty
+    // and does not allocate in the common case).
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                listed.push(name);
+            }
+        }
+    }
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // `te` may only say "trailers" when forwarded (RFC 9110 §10.1.4).
+    if let Some(te) = headers.get(header::TE) {
+        let trailers = te
+            .to_str()
+            .map(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+            .unwrap_or(false);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        } else {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+/// Adds the forwarding headers for a request from `client` that arrived over `scheme`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
+    let appended = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(prior)) if !prior.is_empty() => HeaderValue::try_from(format!("{prior}, {client}")),
+        _ => HeaderValue::try_from(client.to_string()),
+    };
+    if let Ok(value) = appended {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+/// Returns the request's id, generating and setting one when it is missing or unfit.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        let fine = !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID
+            && id.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if fine {
+            return id.clone();
+        }
+    }
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "basic x"),
+            ("x-user", "ricky"),
+            ("te", "gzip"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-user"]);
+    }
+
+    #[test]
+    fn te_trailers_survives() {
+        let mut h = map(&[("te", "gzip, trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_proto_overwrites() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "::1".parse().unwrap(), "http");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+    }
+
+    #[test]
+    fn request_id_kept_or_generated() {
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut h = map(&[("x-request-id", "has space")]);
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h.get("x-request-id").unwrap(), &id);
+        let mut h = HeaderMap::new();
+        let a = ensure_request_id(&mut h);
+        let b = ensure_request_id(&mut HeaderMap::new());
+        assert_ne!(a, b);
+    }
+}
