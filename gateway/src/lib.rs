@@ -5,7 +5,9 @@
 //!
 //! - [`discovery`]: endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
 //! - [`health`]: passive outlier detection (lock-free counters, pure ejection state machine).
+//! - [`metrics`]: Prometheus metrics with typed label sets.
 //! - [`proxy`]: the request path (listener, header hygiene, upstream pools, retries).
 pub mod discovery;
 pub mod health;
+pub mod metrics;
 pub mod proxy;

@@ -1,0 +1,196 @@
+//! The gateway's Prometheus metrics: typed label sets, registered once at start-up.
+//!
+//! Label values are `Arc<str>` handles owned by the snapshot (route, cluster and endpoint names
+//! are built once per config or endpoint change), so recording a request clones pointers and
+//! builds no string.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a proxied request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `<VirtualService>/<http route name or index>`, or `-` when nothing matched.
+    pub route: Arc<str>,
+    /// The cluster name (`outbound|port|subset|host`, as Envoy names them), or `-`.
+    pub cluster: Arc<str>,
+    /// The endpoint that answered last (`ip:port`), or `-` when none did.
+    pub endpoint: Arc<str>,
+    /// The status code sent to the client.
+    pub code: u16,
+}
+
+/// Labels keyed by cluster only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The cluster name.
+    pub cluster: Arc<str>,
+}
+
+/// How a config reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReloadResult {
+    /// The new config was valid and is serving.
+    Success,
+    /// The new config was rejected; the old one keeps serving.
+    Failure,
+}
+
+impl EncodeLabelValue for ReloadResult {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let text = match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        };
+        EncodeLabelValue::encode(&text, encoder)
+    }
+}
+
+/// Labels of the reload counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// How it ended.
+    pub result: ReloadResult,
+}
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Requests by route, cluster, endpoint and status code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from sending upstream to the response headers, per cluster.
+    pub upstream_latency: Family<ClusterLabels, Histogram>,
+    /// Retries made, per cluster.
+    pub retries: Family<ClusterLabels, Counter>,
+    /// Requests whose hash key (header, cookie, query parameter) was missing, so the endpoint
+    /// was picked at random.
+    pub hash_key_missing: Family<ClusterLabels, Counter>,
+    /// Endpoints discovered, per cluster.
+    pub endpoints: Family<ClusterLabels, Gauge>,
+    /// Endpoints the balancer may use (not ejected), per cluster.
+    pub healthy_endpoints: Family<ClusterLabels, Gauge>,
+    /// Outlier ejections, per cluster.
+    pub ejections: Family<ClusterLabels, Counter>,
+    /// Balancer table rebuilds, per cluster.
+    pub table_rebuilds: Family<ClusterLabels, Counter>,
+    /// Config reloads by result.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// 1 when the last reload attempt succeeded, 0 when the running config is older than the
+    /// files on disk because they were rejected.
+    pub config_last_reload_ok: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the `gateway_` prefix.
+    pub fn new(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Self {
+            requests: Family::default(),
+            upstream_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+            }),
+            retries: Family::default(),
+            hash_key_missing: Family::default(),
+            endpoints: Family::default(),
+            healthy_endpoints: Family::default(),
+            ejections: Family::default(),
+            table_rebuilds: Family::default(),
+            reloads: Family::default(),
+            config_last_reload_ok: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("gateway");
+        r.register(
+            "requests",
+            "Requests by route, cluster, endpoint and status",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "upstream_latency_seconds",
+            "Upstream time to response headers",
+            metrics.upstream_latency.clone(),
+        );
+        r.register("retries", "Retries made", metrics.retries.clone());
+        r.register(
+            "hash_key_missing",
+            "Requests with no hash key, sent to a random endpoint",
+            metrics.hash_key_missing.clone(),
+        );
+        r.register(
+            "endpoints",
+            "Endpoints discovered",
+            metrics.endpoints.clone(),
+        );
+        r.register(
+            "healthy_endpoints",
+            "Endpoints in the balancer (not ejected)",
+            metrics.healthy_endpoints.clone(),
+        );
+        r.register("ejections", "Outlier ejections", metrics.ejections.clone());
+        r.register(
+            "table_rebuilds",
+            "Balancer table rebuilds",
+            metrics.table_rebuilds.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads by result",
+            metrics.reloads.clone(),
+        );
+        r.register(
+            "config_last_reload_ok",
+            "1 when the last config reload succeeded",
+            metrics.config_last_reload_ok.clone(),
+        );
+        Arc::new(metrics)
+    }
+
+    /// Counts one reload.
+    pub fn reloaded(&self, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.config_last_reload_ok
+            .set(i64::from(result == ReloadResult::Success));
+    }
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_typed_labels() {
+        let mut registry = Registry::default();
+        let m = Metrics::new(&mut registry);
+        let labels = RequestLabels {
+            route: "sticky-svc/0".into(),
+            cluster: "outbound|8080||sticky-svc.default.svc.cluster.local".into(),
+            endpoint: "10.0.0.1:8080".into(),
+            code: 200,
+        };
+        m.requests.get_or_create(&labels).inc();
+        m.reloaded(ReloadResult::Failure);
+        let text = render(&registry);
+        assert!(text.contains(
+            "gateway_requests_total{route=\"sticky-svc/0\",cluster=\"outbound|8080||sticky-svc.default.svc.cluster.local\",endpoint=\"10.0.0.1:8080\",code=\"200\"} 1"
+        ), "{text}");
+        assert!(
+            text.contains("gateway_config_reloads_total{result=\"failure\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("gateway_config_last_reload_ok 0"), "{text}");
+    }
+}
