@@ -7,7 +7,9 @@
 //! - [`health`]: passive outlier detection (lock-free counters, pure ejection state machine).
 //! - [`metrics`]: Prometheus metrics with typed label sets.
 //! - [`proxy`]: the request path (listener, header hygiene, upstream pools, retries).
+//! - [`reload`]: when to reload the config (folder watch, SIGHUP, poll) and a content fingerprint.
 pub mod discovery;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
