@@ -2,14 +2,23 @@
 //! replica by consistent hashing.
 //!
 //! Modules:
-//!
-//! - [`discovery`]: endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
-//! - [`health`]: passive outlier detection (lock-free counters, pure ejection state machine).
-//! - [`metrics`]: Prometheus metrics with typed label sets.
-//! - [`proxy`]: the request path (listener, header hygiene, upstream pools, retries).
-//! - [`reload`]: when to reload the config (folder watch, SIGHUP, poll) and a content fingerprint.
+//! - [`balancer`] — one selection interface over round robin, random, least request, ring hash
+//!   and Maglev, with retry fallback.
+//! - [`discovery`] — endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
+//! - [`hash`] — the stable hash (xxHash64) every replica agrees on, retry perturbation.
+//! - [`health`] — passive outlier detection (lock-free counters, pure ejection state machine).
+//! - [`maglev`] — Maglev lookup tables (Envoy's behaviour, weights, prime sizes).
+//! - [`metrics`] — Prometheus metrics with typed label sets.
+//! - [`proxy`] — the request path (listener, header hygiene, upstream pools, retries).
+//! - [`reload`] — when to reload the config (folder watch, SIGHUP, poll) and a content fingerprint.
+//! - [`ring`] — ring hash (ketama), Istio's default consistent hash.
+
+pub mod balancer;
 pub mod discovery;
+pub mod hash;
 pub mod health;
+pub mod maglev;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod ring;

@@ -1,0 +1,88 @@
+//! The one stable hash every gateway replica agrees on, and the small arithmetic built on it.
+//!
+//! Everything that decides *where a key goes* is hashed with **xxHash64** (Yann Collet's
+//! specification, via the `xxhash-rust` crate), never with `std`'s `DefaultHasher`, whose
+//! algorithm may change between Rust releases: two replicas built by different toolchains must
+//! still send `ricky` to the same pod. Golden tests in `tests/maglev.rs` and `tests/ring.rs` pin
+//! the exact outputs.
+//!
+//! xxHash64 with seed 0 is also what Envoy uses for a header or cookie hash policy and for its
+//! Maglev permutations, so a key hashed here lands where Istio's sidecar would send it for the
+//! same endpoint set (equal weights). That compatibility is why the request key is not hashed
+//! with the slightly faster XXH3: lookup including hashing stays within the ≤ 8 ns goal anyway
+//! (see `docs/maglev.md`).
+
+use xxhash_rust::xxh64::xxh64;
+
+/// Hashes a request's affinity key (header value, cookie, source IP, query parameter).
+///
+/// xxHash64, seed 0 — exactly Envoy's `HashUtil::xxHash64(value)` for header and cookie policies.
+#[inline]
+#[must_use]
+pub fn key_hash(key: &[u8]) -> u64 {
+    xxh64(key, 0)
+}
+
+/// xxHash64 of `bytes` with an explicit seed; Maglev takes seed 0 for the offset and 1 for the
+/// skip of an endpoint's permutation, as Envoy does.
+#[inline]
+#[must_use]
+pub(crate) fn seeded(bytes: &[u8], seed: u64) -> u64 {
+    xxh64(bytes, seed)
+}
+
+/// The hash used for selection attempt `attempt` of one request.
+///
+/// Attempt 0 is the key's home; attempt n flips most bits of the hash (`hash ^ (2^64 - n)`), the
+/// same perturbation Envoy's Maglev applies when a retry must avoid a previous host. A large XOR
+/// moves the lookup far from the home slot, so successive attempts do not pile onto one endpoint.
+#[inline]
+#[must_use]
+pub fn perturb(hash: u64, attempt: u32) -> u64 {
+    if attempt == 0 {
+        hash
+    } else {
+        hash ^ u64::from(attempt).wrapping_neg()
+    }
+}
+
+/// SplitMix64's finaliser: derives a fresh, well-mixed 64-bit value from one random input.
+///
+/// The data path hands the balancer a single random `u64` per pick; policies that need more than
+/// one draw (power of two choices, redraws after an excluded endpoint) derive them with this
+/// bijection instead of owning a generator, which keeps the balancer free of state and clocks.
+#[inline]
+#[must_use]
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xxhash64_matches_the_reference_vectors() {
+        // Reference values from the xxHash specification's test suite.
+        assert_eq!(key_hash(b""), 0xef46_db37_51d8_e999);
+        assert_eq!(seeded(b"", 1), 0xd5af_ba13_36a3_be4b);
+        assert_eq!(key_hash(b"a"), 0xd24e_c4f1_a98c_6e5b);
+    }
+
+    #[test]
+    fn perturbation_matches_envoy_and_leaves_attempt_zero_alone() {
+        assert_eq!(perturb(42, 0), 42);
+        // Envoy: hash ^= ~0ULL - attempt + 1
+        assert_eq!(perturb(42, 1), 42 ^ u64::MAX);
+        assert_eq!(perturb(42, 3), 42 ^ (u64::MAX - 3 + 1));
+    }
+
+    #[test]
+    fn mix_is_not_the_identity_and_spreads_neighbours() {
+        assert_ne!(mix(0), 0);
+        assert!((mix(1) ^ mix(2)).count_ones() > 16);
+    }
+}
