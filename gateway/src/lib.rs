@@ -2,3 +2,8 @@
 //! replica by consistent hashing.
 //!
 //! Modules:
+//! - [`config`]: Istio YAML (Gateway, VirtualService, DestinationRule, ServiceEntry) → a
+//!   validated model, with findings for every unsupported or invalid field and `gateway check`'s
+//!   cross-resource analysis.
+
+pub mod config;

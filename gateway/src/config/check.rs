@@ -1,0 +1,3 @@
+pub fn check(_c: &crate::config::Config) -> Vec<crate::config::Diagnostic> {
+    Vec::new()
+}
