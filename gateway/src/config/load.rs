@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::diagnostic::{Diagnostic, Location, Severity};
 use super::model::{self, Config, Kind, Meta, Names, Problems};
-use super::schema::{self, Msg, Positions};
+use super::schema::{self, Msg};
 
 /// What the loader needs besides the files.
 #[derive(Debug, Clone)]
@@ -254,34 +254,46 @@ impl<'a, 'y> Document<'a, 'y> {
         };
         let resource = format!("{kind}/{display_name}");
         let mut ok = true;
+        const TOP_LEVEL: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
         for (key, _) in map {
-            let known = matches!(&key.data, YamlData::Value(Scalar::String(s))
-                if ["apiVersion", "kind", "metadata", "spec", "status"].contains(&s.as_ref()));
-            if !known {
-                let d = self.push(
-                    Severity::Error,
-                    schema::position(key),
-                    "unknown top-level field; expected apiVersion, kind, metadata, spec, status",
-                );
-                d.resource = Some(resource.clone());
-                ok = false;
+            let written = match &key.data {
+                YamlData::Value(Scalar::String(s)) => s.to_string(),
+                _ => "?".to_owned(),
+            };
+            if TOP_LEVEL.contains(&written.as_str()) {
+                continue;
             }
+            let mut d = Diagnostic::new(
+                Severity::Error,
+                self.at(schema::position(key)),
+                format!("unknown field `{written}`"),
+            )
+            .resource(&resource)
+            .path(&written);
+            if let Some(best) = TOP_LEVEL
+                .iter()
+                .find(|known| strsim::jaro_winkler(known, &written) >= 0.8)
+            {
+                d = d.hint(format!("did you mean `{best}`?"));
+            }
+            self.loaded.diagnostics.push(d);
+            ok = false;
         }
         let Some(name) = name.filter(|n| !n.is_empty()) else {
             let d = self.push(Severity::Error, start, "metadata.name is required");
             d.resource = Some(resource);
             return;
         };
-        let spec = field("spec").map(|(_, v)| v);
-        let walked = spec.map(|node| schema::walk(node, "spec", msg));
-        let (value, mut positions, findings) = match walked {
-            Some(w) => (w.value, w.positions, w.findings),
-            None => (
-                serde_json::Value::Object(Default::default()),
-                Positions::default(),
-                Vec::new(),
-            ),
+        let Some((_, spec)) = field("spec") else {
+            let d = self.push(Severity::Error, start, "spec is required");
+            d.resource = Some(resource);
+            return;
         };
+        let schema::Walked {
+            value,
+            mut positions,
+            findings,
+        } = schema::walk(spec, "spec", msg);
         positions.insert("", start);
         for (path, node) in [
             ("metadata.name", meta_field("name")),

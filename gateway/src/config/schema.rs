@@ -313,7 +313,11 @@ fn nearest(name: &str, msg: &Msg) -> Option<&'static str> {
     msg.0
         .iter()
         .map(|f| {
-            let score = strsim::jaro_winkler(&lower, &f.name.to_ascii_lowercase());
+            let known = f.name.to_ascii_lowercase();
+            // A dropped prefix (`ejectionTime` for `baseEjectionTime`) is a typo too.
+            let contained = lower.len() >= 4 && known.contains(&lower);
+            let score =
+                strsim::jaro_winkler(&lower, &known).max(if contained { 0.85 } else { 0.0 });
             (score, f.name)
         })
         .filter(|(score, _)| *score >= 0.8)

@@ -23,6 +23,8 @@ pub struct VirtualService {
 /// One `http[]` entry.
 #[derive(Debug, Clone)]
 pub struct HttpRoute {
+    /// Position in `http[]` (routes without a supported action are dropped, so it can skip).
+    pub index: usize,
     /// `name`, for logs and metrics.
     pub name: Option<String>,
     /// `match[]`: any one of them selects the route; empty matches every request.
@@ -236,7 +238,7 @@ pub(crate) fn virtual_service(
         .unwrap_or_default()
         .into_iter()
         .enumerate()
-        .filter_map(|(i, route)| http_route(route, &format!("spec.http[{i}]"), &meta, names, p))
+        .filter_map(|(i, route)| http_route(route, i, &meta, names, p))
         .collect();
     VirtualService {
         hosts: hosts.iter().map(|h| names.fqdn(h)).collect(),
@@ -280,11 +282,12 @@ fn gateway_ref(reference: &str, namespace: &str) -> String {
 
 fn http_route(
     route: spec::HttpRoute,
-    path: &str,
+    index: usize,
     meta: &Meta,
     names: &Names,
     p: &mut Problems,
 ) -> Option<HttpRoute> {
+    let path = &format!("spec.http[{index}]");
     let ignored_action = ["redirect", "delegate"]
         .iter()
         .find(|f| meta.positions.contains(&format!("{path}.{f}")));
@@ -329,6 +332,7 @@ fn http_route(
         .fault
         .map(|f| fault(f, &format!("{path}.fault"), meta, p));
     Some(HttpRoute {
+        index,
         name: route.name,
         matches,
         action: action?,
@@ -487,7 +491,9 @@ fn string_matcher(
             match Regex::new(&format!("^(?:{re})$")) {
                 Ok(compiled) => Some(StringMatcher::Regex(compiled)),
                 Err(e) => {
-                    let why = e.to_string().lines().last().unwrap_or_default().to_owned();
+                    let text = e.to_string();
+                    let last = text.lines().last().unwrap_or_default();
+                    let why = last.trim_start_matches("error: ").to_owned();
                     p.error(
                         format!("{path}.regex"),
                         format!("regex {re:?} does not compile: {why}"),
