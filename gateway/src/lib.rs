@@ -4,6 +4,9 @@
 //! Modules:
 //! - [`balancer`] — one selection interface over round robin, random, least request, ring hash
 //!   and Maglev, with retry fallback.
+//! - [`config`] — Istio YAML (Gateway, VirtualService, DestinationRule, ServiceEntry) → a
+//!   validated model, with findings for every unsupported or invalid field and `gateway check`'s
+//!   cross-resource analysis.
 //! - [`discovery`] — endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
 //! - [`hash`] — the stable hash (xxHash64) every replica agrees on, retry perturbation.
 //! - [`health`] — passive outlier detection (lock-free counters, pure ejection state machine).
@@ -14,6 +17,7 @@
 //! - [`ring`] — ring hash (ketama), Istio's default consistent hash.
 
 pub mod balancer;
+pub mod config;
 pub mod discovery;
 pub mod hash;
 pub mod health;

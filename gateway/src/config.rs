@@ -1,0 +1,26 @@
+//! Istio's own YAML as the gateway's configuration: load, validate, analyse.
+//!
+//! The pipeline, one module per step:
+//!
+//! - [`load`]: files and directories → YAML documents (multi-document, any mix of kinds);
+//!   non-Istio kinds are skipped with an info finding;
+//! - `schema`: each document walked against Istio's full field list, so a field is
+//!   supported, reported as "not supported by this gateway, ignored", or an unknown-field error;
+//! - [`spec`]: serde types mirroring the YAML one to one;
+//! - [`model`]: validated types the data path consumes (hosts qualified, oneofs as enums);
+//! - [`check`]: analysis across resources (`gateway check`), stricter than `istioctl analyze`;
+//! - [`diagnostic`]: every finding, with file, line, column, resource and field path;
+//! - [`duration`]: Istio/Go duration strings.
+
+pub mod check;
+pub mod diagnostic;
+pub mod duration;
+pub mod load;
+pub mod model;
+mod schema;
+pub mod spec;
+
+pub use check::check;
+pub use diagnostic::{Diagnostic, Location, Severity};
+pub use load::{LoadError, LoadOptions, Loaded, load_paths, load_source};
+pub use model::Config;

@@ -1,0 +1,234 @@
+//! `gateway check`: analysis across resources, beyond what validating one document can see.
+//!
+//! `istioctl analyze` is the anchor; this is stricter where Istio fails silently. A
+//! DestinationRule whose host matches nothing is an error here (Istio ignores it without a
+//! word — the seed article has exactly this bug), and so is anything that leaves a reference
+//! dangling. Configurations that are valid but cannot keep users sticky are warnings.
+
+mod affinity;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::diagnostic::{Diagnostic, Severity};
+use super::model::{Config, DestinationRule, Meta, RouteAction, VirtualService};
+
+/// Every finding of the analysis, in resource order.
+pub fn check(config: &Config) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    duplicates(config, &mut out);
+    destination_rule_hosts(config, &mut out);
+    gateway_references(config, &mut out);
+    subset_references(config, &mut out);
+    affinity::check(config, &mut out);
+    out
+}
+
+/// A finding about field `path` of resource `meta`.
+fn finding(severity: Severity, meta: &Meta, path: &str, message: String) -> Diagnostic {
+    Diagnostic::new(severity, meta.location_of(path), message)
+        .resource(meta.resource())
+        .path(path)
+}
+
+/// Every `route[]` destination of a VirtualService with its field path.
+fn destinations(
+    vs: &VirtualService,
+) -> impl Iterator<Item = (String, &super::model::WeightedDestination)> {
+    vs.http.iter().flat_map(|route| {
+        let dests = match &route.action {
+            RouteAction::Forward(dests) => dests.as_slice(),
+            RouteAction::DirectResponse { .. } => &[],
+        };
+        dests.iter().enumerate().map(move |(j, d)| {
+            (
+                format!("spec.http[{}].route[{j}].destination", route.index),
+                d,
+            )
+        })
+    })
+}
+
+/// Istio host matching: equal, or a `*.suffix` wildcard covering the other name.
+pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
+    let covers = |wild: &str, name: &str| {
+        wild == "*"
+            || wild
+                .strip_prefix('*')
+                .is_some_and(|suffix| name.ends_with(suffix) && name.len() > suffix.len())
+    };
+    pattern == host || covers(pattern, host) || covers(host, pattern)
+}
+
+/// The candidate closest to `name`, if close enough to be a typo.
+fn near_miss<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| (strsim::normalized_damerau_levenshtein(name, c), c))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+fn duplicates(config: &Config, out: &mut Vec<Diagnostic>) {
+    let metas = config
+        .gateways
+        .iter()
+        .map(|r| &r.meta)
+        .chain(config.virtual_services.iter().map(|r| &r.meta))
+        .chain(config.destination_rules.iter().map(|r| &r.meta))
+        .chain(config.service_entries.iter().map(|r| &r.meta));
+    let mut seen: BTreeMap<(super::model::Kind, &str, &str), &Meta> = BTreeMap::new();
+    for meta in metas {
+        let key = (meta.kind, meta.namespace.as_str(), meta.name.as_str());
+        if let Some(first) = seen.get(&key) {
+            let message = format!(
+                "{} is defined twice in namespace {} (first at {}); kubectl apply would keep only the last",
+                meta.resource(),
+                meta.namespace,
+                first.location_of("metadata.name")
+            );
+            out.push(finding(Severity::Error, meta, "metadata.name", message));
+        } else {
+            seen.insert(key, meta);
+        }
+    }
+}
+
+/// Hosts that exist: route destinations, ServiceEntry hosts and Kubernetes Services.
+fn known_hosts(config: &Config, cluster_domain: &str) -> BTreeSet<String> {
+    let mut hosts: BTreeSet<String> = config
+        .virtual_services
+        .iter()
+        .flat_map(|vs| destinations(vs).map(|(_, d)| d.destination.host.clone()))
+        .collect();
+    hosts.extend(
+        config
+            .service_entries
+            .iter()
+            .flat_map(|se| se.hosts.iter().cloned()),
+    );
+    hosts.extend(
+        config
+            .kubernetes_services
+            .iter()
+            .map(|svc| format!("{}.{}.svc.{cluster_domain}", svc.name, svc.namespace)),
+    );
+    hosts
+}
+
+/// The cluster domain the loader used, read back from a qualified host.
+fn cluster_domain(config: &Config) -> String {
+    config
+        .destination_rules
+        .iter()
+        .map(|dr| dr.host.as_str())
+        .chain(
+            config
+                .virtual_services
+                .iter()
+                .flat_map(|vs| destinations(vs).map(|(_, d)| d.destination.host.as_str())),
+        )
+        .find_map(|h| h.split_once(".svc.").map(|(_, domain)| domain.to_owned()))
+        .unwrap_or_else(|| "cluster.local".to_owned())
+}
+
+fn destination_rule_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
+    let known = known_hosts(config, &cluster_domain(config));
+    let mut by_host: BTreeMap<&str, &DestinationRule> = BTreeMap::new();
+    for dr in &config.destination_rules {
+        if !known.iter().any(|h| host_matches(&dr.host, h)) {
+            let message = format!(
+                "host {} matches no VirtualService destination, ServiceEntry or Service: Istio silently ignores this rule",
+                dr.host
+            );
+            let mut d = finding(Severity::Error, &dr.meta, "spec.host", message);
+            if let Some(best) = near_miss(&dr.host, known.iter().map(String::as_str)) {
+                d = d.hint(format!("did you mean {best}?"));
+            }
+            out.push(d);
+        }
+        if let Some(first) = by_host.get(dr.host.as_str()) {
+            let message = format!(
+                "a second DestinationRule for {} (first: {} at {}); only one takes effect",
+                dr.host,
+                first.meta.resource(),
+                first.meta.location_of("spec.host")
+            );
+            out.push(finding(Severity::Error, &dr.meta, "spec.host", message));
+        } else {
+            by_host.insert(&dr.host, dr);
+        }
+    }
+}
+
+fn gateway_references(config: &Config, out: &mut Vec<Diagnostic>) {
+    let defined: BTreeSet<String> = config
+        .gateways
+        .iter()
+        .map(|g| format!("{}/{}", g.meta.namespace, g.meta.name))
+        .collect();
+    for vs in &config.virtual_services {
+        if vs.gateways.is_empty() {
+            let message =
+                "no gateways: Istio binds it to the mesh only, so no gateway serves it".to_owned();
+            out.push(finding(Severity::Warning, &vs.meta, "spec.hosts", message));
+        }
+        for (i, gateway) in vs.gateways.iter().enumerate() {
+            if gateway == "mesh" || defined.contains(gateway) {
+                continue;
+            }
+            let message = format!("Gateway {gateway} is not defined");
+            let mut d = finding(
+                Severity::Error,
+                &vs.meta,
+                &format!("spec.gateways[{i}]"),
+                message,
+            );
+            if let Some(best) = near_miss(gateway, defined.iter().map(String::as_str)) {
+                d = d.hint(format!("did you mean {best}?"));
+            }
+            out.push(d);
+        }
+    }
+}
+
+fn subset_references(config: &Config, out: &mut Vec<Diagnostic>) {
+    for vs in &config.virtual_services {
+        for (path, d) in destinations(vs) {
+            let Some(subset) = &d.destination.subset else {
+                continue;
+            };
+            let host = &d.destination.host;
+            let rules: Vec<&DestinationRule> = config
+                .destination_rules
+                .iter()
+                .filter(|dr| host_matches(&dr.host, host))
+                .collect();
+            if rules
+                .iter()
+                .any(|dr| dr.subsets.iter().any(|s| &s.name == subset))
+            {
+                continue;
+            }
+            let message = if rules.is_empty() {
+                format!("subset {subset} of {host} is not defined: no DestinationRule for {host}")
+            } else {
+                format!("subset {subset} is not defined by any DestinationRule for {host}")
+            };
+            let names = rules
+                .iter()
+                .flat_map(|dr| dr.subsets.iter().map(|s| s.name.as_str()));
+            let mut diag = finding(
+                Severity::Error,
+                &vs.meta,
+                &format!("{path}.subset"),
+                message,
+            );
+            if let Some(best) = near_miss(subset, names) {
+                diag = diag.hint(format!("did you mean {best}?"));
+            }
+            out.push(diag);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The validated configuration the data path consumes: hosts fully qualified, durations as
+//! [`Duration`], `oneof`s as enums, regexes compiled, Istio's defaults applied.
+//!
+//! Nothing here knows sockets or clocks. Each `spec` type converts through a function in a
+//! submodule that records every broken rule (with its field path) in a [`Problems`] list; the
+//! loader keeps a resource only when that list holds no error, so a half-valid resource never
+//! reaches the data path.
+
+mod destination_rule;
+mod service_entry;
+mod virtual_service;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::diagnostic::{Location, Severity};
+use super::duration;
+use super::schema::Positions;
+
+pub(crate) use destination_rule::destination_rule;
+pub use destination_rule::{
+    ConnectionPool, DestinationRule, HashAlgorithm, HashKey, LoadBalancer, OutlierDetection,
+    PortTrafficPolicy, SimpleLb, Subset, TrafficPolicy,
+};
+pub use service_entry::{Endpoint, Gateway, GatewayServer, Resolution, ServiceEntry, ServicePort};
+pub(crate) use service_entry::{gateway, service_entry};
+pub(crate) use virtual_service::virtual_service;
+pub use virtual_service::{
+    Destination, Fault, FaultAbort, FaultDelay, HeaderOperations, HeaderRules, HttpRoute,
+    RequestMatch, RetryPolicy, Rewrite, RouteAction, StringMatcher, VirtualService,
+    WeightedDestination,
+};
+
+/// Every valid resource read, by kind, in the order read.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `Gateway`s.
+    pub gateways: Vec<Gateway>,
+    /// `VirtualService`s.
+    pub virtual_services: Vec<VirtualService>,
+    /// `DestinationRule`s.
+    pub destination_rules: Vec<DestinationRule>,
+    /// `ServiceEntry`s.
+    pub service_entries: Vec<ServiceEntry>,
+    /// Kubernetes `Service`s seen in the same files (skipped, but their names are real hosts
+    /// that `gateway check` may match a DestinationRule against).
+    pub kubernetes_services: Vec<Meta>,
+}
+
+/// The Istio kinds the gateway reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `networking.istio.io` `Gateway`.
+    Gateway,
+    /// `VirtualService`.
+    VirtualService,
+    /// `DestinationRule`.
+    DestinationRule,
+    /// `ServiceEntry`.
+    ServiceEntry,
+    /// A Kubernetes core `Service` (only its name is used).
+    Service,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Gateway => "Gateway",
+            Self::VirtualService => "VirtualService",
+            Self::DestinationRule => "DestinationRule",
+            Self::ServiceEntry => "ServiceEntry",
+            Self::Service => "Service",
+        })
+    }
+}
+
+/// Identity and origin of one resource.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// Its kind.
+    pub kind: Kind,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`, else the loader's default namespace.
+    pub namespace: String,
+    /// Where the document starts.
+    pub location: Location,
+    pub(crate) positions: Arc<Positions>,
+}
+
+impl Meta {
+    /// `Kind/name`, as findings name a resource.
+    pub fn resource(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+
+    /// Where field `path` (e.g. `spec.host`) of this resource is written.
+    pub fn location_of(&self, path: &str) -> Location {
+        let (line, column) = self.positions.at(path);
+        Location {
+            file: self.location.file.clone(),
+            line,
+            column,
+        }
+    }
+}
+
+/// How short names become fully qualified: Istio's rules with this document's namespace.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// Namespace of the document being converted.
+    pub namespace: String,
+    /// Cluster domain, `cluster.local` unless configured.
+    pub cluster_domain: String,
+}
+
+impl Names {
+    /// `sticky-svc` → `sticky-svc.<ns>.svc.<domain>`. A name with a dot, a wildcard or an IP is
+    /// already what Istio calls fully qualified and is kept (lowercased, as DNS is
+    /// case-insensitive).
+    pub fn fqdn(&self, host: &str) -> String {
+        let host = host.trim().to_ascii_lowercase();
+        if host.contains('.') || host.contains('*') || host.contains(':') || host.is_empty() {
+            host
+        } else {
+            format!("{host}.{}.svc.{}", self.namespace, self.cluster_domain)
+        }
+    }
+}
+
+/// Rules broken while converting one resource, by field path.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    pub list: Vec<(Severity, String, String)>,
+}
+
+impl Problems {
+    pub fn error(&mut self, path: impl Into<String>, rule: impl fmt::Display) {
+        self.list
+            .push((Severity::Error, path.into(), rule.to_string()));
+    }
+
+    pub fn warn(&mut self, path: impl Into<String>, rule: impl fmt::Display) {
+        self.list
+            .push((Severity::Warning, path.into(), rule.to_string()));
+    }
+
+    /// A duration field: parsed, and at least 1ms with millisecond precision unless
+    /// `allow_zero` and it is zero (Istio's `ValidateDuration`).
+    pub fn duration(
+        &mut self,
+        path: &str,
+        text: Option<&str>,
+        allow_zero: bool,
+    ) -> Option<Duration> {
+        let text = text?;
+        match duration::parse(text) {
+            Ok(d) if d.is_zero() && allow_zero => Some(d),
+            Ok(d) if d < Duration::from_millis(1) => {
+                self.error(path, format!("{text:?} is shorter than 1ms"));
+                None
+            }
+            Ok(d) if d.subsec_nanos() % 1_000_000 != 0 => {
+                self.error(
+                    path,
+                    format!("{text:?}: only millisecond precision is supported"),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(path, e);
+                None
+            }
+        }
+    }
+
+    /// A port number in 1..=65535.
+    pub fn port(&mut self, path: &str, number: Option<u32>) -> Option<u16> {
+        match number.map(u16::try_from) {
+            Some(Ok(port)) if port != 0 => Some(port),
+            Some(_) => {
+                let n = number.unwrap_or_default();
+                self.error(path, format!("port {n} is out of range 1..65535"));
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// A percentage in 0..=100.
+    pub fn percent(&mut self, path: &str, value: Option<f64>) -> Option<f64> {
+        let value = value?;
+        if (0.0..=100.0).contains(&value) {
+            Some(value)
+        } else {
+            self.error(path, format!("{value} is out of range 0..100"));
+            None
+        }
+    }
+
+    /// A count that must not be negative.
+    pub fn count(&mut self, path: &str, value: Option<i64>) -> Option<u32> {
+        let value = value?;
+        match u32::try_from(value) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.error(path, format!("{value} must be between 0 and {}", u32::MAX));
+                None
+            }
+        }
+    }
+}
+
+/// Labels of a subset or endpoint.
+pub type Labels = BTreeMap<String, String>;

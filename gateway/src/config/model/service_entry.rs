@@ -1,0 +1,248 @@
+//! `ServiceEntry` (hosts with their own endpoints or DNS) and `Gateway` (listeners).
+
+use std::net::IpAddr;
+
+use super::{Labels, Meta, Problems};
+use crate::config::spec;
+
+/// A validated `ServiceEntry`.
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    /// Identity and origin.
+    pub meta: Meta,
+    /// `hosts`, lowercased; Istio does not expand ServiceEntry hosts.
+    pub hosts: Vec<String>,
+    /// `ports[]`.
+    pub ports: Vec<ServicePort>,
+    /// `resolution`.
+    pub resolution: Resolution,
+    /// `endpoints[]`.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// `ports[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `number`.
+    pub number: u16,
+    /// `name`.
+    pub name: String,
+    /// `protocol` (`HTTP`, `TCP`, …), uppercased; `None` when unset.
+    pub protocol: Option<String>,
+    /// `targetPort`: the endpoint port when an endpoint does not name one.
+    pub target_port: Option<u16>,
+}
+
+/// `resolution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// `NONE`: pass through to the address the client connected to.
+    None,
+    /// `STATIC`: the endpoints' addresses.
+    Static,
+    /// `DNS`: resolve endpoints (or hosts) and use every address.
+    Dns,
+    /// `DNS_ROUND_ROBIN`: resolve and use the first address per connection.
+    DnsRoundRobin,
+}
+
+/// `endpoints[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `address`: an IP for STATIC, a name for DNS.
+    pub address: String,
+    /// `ports`: port name → endpoint port.
+    pub ports: Vec<(String, u16)>,
+    /// `labels`, matched by DestinationRule subsets.
+    pub labels: Labels,
+    /// `weight` (1 when unset).
+    pub weight: u32,
+}
+
+pub(crate) fn service_entry(
+    spec: spec::ServiceEntrySpec,
+    meta: Meta,
+    p: &mut Problems,
+) -> ServiceEntry {
+    let hosts: Vec<String> = spec.hosts.unwrap_or_default();
+    if hosts.is_empty() {
+        p.error("spec.hosts", "at least one host is required");
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        super::virtual_service::check_host(p, &format!("spec.hosts[{i}]"), host);
+    }
+    let mut ports: Vec<ServicePort> = Vec::new();
+    for (i, port) in spec.ports.unwrap_or_default().into_iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        let number = p.port(&format!("{at}.number"), port.number);
+        if port.number.is_none() {
+            p.error(format!("{at}.number"), "port number is required");
+        }
+        let name = port.name.unwrap_or_default();
+        if name.is_empty() {
+            p.error(format!("{at}.name"), "port name is required");
+        }
+        let target_port = p.port(&format!("{at}.targetPort"), port.target_port);
+        let Some(number) = number else { continue };
+        if ports.iter().any(|o| o.number == number) {
+            p.error(
+                format!("{at}.number"),
+                format!("port {number} is listed twice"),
+            );
+        }
+        if !name.is_empty() && ports.iter().any(|o| o.name == name) {
+            p.error(
+                format!("{at}.name"),
+                format!("port name {name:?} is listed twice"),
+            );
+        }
+        ports.push(ServicePort {
+            number,
+            name,
+            protocol: port.protocol.map(|s| s.to_ascii_uppercase()),
+            target_port,
+        });
+    }
+    let resolution = match spec.resolution.as_deref().unwrap_or("NONE") {
+        "NONE" => Resolution::None,
+        "STATIC" => Resolution::Static,
+        "DNS" => Resolution::Dns,
+        "DNS_ROUND_ROBIN" => Resolution::DnsRoundRobin,
+        "DYNAMIC_DNS" => {
+            p.error(
+                "spec.resolution",
+                "DYNAMIC_DNS is not supported by this gateway",
+            );
+            Resolution::None
+        }
+        other => {
+            let rule = format!("{other:?} is not one of NONE, STATIC, DNS, DNS_ROUND_ROBIN");
+            p.error("spec.resolution", rule);
+            Resolution::None
+        }
+    };
+    let mut endpoints = Vec::new();
+    for (i, e) in spec.endpoints.unwrap_or_default().into_iter().enumerate() {
+        let at = format!("spec.endpoints[{i}]");
+        let address = e.address.unwrap_or_default();
+        if address.is_empty() {
+            p.error(format!("{at}.address"), "address is required");
+        } else if resolution == Resolution::Static
+            && address.parse::<IpAddr>().is_err()
+            && !address.starts_with("unix://")
+        {
+            let rule = format!("{address:?} is not an IP address, which resolution STATIC needs");
+            p.error(format!("{at}.address"), rule);
+        }
+        let mut endpoint_ports = Vec::new();
+        for (name, number) in e.ports.unwrap_or_default() {
+            let path = format!("{at}.ports.{name}");
+            if !ports.iter().any(|port| port.name == name) {
+                p.error(
+                    &path,
+                    format!("{name:?} names no port of this ServiceEntry"),
+                );
+            }
+            if let Some(port) = p.port(&path, Some(number)) {
+                endpoint_ports.push((name, port));
+            }
+        }
+        if e.weight == Some(0) {
+            p.error(
+                format!("{at}.weight"),
+                "0 would never be picked; omit the endpoint instead",
+            );
+        }
+        endpoints.push(Endpoint {
+            address,
+            ports: endpoint_ports,
+            labels: e.labels.unwrap_or_default(),
+            weight: e.weight.unwrap_or(1),
+        });
+    }
+    if resolution == Resolution::Static && endpoints.is_empty() {
+        p.error(
+            "spec.endpoints",
+            "resolution STATIC needs endpoints with addresses",
+        );
+    }
+    if resolution == Resolution::Dns && endpoints.is_empty() {
+        for (i, host) in hosts.iter().enumerate() {
+            if host.contains('*') {
+                let rule = format!(
+                    "{host:?}: a wildcard host cannot be resolved by DNS without endpoints"
+                );
+                p.error(format!("spec.hosts[{i}]"), rule);
+            }
+        }
+    }
+    ServiceEntry {
+        meta,
+        hosts: hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
+        ports,
+        resolution,
+        endpoints,
+    }
+}
+
+/// A validated Istio `Gateway`.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Identity and origin.
+    pub meta: Meta,
+    /// `selector` (kept for display; this gateway is the selected workload).
+    pub selector: Labels,
+    /// `servers[]`.
+    pub servers: Vec<GatewayServer>,
+}
+
+/// `servers[]` entry: a listener port and the hosts it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayServer {
+    /// `port.number`.
+    pub port: u16,
+    /// `port.protocol`, uppercased.
+    pub protocol: Option<String>,
+    /// `port.name`.
+    pub port_name: Option<String>,
+    /// `hosts` (`ns/host` forms kept as written).
+    pub hosts: Vec<String>,
+    /// `name`.
+    pub name: Option<String>,
+}
+
+pub(crate) fn gateway(spec: spec::GatewaySpec, meta: Meta, p: &mut Problems) -> Gateway {
+    let servers = spec.servers.unwrap_or_default();
+    if servers.is_empty() {
+        p.error("spec.servers", "at least one server is required");
+    }
+    let mut out = Vec::new();
+    for (i, s) in servers.into_iter().enumerate() {
+        let at = format!("spec.servers[{i}]");
+        let port = s.port.unwrap_or_default();
+        if port.number.is_none() {
+            p.error(format!("{at}.port.number"), "port number is required");
+        }
+        let hosts = s.hosts.unwrap_or_default();
+        if hosts.is_empty() {
+            p.error(format!("{at}.hosts"), "at least one host is required");
+        }
+        if let Some(number) = p.port(&format!("{at}.port.number"), port.number) {
+            out.push(GatewayServer {
+                port: number,
+                protocol: port.protocol.map(|s| s.to_ascii_uppercase()),
+                port_name: port.name,
+                hosts,
+                name: s.name,
+            });
+        }
+    }
+    Gateway {
+        meta,
+        selector: spec.selector.unwrap_or_default(),
+        servers: out,
+    }
+}
