@@ -4,6 +4,8 @@
 //! Modules:
 //! - [`balancer`] — one selection interface over round robin, random, least request, ring hash
 //!   and Maglev, with retry fallback.
+//! - [`cluster`] — a cluster at run time: endpoints, balancer, pool, and the task that rebuilds
+//!   the balancer on discovery and ejection changes.
 //! - [`config`] — Istio YAML (Gateway, VirtualService, DestinationRule, ServiceEntry) → a
 //!   validated model, with findings for every unsupported or invalid field and `gateway check`'s
 //!   cross-resource analysis.
@@ -17,6 +19,7 @@
 //! - [`ring`] — ring hash (ketama), Istio's default consistent hash.
 
 pub mod balancer;
+pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod hash;

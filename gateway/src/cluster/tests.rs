@@ -1,0 +1,130 @@
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use super::*;
+use crate::balancer::PickContext;
+use crate::discovery::{Endpoint, endpoint_set};
+use crate::maglev::TableSize;
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i], 8080))
+}
+
+fn spec(n: u8, outlier: Option<OutlierPolicy>) -> ClusterSpec {
+    let endpoints = (1..=n)
+        .map(|i| Endpoint {
+            addr: addr(i),
+            weight: 1,
+        })
+        .collect();
+    ClusterSpec {
+        name: "outbound|8080||svc.test".into(),
+        source: Source::Static(endpoint_set(endpoints)),
+        policy: Policy::Maglev(TableSize::DEFAULT),
+        hash_key: Some(HashKey::Header("x-user".into())),
+        pool: PoolSettings::default(),
+        outlier,
+    }
+}
+
+fn start(spec: ClusterSpec) -> Cluster {
+    let resolver = DnsResolver::with_name_server("127.0.0.1:9".parse().unwrap());
+    Cluster::start(
+        spec,
+        &resolver,
+        RefreshBounds::default(),
+        Metrics::new(&mut Registry::default()),
+    )
+}
+
+fn pick(state: &ClusterState, key: &str) -> SocketAddr {
+    let ctx = PickContext::new(7).key_hash(Some(crate::hash::key_hash(key.as_bytes())));
+    let p = state
+        .balancer
+        .as_ref()
+        .expect("a balancer")
+        .pick(&ctx)
+        .unwrap();
+    state.endpoints[p.endpoint].addr
+}
+
+async fn wait_until(cluster: &Cluster, what: &str, ok: impl Fn(&ClusterState) -> bool) {
+    for _ in 0..200 {
+        if ok(&cluster.state()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_static_cluster_serves_at_once() {
+    let cluster = start(spec(5, None));
+    let state = cluster.state();
+    assert_eq!(state.endpoints.len(), 5);
+    assert_eq!(state.routable(), 5);
+    assert_eq!(
+        pick(&state, "ricky"),
+        pick(&cluster.state(), "ricky"),
+        "stable"
+    );
+}
+
+#[tokio::test]
+async fn a_trip_ejects_only_that_endpoint_and_it_returns() {
+    let outlier = OutlierPolicy {
+        consecutive_5xx: Some(1),
+        base_ejection_time: Duration::from_millis(300),
+        max_ejection_percent: 100,
+        ..OutlierPolicy::default()
+    };
+    let cluster = start(spec(5, Some(outlier)));
+    let before = cluster.state();
+    let users: Vec<String> = (0..500).map(|i| format!("user-{i}")).collect();
+    let home: Vec<SocketAddr> = users.iter().map(|u| pick(&before, u)).collect();
+    let victim = before
+        .endpoints
+        .iter()
+        .position(|e| e.addr == home[0])
+        .unwrap();
+
+    cluster.report_trip(&before, victim);
+    wait_until(&cluster, "the ejection", |s| s.routable() == 4).await;
+    let during = cluster.state();
+    assert!(during.ejected[victim]);
+    for (user, was) in users.iter().zip(&home) {
+        let now = pick(&during, user);
+        assert_ne!(now, home[0], "nobody is sent to the ejected endpoint");
+        if *was != home[0] {
+            assert_eq!(now, *was, "{user} moved although its endpoint is healthy");
+        }
+    }
+
+    wait_until(&cluster, "the return", |s| s.routable() == 5).await;
+    let after = cluster.state();
+    for (user, was) in users.iter().zip(&home) {
+        assert_eq!(pick(&after, user), *was, "{user} is home again");
+    }
+}
+
+#[tokio::test]
+async fn trips_without_outlier_detection_change_nothing() {
+    let cluster = start(spec(3, None));
+    let state = cluster.state();
+    cluster.report_trip(&state, 0);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(cluster.state().routable(), 3);
+}
+
+#[test]
+fn ejected_endpoints_weigh_zero_but_keep_their_index() {
+    let endpoints: Vec<_> = (1..=3).map(|i| Arc::new(endpoint(addr(i), 1))).collect();
+    let state = build_state(&endpoints, Policy::RoundRobin, |a| *a != addr(2));
+    assert_eq!(state.endpoints.len(), 3);
+    assert_eq!(state.ejected, [false, true, false]);
+    assert_eq!(state.routable(), 2);
+    let none = build_state(&endpoints, Policy::RoundRobin, |_| false);
+    assert!(none.balancer.is_none());
+}
