@@ -17,6 +17,7 @@
 //! - [`proxy`] — the request path (listener, header hygiene, upstream pools, retries).
 //! - [`reload`] — when to reload the config (folder watch, SIGHUP, poll) and a content fingerprint.
 //! - [`ring`] — ring hash (ketama), Istio's default consistent hash.
+//! - [`snapshot`] — routes and clusters of one config, published whole; route matching.
 
 pub mod balancer;
 pub mod cluster;
@@ -29,3 +30,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod ring;
+pub mod snapshot;

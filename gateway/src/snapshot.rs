@@ -1,0 +1,215 @@
+//! What a request reads: the routes and clusters of one config, assembled off the request path
+//! and published whole with `ArcSwap::store`. A request does one `load` and works on that
+//! snapshot to its end, so a reload mid-request cannot tear it.
+//!
+//! Building a snapshot reuses every running cluster whose spec did not change, so a reload
+//! that edits one route keeps the other clusters' pools, DNS watches and ejections.
+
+pub mod clusters;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::config::model::{HttpRoute, VirtualService};
+use crate::discovery::{DnsResolver, RefreshBounds};
+use crate::metrics::Metrics;
+pub use routes::VirtualRoutes;
+
+/// One `http[]` route, resolved to running clusters.
+#[derive(Debug)]
+pub struct Route {
+    /// `<namespace>/<VirtualService>/<route name or index>`, the metrics label.
+    pub label: Arc<str>,
+    /// The route as configured.
+    pub http: HttpRoute,
+    /// `route[]` clusters, parallel to the model's weighted destinations.
+    pub clusters: Vec<Arc<Cluster>>,
+}
+
+impl std::ops::Deref for Route {
+    type Target = HttpRoute;
+    fn deref(&self) -> &HttpRoute {
+        &self.http
+    }
+}
+
+/// What the control path needs to start clusters.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Resolver for DNS clusters.
+    pub resolver: DnsResolver,
+    /// DNS refresh bounds.
+    pub bounds: RefreshBounds,
+    /// Metrics the clusters report to.
+    pub metrics: Arc<Metrics>,
+    /// `--gateway NAME`: serve only the VirtualServices bound to this Gateway (plus mesh ones).
+    pub gateway: Option<String>,
+}
+
+impl Context {
+    /// A context for tests: system-less resolver on a dead port, fresh metrics.
+    pub fn for_tests() -> Self {
+        Self {
+            resolver: DnsResolver::with_name_server("127.0.0.1:9".parse().expect("address")),
+            bounds: RefreshBounds::default(),
+            metrics: Metrics::new(&mut Registry::default()),
+            gateway: None,
+        }
+    }
+}
+
+/// Routes and clusters of one config.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The config it was built from.
+    pub config: Arc<Config>,
+    /// Applicable VirtualServices, in config order.
+    pub services: Vec<VirtualRoutes>,
+    /// Every cluster a route names, by name.
+    pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+}
+
+/// Why a config cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// A route's destination cannot become a cluster.
+    #[error("{resource}: route {route}: {reason}")]
+    Destination {
+        /// `VirtualService/name`.
+        resource: String,
+        /// The route's label.
+        route: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Snapshot {
+    /// Assembles a snapshot, reusing `previous`'s clusters whose spec is unchanged. Must run in
+    /// a Tokio runtime (new clusters start tasks).
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        ctx: &Context,
+    ) -> Result<Self, SnapshotError> {
+        let mut clusters: HashMap<Arc<str>, Arc<Cluster>> = HashMap::new();
+        let mut services = Vec::new();
+        for vs in config
+            .virtual_services
+            .iter()
+            .filter(|vs| applies(vs, &config, ctx))
+        {
+            let vs_name = format!("{}/{}", vs.meta.namespace, vs.meta.name);
+            let mut routes = Vec::new();
+            for http in &vs.http {
+                let label: Arc<str> = match &http.name {
+                    Some(name) => format!("{vs_name}/{name}").into(),
+                    None => format!("{vs_name}/{}", http.index).into(),
+                };
+                let mut route_clusters = Vec::new();
+                if let crate::config::model::RouteAction::Forward(dests) = &http.action {
+                    for wd in dests {
+                        let spec =
+                            clusters::cluster_spec(&wd.destination, &config).map_err(|reason| {
+                                SnapshotError::Destination {
+                                    resource: vs.meta.resource(),
+                                    route: label.to_string(),
+                                    reason,
+                                }
+                            })?;
+                        let cluster = match clusters.get(&spec.name) {
+                            Some(c) => c.clone(),
+                            None => {
+                                let reused = previous
+                                    .and_then(|p| p.clusters.get(&spec.name))
+                                    .filter(|c| c.spec == spec)
+                                    .cloned();
+                                let c = reused.unwrap_or_else(|| {
+                                    Arc::new(Cluster::start(
+                                        spec,
+                                        &ctx.resolver,
+                                        ctx.bounds,
+                                        ctx.metrics.clone(),
+                                    ))
+                                });
+                                clusters.insert(c.spec.name.clone(), c.clone());
+                                c
+                            }
+                        };
+                        route_clusters.push(cluster);
+                    }
+                }
+                routes.push(Route {
+                    label,
+                    http: http.clone(),
+                    clusters: route_clusters,
+                });
+            }
+            services.push(VirtualRoutes {
+                name: vs_name.into(),
+                hosts: vs.hosts.clone(),
+                routes,
+            });
+        }
+        Ok(Self {
+            config,
+            services,
+            clusters,
+        })
+    }
+
+    /// The route for a request, if any.
+    pub fn route(&self, parts: &http::request::Parts) -> Option<&Route> {
+        routes::find(&self.services, parts)
+    }
+
+    /// A cluster by its full name, or by host (the first cluster of that host).
+    pub fn cluster(&self, name_or_host: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(name_or_host).or_else(|| {
+            let mut by_host: Vec<_> = self
+                .clusters
+                .iter()
+                .filter(|(name, _)| name.rsplit('|').next() == Some(name_or_host))
+                .collect();
+            by_host.sort_by(|a, b| a.0.cmp(b.0));
+            by_host.first().map(|(_, c)| *c)
+        })
+    }
+}
+
+/// Whether this process serves `vs`.
+///
+/// Istio applies a VirtualService at a gateway only when its `gateways` name that gateway; one
+/// without `gateways` applies to sidecars (`mesh`). This process is the gateway, so it serves:
+/// VirtualServices with no `gateways` or with `mesh`; those naming a Gateway present in the
+/// config (or the one `--gateway` picks); and, when the config holds no Gateway at all, every
+/// VirtualService, so the article's YAML works with or without its Gateway resource.
+pub fn applies(vs: &VirtualService, config: &Config, ctx: &Context) -> bool {
+    if vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh") {
+        return true;
+    }
+    if config.gateways.is_empty() && ctx.gateway.is_none() {
+        return true;
+    }
+    vs.gateways.iter().any(|g| {
+        let name = g.rsplit('/').next().unwrap_or(g);
+        match &ctx.gateway {
+            Some(picked) => {
+                let picked_name = picked.rsplit('/').next().unwrap_or(picked);
+                g == picked || name == picked_name
+            }
+            None => config
+                .gateways
+                .iter()
+                .any(|gw| g == &format!("{}/{}", gw.meta.namespace, gw.meta.name)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! From a route destination and the config to a [`ClusterSpec`]: which endpoints (ServiceEntry
+//! or DNS), which policy (DestinationRule, subset, port-level settings merged as Istio does).
+//!
+//! Decisions where Istio has a cluster to ask and we have only YAML and DNS:
+//! - A host with no ServiceEntry is resolved by DNS (a Kubernetes headless Service, a compose
+//!   network alias). Its port is the destination's `port.number`, else the ServiceEntry's only
+//!   port, else 80.
+//! - `consistentHash` without an algorithm builds Maglev with 65 537 slots (Istio would program
+//!   a ring hash of 1024): Maglev balances better and moves fewer keys for the same memory.
+//! - No `loadBalancer` at all means `LEAST_REQUEST`, Istio's default.
+//! - Subset labels select ServiceEntry endpoints by their labels. DNS answers carry no labels,
+//!   so a labelled subset of a DNS host gets every address, with a warning.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::balancer::Policy;
+use crate::cluster::{ClusterSpec, Source};
+use crate::config::Config;
+use crate::config::model::{
+    ConnectionPool, Destination, DestinationRule, HashAlgorithm, LoadBalancer, OutlierDetection,
+    Resolution, ServiceEntry, SimpleLb, TrafficPolicy,
+};
+use crate::discovery::{DnsTarget, Endpoint, endpoint_set};
+use crate::health::{DEFAULT_MAX_EJECTION_TIME, OutlierPolicy};
+use crate::maglev::TableSize;
+use crate::proxy::upstream::PoolSettings;
+use crate::ring::RingSize;
+
+/// Port used when neither the route nor a ServiceEntry names one.
+pub const DEFAULT_PORT: u16 = 80;
+
+/// Envoy's cluster name for a destination.
+pub fn cluster_name(host: &str, subset: Option<&str>, port: u16) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}
+
+/// Builds the spec of the cluster a destination names.
+pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, String> {
+    let entry = service_entry(config, &dest.host);
+    let port = dest
+        .port
+        .or_else(|| entry.and_then(|se| (se.ports.len() == 1).then(|| se.ports[0].number)))
+        .unwrap_or(DEFAULT_PORT);
+    let rule = destination_rule(config, &dest.host);
+    let subset = match (&dest.subset, rule) {
+        (None, _) => None,
+        (Some(name), Some(rule)) => Some(
+            rule.subsets
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| format!("subset {name} of {} is not defined", dest.host))?,
+        ),
+        (Some(name), None) => {
+            return Err(format!(
+                "subset {name} of {} has no DestinationRule",
+                dest.host
+            ));
+        }
+    };
+    let policy = effective_policy(rule, subset.and_then(|s| s.traffic_policy.as_ref()), port);
+    let labels = subset.map(|s| &s.labels).filter(|l| !l.is_empty());
+    let source = source(&dest.host, port, entry, labels)?;
+    let (lb_policy, hash_key) = balancer_policy(policy.load_balancer.as_ref())?;
+    Ok(ClusterSpec {
+        name: cluster_name(&dest.host, dest.subset.as_deref(), port).into(),
+        source,
+        policy: lb_policy,
+        hash_key,
+        pool: pool_settings(&policy.connection_pool),
+        outlier: policy.outlier_detection.as_ref().map(outlier_policy),
+    })
+}
+
+/// The traffic policy in force: the rule's, overridden field by field by the subset's, then by
+/// the port-level settings for `port` (Istio's precedence).
+fn effective_policy(
+    rule: Option<&DestinationRule>,
+    subset: Option<&TrafficPolicy>,
+    port: u16,
+) -> TrafficPolicy {
+    let mut policy = rule.map(|r| r.traffic_policy.clone()).unwrap_or_default();
+    if let Some(sub) = subset {
+        if sub.load_balancer.is_some() {
+            policy.load_balancer = sub.load_balancer.clone();
+        }
+        if sub.connection_pool != ConnectionPool::default() {
+            policy.connection_pool = sub.connection_pool.clone();
+        }
+        if sub.outlier_detection.is_some() {
+            policy.outlier_detection = sub.outlier_detection.clone();
+        }
+        if !sub.port_level_settings.is_empty() {
+            policy.port_level_settings = sub.port_level_settings.clone();
+        }
+    }
+    if let Some(level) = policy
+        .port_level_settings
+        .iter()
+        .find(|p| p.port == port)
+        .cloned()
+    {
+        if level.load_balancer.is_some() {
+            policy.load_balancer = level.load_balancer;
+        }
+        if level.connection_pool != ConnectionPool::default() {
+            policy.connection_pool = level.connection_pool;
+        }
+        if level.outlier_detection.is_some() {
+            policy.outlier_detection = level.outlier_detection;
+        }
+    }
+    policy
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        None => pattern == host,
+    }
+}
+
+fn service_entry<'a>(config: &'a Config, host: &str) -> Option<&'a ServiceEntry> {
+    let exact = config
+        .service_entries
+        .iter()
+        .find(|se| se.hosts.iter().any(|h| h == host));
+    exact.or_else(|| {
+        config
+            .service_entries
+            .iter()
+            .find(|se| se.hosts.iter().any(|h| host_matches(h, host)))
+    })
+}
+
+/// The DestinationRule for `host`: an exact one, else the longest matching wildcard.
+pub fn destination_rule<'a>(config: &'a Config, host: &str) -> Option<&'a DestinationRule> {
+    config
+        .destination_rules
+        .iter()
+        .filter(|r| host_matches(&r.host, host))
+        .max_by_key(|r| {
+            if r.host == host {
+                usize::MAX
+            } else {
+                r.host.len()
+            }
+        })
+}
+
+fn source(
+    host: &str,
+    port: u16,
+    entry: Option<&ServiceEntry>,
+    labels: Option<&crate::config::model::Labels>,
+) -> Result<Source, String> {
+    let Some(se) = entry else {
+        if labels.is_some() {
+            tracing::warn!(%host, "subset labels cannot select DNS answers; every address is used");
+        }
+        return Ok(Source::Dns(vec![DnsTarget {
+            host: host.to_owned(),
+            port,
+            weight: 1,
+        }]));
+    };
+    let service_port = se.ports.iter().find(|p| p.number == port);
+    let endpoint_port = |e: &crate::config::model::Endpoint| {
+        service_port
+            .and_then(|sp| {
+                e.ports
+                    .iter()
+                    .find(|(name, _)| *name == sp.name)
+                    .map(|(_, p)| *p)
+            })
+            .or_else(|| service_port.and_then(|sp| sp.target_port))
+            .unwrap_or(port)
+    };
+    let selected = se
+        .endpoints
+        .iter()
+        .filter(|e| labels.is_none_or(|want| want.iter().all(|(k, v)| e.labels.get(k) == Some(v))));
+    match se.resolution {
+        Resolution::Static => {
+            let mut endpoints = Vec::new();
+            for e in selected {
+                let ip: IpAddr = e
+                    .address
+                    .parse()
+                    .map_err(|_| format!("STATIC endpoint {} is not an IP address", e.address))?;
+                endpoints.push(Endpoint {
+                    addr: SocketAddr::new(ip, endpoint_port(e)),
+                    weight: e.weight.max(1),
+                });
+            }
+            Ok(Source::Static(endpoint_set(endpoints)))
+        }
+        Resolution::Dns | Resolution::DnsRoundRobin | Resolution::None => {
+            let targets: Vec<DnsTarget> = selected
+                .map(|e| DnsTarget {
+                    host: e.address.clone(),
+                    port: endpoint_port(e),
+                    weight: e.weight.max(1),
+                })
+                .collect();
+            if targets.is_empty() && se.endpoints.is_empty() {
+                Ok(Source::Dns(vec![DnsTarget {
+                    host: host.to_owned(),
+                    port,
+                    weight: 1,
+                }]))
+            } else {
+                Ok(Source::Dns(targets))
+            }
+        }
+    }
+}
+
+fn balancer_policy(
+    lb: Option<&LoadBalancer>,
+) -> Result<(Policy, Option<crate::config::model::HashKey>), String> {
+    Ok(match lb {
+        None => (Policy::LEAST_REQUEST, None),
+        Some(LoadBalancer::Simple(simple)) => (
+            match simple {
+                SimpleLb::Unspecified | SimpleLb::LeastRequest => Policy::LEAST_REQUEST,
+                SimpleLb::RoundRobin => Policy::RoundRobin,
+                SimpleLb::Random => Policy::Random,
+                // A gateway has no original destination to pass through to.
+                SimpleLb::Passthrough => Policy::RoundRobin,
+            },
+            None,
+        ),
+        Some(LoadBalancer::ConsistentHash { key, algorithm }) => {
+            let policy = match algorithm {
+                HashAlgorithm::Maglev { table_size } => {
+                    Policy::Maglev(TableSize::new(*table_size).map_err(|e| e.to_string())?)
+                }
+                HashAlgorithm::RingHash { minimum_ring_size } => {
+                    Policy::RingHash(RingSize::new(*minimum_ring_size).map_err(|e| e.to_string())?)
+                }
+                HashAlgorithm::Default => Policy::Maglev(TableSize::DEFAULT),
+            };
+            (policy, Some(key.clone()))
+        }
+    })
+}
+
+fn pool_settings(pool: &ConnectionPool) -> PoolSettings {
+    let max_in_flight = match (pool.max_connections, pool.http1_max_pending_requests) {
+        (None, None) => None,
+        (conns, pending) => {
+            Some(conns.unwrap_or(u32::MAX / 2) as usize + pending.unwrap_or(u32::MAX / 2) as usize)
+        }
+    };
+    PoolSettings {
+        connect_timeout: pool.connect_timeout,
+        idle_timeout: pool.idle_timeout,
+        max_in_flight,
+    }
+}
+
+fn outlier_policy(od: &OutlierDetection) -> OutlierPolicy {
+    OutlierPolicy {
+        consecutive_5xx: Some(od.consecutive_5xx_errors),
+        consecutive_gateway: od.consecutive_gateway_errors,
+        interval: od.interval,
+        base_ejection_time: od.base_ejection_time,
+        max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+        max_ejection_percent: od.max_ejection_percent,
+        min_health_percent: od.min_health_percent,
+    }
+}

@@ -1,0 +1,265 @@
+//! Matching a request to a VirtualService route, as Istio does it at a gateway.
+//!
+//! - A VirtualService is a candidate when one of its `hosts` matches the request's host (exact,
+//!   `*.suffix` wildcard, `*`, or a short Kubernetes name such as `sticky-svc` or
+//!   `sticky-svc.default` for `sticky-svc.default.svc.cluster.local`, as a sidecar accepts).
+//!   Candidates are tried most specific host first: exact, then the longest wildcard, then `*`.
+//! - Within a VirtualService, `http[]` routes are tried in order; the first whose `match[]` holds
+//!   (any one entry, every condition of it) wins. A route with no `match` matches everything.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+
+use super::Route;
+use crate::config::model::{RequestMatch, StringMatcher};
+
+/// The routes of one VirtualService, with the hosts they serve.
+#[derive(Debug)]
+pub struct VirtualRoutes {
+    /// `namespace/name`.
+    pub name: Arc<str>,
+    /// `hosts`, as in the model (lowercase, fully qualified, `*` kept).
+    pub hosts: Vec<String>,
+    /// `http[]`.
+    pub routes: Vec<Route>,
+}
+
+/// How well a VirtualService host matches; higher is more specific.
+fn host_score(pattern: &str, host: &str) -> Option<usize> {
+    if pattern == "*" {
+        return Some(0);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        // `*.example.com` matches `a.example.com`, not `example.com`.
+        let matches = host.len() > suffix.len()
+            && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+        return matches.then_some(suffix.len());
+    }
+    if pattern.eq_ignore_ascii_case(host) {
+        return Some(usize::MAX);
+    }
+    // A short name of a cluster-local service: `svc`, `svc.ns`, `svc.ns.svc`.
+    let short = pattern.len() > host.len()
+        && pattern.as_bytes()[host.len()] == b'.'
+        && pattern[..host.len()].eq_ignore_ascii_case(host)
+        && pattern.contains(".svc.");
+    short.then_some(usize::MAX - 1)
+}
+
+/// The host a request is for: `:authority` / `Host` without its port.
+pub fn request_host(parts: &Parts) -> &str {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    strip_port(authority)
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        // [::1]:8080
+        return authority.split(']').next().map_or(authority, |h| &h[1..]);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// Finds the route for a request among `services` (in config order).
+pub fn find<'a>(services: &'a [VirtualRoutes], parts: &Parts) -> Option<&'a Route> {
+    let host = request_host(parts);
+    let mut candidates: Vec<(usize, &VirtualRoutes)> = services
+        .iter()
+        .filter_map(|vs| {
+            vs.hosts
+                .iter()
+                .filter_map(|h| host_score(h, host))
+                .max()
+                .map(|s| (s, vs))
+        })
+        .collect();
+    // Stable: equally specific VirtualServices keep their config order.
+    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates
+        .into_iter()
+        .find_map(|(_, vs)| vs.routes.iter().find(|r| route_matches(&r.matches, parts)))
+}
+
+fn route_matches(matches: &[RequestMatch], parts: &Parts) -> bool {
+    matches.is_empty() || matches.iter().any(|m| request_matches(m, parts))
+}
+
+/// Whether one `match[]` entry holds for the request.
+pub fn request_matches(m: &RequestMatch, parts: &Parts) -> bool {
+    if let Some(uri) = &m.uri {
+        if !string_matches(uri, parts.uri.path(), m.ignore_uri_case) {
+            return false;
+        }
+    }
+    if let Some(method) = &m.method {
+        if !string_matches(method, parts.method.as_str(), false) {
+            return false;
+        }
+    }
+    if let Some(authority) = &m.authority {
+        let value = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        if !string_matches(authority, value, false) {
+            return false;
+        }
+    }
+    for (name, matcher) in &m.headers {
+        match header_value(parts, name) {
+            Some(value) if string_matches(matcher, value, false) => {}
+            _ => return false,
+        }
+    }
+    for (name, matcher) in &m.without_headers {
+        if let Some(value) = header_value(parts, name) {
+            if string_matches(matcher, value, false) {
+                return false;
+            }
+        }
+    }
+    for (name, matcher) in &m.query_params {
+        match query_value(parts.uri.query().unwrap_or(""), name) {
+            Some(value) if string_matches(matcher, value, false) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn header_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The raw (not percent-decoded) value of the first `name=` in a query string.
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+fn string_matches(matcher: &StringMatcher, value: &str, ignore_case: bool) -> bool {
+    match matcher {
+        StringMatcher::Exact(s) if ignore_case => s.eq_ignore_ascii_case(value),
+        StringMatcher::Exact(s) => s == value,
+        StringMatcher::Prefix(p) if ignore_case => {
+            value.len() >= p.len() && value[..p.len()].eq_ignore_ascii_case(p)
+        }
+        StringMatcher::Prefix(p) => value.starts_with(p.as_str()),
+        StringMatcher::Regex(re) => re.is_match(value),
+        StringMatcher::Present => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn host_scores_prefer_the_most_specific() {
+        let fqdn = "sticky-svc.default.svc.cluster.local";
+        assert_eq!(host_score("*", "anything"), Some(0));
+        assert_eq!(host_score(fqdn, fqdn), Some(usize::MAX));
+        assert_eq!(
+            host_score(fqdn, "STICKY-SVC.default.svc.cluster.local"),
+            Some(usize::MAX)
+        );
+        assert_eq!(host_score(fqdn, "sticky-svc"), Some(usize::MAX - 1));
+        assert_eq!(host_score(fqdn, "sticky-svc.default"), Some(usize::MAX - 1));
+        assert_eq!(host_score(fqdn, "sticky"), None);
+        assert_eq!(host_score("*.example.com", "a.example.com"), Some(12));
+        assert_eq!(host_score("*.example.com", "example.com"), None);
+        assert_eq!(
+            host_score("api.example.com", "api"),
+            None,
+            "short names only for .svc."
+        );
+    }
+
+    #[test]
+    fn request_host_strips_the_port() {
+        assert_eq!(
+            request_host(&parts("/", &[("host", "localhost:8080")])),
+            "localhost"
+        );
+        assert_eq!(request_host(&parts("http://a.b:80/", &[])), "a.b");
+        assert_eq!(request_host(&parts("/", &[("host", "[::1]:80")])), "::1");
+        assert_eq!(request_host(&parts("/", &[])), "");
+    }
+
+    #[test]
+    fn match_conditions() {
+        let re = regex::Regex::new("^(?:/api/v[0-9]+/.*)$").unwrap();
+        let m = RequestMatch {
+            uri: Some(StringMatcher::Regex(re)),
+            method: Some(StringMatcher::Exact("GET".into())),
+            headers: vec![("x-user".into(), StringMatcher::Prefix("ri".into()))],
+            without_headers: vec![("x-debug".into(), StringMatcher::Present)],
+            query_params: vec![("v".into(), StringMatcher::Exact("1".into()))],
+            ..RequestMatch::default()
+        };
+        assert!(request_matches(
+            &m,
+            &parts("/api/v2/ping?v=1", &[("x-user", "ricky")])
+        ));
+        assert!(!request_matches(
+            &m,
+            &parts("/api/v2/ping?v=2", &[("x-user", "ricky")])
+        ));
+        assert!(!request_matches(
+            &m,
+            &parts("/api/ping?v=1", &[("x-user", "ricky")])
+        ));
+        assert!(!request_matches(
+            &m,
+            &parts("/api/v2/ping?v=1", &[("x-user", "bob")])
+        ));
+        assert!(!request_matches(
+            &m,
+            &parts("/api/v2/ping?v=1", &[("x-user", "ricky"), ("x-debug", "1")])
+        ));
+        let ci = RequestMatch {
+            uri: Some(StringMatcher::Prefix("/Ping".into())),
+            ignore_uri_case: true,
+            ..RequestMatch::default()
+        };
+        assert!(request_matches(&ci, &parts("/PING/x", &[])));
+    }
+
+    #[test]
+    fn query_values_are_found_raw() {
+        assert_eq!(query_value("a=1&user=ricky&b", "user"), Some("ricky"));
+        assert_eq!(query_value("a=1&b", "b"), Some(""));
+        assert_eq!(query_value("", "user"), None);
+    }
+}

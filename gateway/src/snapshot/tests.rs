@@ -1,0 +1,236 @@
+use std::path::Path;
+
+use super::*;
+use crate::balancer::Policy;
+use crate::cluster::Source;
+use crate::config::model::HashKey;
+use crate::config::{LoadOptions, Loaded, load_source};
+use crate::maglev::TableSize;
+
+fn config(yaml: &str) -> Arc<Config> {
+    let mut loaded = Loaded::default();
+    load_source(
+        Path::new("test.yaml"),
+        yaml,
+        &LoadOptions::default(),
+        &mut loaded,
+    );
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    Arc::new(loaded.config)
+}
+
+const ARTICLE: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: sticky-svc
+spec:
+  hosts:
+  - '*'
+  gateways:
+  - gateway
+  http:
+  - route:
+    - destination:
+        host: sticky-svc.default.svc.cluster.local
+        port:
+          number: 8080
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: sticky-svc
+spec:
+  host: sticky-svc.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpHeaderName: x-user
+"#;
+
+const GATEWAY: &str = r#"
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata:
+  name: gateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - '*'
+"#;
+
+fn parts(uri: &str, host: &str) -> http::request::Parts {
+    http::Request::get(uri)
+        .header("host", host)
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0
+}
+
+#[tokio::test]
+async fn the_article_routes_with_or_without_its_gateway() {
+    for yaml in [ARTICLE.to_owned(), format!("{ARTICLE}{GATEWAY}")] {
+        let snap = Snapshot::build(config(&yaml), None, &Context::for_tests()).unwrap();
+        let route = snap.route(&parts("/ping", "localhost")).expect("a route");
+        assert_eq!(&*route.label, "default/sticky-svc/0");
+        let cluster = &route.clusters[0];
+        assert_eq!(
+            &*cluster.spec.name,
+            "outbound|8080||sticky-svc.default.svc.cluster.local"
+        );
+        assert_eq!(
+            cluster.spec.policy,
+            Policy::Maglev(TableSize::DEFAULT),
+            "Maglev by default"
+        );
+        assert_eq!(
+            cluster.spec.hash_key,
+            Some(HashKey::Header("x-user".into()))
+        );
+        assert!(matches!(&cluster.spec.source, Source::Dns(t) if t[0].port == 8080));
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_bound_service_is_not_served_when_another_gateway_is_picked() {
+    let cfg = config(&format!("{ARTICLE}{GATEWAY}"));
+    let ctx = Context {
+        gateway: Some("other".into()),
+        ..Context::for_tests()
+    };
+    let snap = Snapshot::build(cfg.clone(), None, &ctx).unwrap();
+    assert!(snap.route(&parts("/ping", "localhost")).is_none());
+    let ctx = Context {
+        gateway: Some("default/gateway".into()),
+        ..Context::for_tests()
+    };
+    let snap = Snapshot::build(cfg, None, &ctx).unwrap();
+    assert!(snap.route(&parts("/ping", "localhost")).is_some());
+}
+
+const STATIC: &str = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: backends
+spec:
+  hosts: [backends.local]
+  ports:
+  - number: 8080
+    name: http
+    protocol: HTTP
+  resolution: STATIC
+  endpoints:
+  - address: 127.0.0.1
+    labels: {version: v1}
+  - address: 127.0.0.2
+    labels: {version: v2}
+    weight: 3
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: backends
+spec:
+  host: backends.local
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+  subsets:
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer:
+        consistentHash:
+          useSourceIp: true
+          ringHash: {minimumRingSize: 2048}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: backends
+spec:
+  hosts: [backends.local]
+  http:
+  - match:
+    - headers:
+        x-canary: {exact: "1"}
+    route:
+    - destination: {host: backends.local, subset: v2}
+  - route:
+    - destination: {host: backends.local}
+"#;
+
+#[tokio::test]
+async fn static_endpoints_subsets_and_policy_precedence() {
+    let snap = Snapshot::build(config(STATIC), None, &Context::for_tests()).unwrap();
+    let mut canary = parts("/", "backends.local:8080");
+    canary.headers.insert("x-canary", "1".parse().unwrap());
+    let route = snap.route(&canary).unwrap();
+    let v2 = &route.clusters[0];
+    assert_eq!(&*v2.spec.name, "outbound|8080|v2|backends.local");
+    assert_eq!(v2.spec.hash_key, Some(HashKey::SourceIp));
+    assert!(matches!(v2.spec.policy, Policy::RingHash(_)));
+    let Source::Static(set) = &v2.spec.source else {
+        panic!("static")
+    };
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0].addr, "127.0.0.2:8080".parse().unwrap());
+    assert_eq!(set[0].weight, 3);
+
+    let all = &snap.route(&parts("/", "backends.local")).unwrap().clusters[0];
+    assert_eq!(all.spec.policy, Policy::RoundRobin);
+    assert_eq!(
+        all.state().endpoints.len(),
+        2,
+        "a static cluster is ready at once"
+    );
+    assert!(
+        snap.route(&parts("/", "elsewhere.example")).is_none(),
+        "no route for other hosts"
+    );
+    assert!(
+        snap.cluster("backends.local").is_some(),
+        "clusters can be found by host"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_clusters_survive_a_rebuild() {
+    let ctx = Context::for_tests();
+    let first = Snapshot::build(config(STATIC), None, &ctx).unwrap();
+    let second = Snapshot::build(config(STATIC), Some(&first), &ctx).unwrap();
+    for (name, cluster) in &first.clusters {
+        assert!(
+            Arc::ptr_eq(cluster, &second.clusters[name]),
+            "{name} was rebuilt"
+        );
+    }
+    let edited = STATIC.replace("ROUND_ROBIN", "RANDOM");
+    let third = Snapshot::build(config(&edited), Some(&second), &ctx).unwrap();
+    let name = "outbound|8080||backends.local";
+    assert!(
+        !Arc::ptr_eq(&second.clusters[name], &third.clusters[name]),
+        "a changed spec rebuilds"
+    );
+    let v2 = "outbound|8080|v2|backends.local";
+    assert!(
+        Arc::ptr_eq(&second.clusters[v2], &third.clusters[v2]),
+        "the subset kept its policy"
+    );
+}
+
+#[tokio::test]
+async fn an_undefined_subset_is_an_error() {
+    let yaml = STATIC.replace("subset: v2}", "subset: v9}");
+    let err = Snapshot::build(config(&yaml), None, &Context::for_tests());
+    assert!(err.is_err());
+}
