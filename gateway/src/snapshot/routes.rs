@@ -74,24 +74,23 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-/// Finds the route for a request among `services` (in config order).
+/// Finds the route for a request among `services` (in config order): the first matching route
+/// of the most specific VirtualService that has one; ties go to the earlier VirtualService.
 pub fn find<'a>(services: &'a [VirtualRoutes], parts: &Parts) -> Option<&'a Route> {
     let host = request_host(parts);
-    let mut candidates: Vec<(usize, &VirtualRoutes)> = services
-        .iter()
-        .filter_map(|vs| {
-            vs.hosts
-                .iter()
-                .filter_map(|h| host_score(h, host))
-                .max()
-                .map(|s| (s, vs))
-        })
-        .collect();
-    // Stable: equally specific VirtualServices keep their config order.
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
-    candidates
-        .into_iter()
-        .find_map(|(_, vs)| vs.routes.iter().find(|r| route_matches(&r.matches, parts)))
+    let mut best: Option<(usize, &Route)> = None;
+    for vs in services {
+        let Some(score) = vs.hosts.iter().filter_map(|h| host_score(h, host)).max() else {
+            continue;
+        };
+        if best.is_some_and(|(s, _)| s >= score) {
+            continue;
+        }
+        if let Some(route) = vs.routes.iter().find(|r| route_matches(&r.matches, parts)) {
+            best = Some((score, route));
+        }
+    }
+    best.map(|(_, route)| route)
 }
 
 fn route_matches(matches: &[RequestMatch], parts: &Parts) -> bool {
@@ -100,15 +99,15 @@ fn route_matches(matches: &[RequestMatch], parts: &Parts) -> bool {
 
 /// Whether one `match[]` entry holds for the request.
 pub fn request_matches(m: &RequestMatch, parts: &Parts) -> bool {
-    if let Some(uri) = &m.uri {
-        if !string_matches(uri, parts.uri.path(), m.ignore_uri_case) {
-            return false;
-        }
+    if let Some(uri) = &m.uri
+        && !string_matches(uri, parts.uri.path(), m.ignore_uri_case)
+    {
+        return false;
     }
-    if let Some(method) = &m.method {
-        if !string_matches(method, parts.method.as_str(), false) {
-            return false;
-        }
+    if let Some(method) = &m.method
+        && !string_matches(method, parts.method.as_str(), false)
+    {
+        return false;
     }
     if let Some(authority) = &m.authority {
         let value = parts
@@ -133,10 +132,8 @@ pub fn request_matches(m: &RequestMatch, parts: &Parts) -> bool {
         }
     }
     for (name, matcher) in &m.without_headers {
-        if let Some(value) = header_value(parts, name) {
-            if string_matches(matcher, value, false) {
-                return false;
-            }
+        if header_value(parts, name).is_some_and(|value| string_matches(matcher, value, false)) {
+            return false;
         }
     }
     for (name, matcher) in &m.query_params {
