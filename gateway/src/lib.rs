@@ -2,6 +2,7 @@
 //! replica by consistent hashing.
 //!
 //! Modules:
+//! - [`admin`] — the admin pages: health, readiness, metrics, config, clusters, key lookup.
 //! - [`balancer`] — one selection interface over round robin, random, least request, ring hash
 //!   and Maglev, with retry fallback.
 //! - [`cluster`] — a cluster at run time: endpoints, balancer, pool, and the task that rebuilds
@@ -19,6 +20,7 @@
 //! - [`ring`] — ring hash (ketama), Istio's default consistent hash.
 //! - [`snapshot`] — routes and clusters of one config, published whole; route matching.
 
+pub mod admin;
 pub mod balancer;
 pub mod cluster;
 pub mod config;

@@ -18,6 +18,8 @@ use crate::config::Config;
 use crate::config::model::{HttpRoute, VirtualService};
 use crate::discovery::{DnsResolver, RefreshBounds};
 use crate::metrics::Metrics;
+use crate::proxy::headers::HeaderEdits;
+use crate::proxy::retry::RetryOn;
 pub use routes::VirtualRoutes;
 
 /// One `http[]` route, resolved to running clusters.
@@ -29,6 +31,30 @@ pub struct Route {
     pub http: HttpRoute,
     /// `route[]` clusters, parallel to the model's weighted destinations.
     pub clusters: Vec<Arc<Cluster>>,
+    /// `retries.retryOn`, parsed.
+    pub retry_on: RetryOn,
+    /// `headers.request` / `headers.response` of the route.
+    pub edits: Edits,
+    /// Per `route[]` destination, parallel to `clusters`.
+    pub destination_edits: Vec<Edits>,
+}
+
+/// Request and response header edits, parsed once.
+#[derive(Debug, Clone, Default)]
+pub struct Edits {
+    /// Applied to the request sent upstream.
+    pub request: HeaderEdits,
+    /// Applied to the response sent to the client.
+    pub response: HeaderEdits,
+}
+
+impl Edits {
+    fn compile(rules: &crate::config::model::HeaderRules) -> Result<Self, String> {
+        Ok(Self {
+            request: HeaderEdits::compile(&rules.request)?,
+            response: HeaderEdits::compile(&rules.response)?,
+        })
+    }
 }
 
 impl std::ops::Deref for Route {
@@ -111,17 +137,19 @@ impl Snapshot {
                     Some(name) => format!("{vs_name}/{name}").into(),
                     None => format!("{vs_name}/{}", http.index).into(),
                 };
+                let invalid = |reason: String| SnapshotError::Destination {
+                    resource: vs.meta.resource(),
+                    route: label.to_string(),
+                    reason,
+                };
+                let edits = Edits::compile(&http.headers).map_err(invalid)?;
+                let mut destination_edits = Vec::new();
                 let mut route_clusters = Vec::new();
                 if let crate::config::model::RouteAction::Forward(dests) = &http.action {
                     for wd in dests {
+                        destination_edits.push(Edits::compile(&wd.headers).map_err(invalid)?);
                         let spec =
-                            clusters::cluster_spec(&wd.destination, &config).map_err(|reason| {
-                                SnapshotError::Destination {
-                                    resource: vs.meta.resource(),
-                                    route: label.to_string(),
-                                    reason,
-                                }
-                            })?;
+                            clusters::cluster_spec(&wd.destination, &config).map_err(invalid)?;
                         let cluster = match clusters.get(&spec.name) {
                             Some(c) => c.clone(),
                             None => {
@@ -146,8 +174,11 @@ impl Snapshot {
                 }
                 routes.push(Route {
                     label,
+                    retry_on: RetryOn::parse(&http.retries.retry_on),
                     http: http.clone(),
                     clusters: route_clusters,
+                    edits,
+                    destination_edits,
                 });
             }
             services.push(VirtualRoutes {

@@ -95,6 +95,49 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+/// A VirtualService `headers.request` or `headers.response` block, parsed once.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    /// Parses names and values; an invalid one is an error naming it.
+    pub fn compile(ops: &crate::config::model::HeaderOperations) -> Result<Self, String> {
+        let name = |n: &str| {
+            HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}"))
+        };
+        let pair = |(n, v): &(String, String)| {
+            let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for {n}"))?;
+            Ok::<_, String>((name(n)?, value))
+        };
+        Ok(Self {
+            set: ops.set.iter().map(pair).collect::<Result<_, _>>()?,
+            add: ops.add.iter().map(pair).collect::<Result<_, _>>()?,
+            remove: ops
+                .remove
+                .iter()
+                .map(|n| name(n))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Applies set, then add, then remove (Envoy's order).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+        for name in &self.remove {
+            headers.remove(name);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +189,26 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "::1".parse().unwrap(), "http");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+    }
+
+    #[test]
+    fn edits_set_add_remove() {
+        let ops = crate::config::model::HeaderOperations {
+            set: vec![("x-a".into(), "1".into())],
+            add: vec![("x-b".into(), "2".into())],
+            remove: vec!["x-c".into()],
+        };
+        let edits = HeaderEdits::compile(&ops).unwrap();
+        let mut h = map(&[("x-a", "0"), ("x-b", "1"), ("x-c", "gone")]);
+        edits.apply(&mut h);
+        assert_eq!(h.get("x-a").unwrap(), "1");
+        assert_eq!(h.get_all("x-b").iter().count(), 2);
+        assert!(h.get("x-c").is_none());
+        let bad = crate::config::model::HeaderOperations {
+            set: vec![("bad name".into(), "1".into())],
+            ..Default::default()
+        };
+        assert!(HeaderEdits::compile(&bad).is_err());
     }
 
     #[test]

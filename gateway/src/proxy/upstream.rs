@@ -54,6 +54,9 @@ pub enum UpstreamError {
     /// The cluster's in-flight limit is reached.
     #[error("overflow")]
     Overflow,
+    /// `perTryTimeout` ran out before the response headers.
+    #[error("per-try timeout")]
+    Timeout,
 }
 
 /// A cluster's pool.

@@ -1,0 +1,292 @@
+//! The admin listener (loopback by default): liveness, readiness, metrics, and pages that show
+//! what the gateway is doing — the effective config, each cluster's endpoints and table shares,
+//! and which endpoint a key maps to before any request is sent.
+//!
+//! Readiness depends on the gateway alone (config loaded, not draining), never on upstreams: a
+//! cluster scaled to zero must answer 503 `no healthy upstream`, not take the gateway out of its
+//! load balancer.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use crate::balancer::PickContext;
+use crate::cluster::Cluster;
+use crate::config::model::RouteAction;
+use crate::hash::key_hash;
+use crate::metrics::render;
+use crate::proxy::{Body, full};
+use crate::snapshot::Snapshot;
+use crate::snapshot::routes::query_value;
+
+/// What the admin pages report besides the snapshot.
+#[derive(Debug, Default)]
+pub struct Status {
+    ready: AtomicBool,
+    reload: Mutex<ReloadStatus>,
+}
+
+/// The outcome of the last config load.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    /// Successful loads so far (1 after start-up).
+    pub generation: u64,
+    /// The error of the last attempt, when it was rejected (the previous config keeps serving).
+    pub last_error: Option<String>,
+}
+
+impl Status {
+    /// Marks the gateway ready (config loaded, listeners bound) or not (draining).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` says ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Records a successful load.
+    pub fn loaded(&self) {
+        let mut r = self.reload.lock().unwrap_or_else(|e| e.into_inner());
+        r.generation += 1;
+        r.last_error = None;
+    }
+
+    /// Records a rejected reload.
+    pub fn rejected(&self, error: String) {
+        self.reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(error);
+    }
+
+    /// The last load's outcome.
+    pub fn reload(&self) -> ReloadStatus {
+        self.reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The admin handler.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The snapshot the proxy serves.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The metrics registry.
+    pub registry: Arc<Registry>,
+    /// Readiness and reload outcome.
+    pub status: Arc<Status>,
+}
+
+impl Admin {
+    /// Serves one admin request.
+    pub fn handle<B>(&self, request: &Request<B>) -> Response<Body> {
+        let query = request.uri().query().unwrap_or("");
+        match request.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" if self.status.is_ready() => text(StatusCode::OK, "ready\n".into()),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+            "/metrics" => {
+                let mut response = text(StatusCode::OK, render(&self.registry));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            "/config" => self.config(),
+            "/clusters" => self.clusters(),
+            "/lookup" => self.lookup(query),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; pages: /healthz /readyz /metrics /config /clusters \
+                 /lookup?cluster=HOST&key=KEY\n"
+                    .into(),
+            ),
+        }
+    }
+
+    fn config(&self) -> Response<Body> {
+        let snapshot = self.snapshot.load();
+        let services: Vec<Value> = snapshot
+            .services
+            .iter()
+            .map(|vs| {
+                let routes: Vec<Value> = vs
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let action = match &r.action {
+                            RouteAction::Forward(dests) => json!(
+                                dests
+                                    .iter()
+                                    .zip(&r.clusters)
+                                    .map(|(d, c)| json!({"cluster": &*c.spec.name, "weight": d.weight}))
+                                    .collect::<Vec<_>>()
+                            ),
+                            RouteAction::DirectResponse { status, body } => {
+                                json!({"directResponse": {"status": status, "body": body}})
+                            }
+                        };
+                        json!({
+                            "route": &*r.label,
+                            "match": r.matches.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>(),
+                            "destinations": action,
+                            "timeout": r.timeout.map(|t| format!("{t:?}")),
+                            "retries": {
+                                "attempts": r.retries.attempts,
+                                "perTryTimeout": r.retries.per_try_timeout.map(|t| format!("{t:?}")),
+                                "retryOn": r.retries.retry_on.join(","),
+                            },
+                        })
+                    })
+                    .collect();
+                json!({"virtualService": &*vs.name, "hosts": vs.hosts, "http": routes})
+            })
+            .collect();
+        let mut clusters: Vec<&Arc<Cluster>> = snapshot.clusters.values().collect();
+        clusters.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        let clusters: Vec<Value> = clusters.iter().map(|c| cluster_spec(c)).collect();
+        let gateways: Vec<String> = snapshot
+            .config
+            .gateways
+            .iter()
+            .map(|g| format!("{}/{}", g.meta.namespace, g.meta.name))
+            .collect();
+        json_response(&json!({
+            "reload": self.status.reload(),
+            "gateways": gateways,
+            "virtualServices": services,
+            "clusters": clusters,
+        }))
+    }
+
+    fn clusters(&self) -> Response<Body> {
+        let snapshot = self.snapshot.load();
+        let mut clusters: Vec<&Arc<Cluster>> = snapshot.clusters.values().collect();
+        clusters.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        let list: Vec<Value> = clusters
+            .iter()
+            .map(|c| {
+                let state = c.state();
+                let shares = table_shares(&state);
+                let endpoints: Vec<Value> = state
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        json!({
+                            "address": &*e.label,
+                            "weight": e.weight,
+                            "healthy": !state.ejected[i],
+                            "inFlight": e.in_flight.load(Ordering::Relaxed),
+                            "tableShare": shares.get(i),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "cluster": &*c.spec.name,
+                    "policy": format!("{:?}", c.spec.policy),
+                    "routable": state.routable(),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        json_response(&json!({ "clusters": list }))
+    }
+
+    fn lookup(&self, query: &str) -> Response<Body> {
+        let (Some(cluster), Some(key)) = (query_value(query, "cluster"), query_value(query, "key"))
+        else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "usage: /lookup?cluster=HOST&key=KEY\n".into(),
+            );
+        };
+        let snapshot = self.snapshot.load();
+        let Some(cluster) = snapshot.cluster(cluster) else {
+            return text(StatusCode::NOT_FOUND, format!("no cluster {cluster}\n"));
+        };
+        if !cluster.spec.policy.is_consistent_hash() {
+            return text(
+                StatusCode::CONFLICT,
+                format!(
+                    "cluster {} does not hash keys ({:?})\n",
+                    cluster.spec.name, cluster.spec.policy
+                ),
+            );
+        }
+        let state = cluster.state();
+        let hash = key_hash(key.as_bytes());
+        let endpoint = state
+            .balancer
+            .as_ref()
+            .and_then(|b| b.pick(&PickContext::new(0).key_hash(Some(hash))).ok())
+            .map(|p| state.endpoints[p.endpoint].label.to_string());
+        json_response(&json!({
+            "cluster": &*cluster.spec.name,
+            "key": key,
+            "hash": format!("{hash:016x}"),
+            "endpoint": endpoint,
+        }))
+    }
+}
+
+fn cluster_spec(c: &Cluster) -> Value {
+    json!({
+        "name": &*c.spec.name,
+        "source": format!("{:?}", c.spec.source),
+        "policy": format!("{:?}", c.spec.policy),
+        "hashKey": c.spec.hash_key.as_ref().map(|k| format!("{k:?}")),
+        "connectTimeout": format!("{:?}", c.spec.pool.connect_timeout),
+        "maxInFlight": c.spec.pool.max_in_flight,
+        "outlierDetection": c.spec.outlier.as_ref().map(|o| format!("{o:?}")),
+    })
+}
+
+/// Share of the table (Maglev slots, ring points) each endpoint holds; empty for other policies.
+fn table_shares(state: &crate::cluster::ClusterState) -> Vec<f64> {
+    let Some(balancer) = &state.balancer else {
+        return Vec::new();
+    };
+    if let Some(table) = balancer.maglev() {
+        let size = table.size() as f64;
+        return table
+            .slot_counts()
+            .iter()
+            .map(|&n| n as f64 / size)
+            .collect();
+    }
+    balancer.ring().map(|r| r.shares()).unwrap_or_default()
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(value: &Value) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = Response::new(full(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
