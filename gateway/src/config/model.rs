@@ -7,6 +7,9 @@
 //! reaches the data path.
 
 mod destination_rule;
+mod load_balancer;
+mod request_match;
+mod route_policy;
 mod service_entry;
 mod virtual_service;
 
@@ -21,16 +24,22 @@ use super::schema::Positions;
 
 pub(crate) use destination_rule::destination_rule;
 pub use destination_rule::{
-    ConnectionPool, DestinationRule, HashAlgorithm, HashKey, LoadBalancer, OutlierDetection,
-    PortTrafficPolicy, SimpleLb, Subset, TrafficPolicy,
+    ConnectionPool, DestinationRule, OutlierDetection, PortTrafficPolicy, Subset, TrafficPolicy,
+};
+pub use load_balancer::{
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MINIMUM_RING_SIZE, HashAlgorithm, HashKey, LoadBalancer,
+    MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, SimpleLb,
+};
+pub use request_match::{RequestMatch, StringMatcher};
+pub use route_policy::{
+    DEFAULT_RETRY_ON, Fault, FaultAbort, FaultDelay, HeaderOperations, HeaderRules, RetryPolicy,
+    Rewrite,
 };
 pub use service_entry::{Endpoint, Gateway, GatewayServer, Resolution, ServiceEntry, ServicePort};
 pub(crate) use service_entry::{gateway, service_entry};
 pub(crate) use virtual_service::virtual_service;
 pub use virtual_service::{
-    Destination, Fault, FaultAbort, FaultDelay, HeaderOperations, HeaderRules, HttpRoute,
-    RequestMatch, RetryPolicy, Rewrite, RouteAction, StringMatcher, VirtualService,
-    WeightedDestination,
+    Destination, HttpRoute, RouteAction, VirtualService, WeightedDestination,
 };
 
 /// Every valid resource read, by kind, in the order read.
