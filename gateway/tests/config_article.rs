@@ -46,9 +46,12 @@ fn workload_documents_are_skipped_with_info_lines() {
         .config
         .kubernetes_services
         .iter()
-        .map(|m| (m.name.as_str(), m.namespace.as_str()))
+        .map(|s| (s.meta.name.as_str(), s.host.as_str()))
         .collect();
-    assert_eq!(services, [("sticky-svc", "default")]);
+    assert_eq!(
+        services,
+        [("sticky-svc", "sticky-svc.default.svc.cluster.local")]
+    );
 }
 
 #[test]

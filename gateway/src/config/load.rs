@@ -216,13 +216,20 @@ impl<'a, 'y> Document<'a, 'y> {
         let display_name = name.clone().unwrap_or_else(|| "<unnamed>".to_owned());
         if group != "networking.istio.io" {
             if api_version == "v1" && kind == "Service" {
-                self.loaded.config.kubernetes_services.push(Meta {
+                let names = Names {
+                    namespace: namespace.clone(),
+                    cluster_domain: self.options.cluster_domain.clone(),
+                };
+                let meta = Meta {
                     kind: Kind::Service,
                     name: display_name.clone(),
                     namespace,
                     location: self.at(start),
                     positions: Arc::default(),
-                });
+                };
+                let host = names.fqdn(&meta.name);
+                let service = model::KubernetesService { meta, host };
+                self.loaded.config.kubernetes_services.push(service);
             }
             let message = format!(
                 "skipped {api_version} {kind} {display_name}: not an Istio networking resource"

@@ -55,7 +55,16 @@ pub struct Config {
     pub service_entries: Vec<ServiceEntry>,
     /// Kubernetes `Service`s seen in the same files (skipped, but their names are real hosts
     /// that `gateway check` may match a DestinationRule against).
-    pub kubernetes_services: Vec<Meta>,
+    pub kubernetes_services: Vec<KubernetesService>,
+}
+
+/// A Kubernetes `Service` document: not read, but its name is a host that exists.
+#[derive(Debug, Clone)]
+pub struct KubernetesService {
+    /// Identity and origin.
+    pub meta: Meta,
+    /// `name.namespace.svc.<cluster domain>`.
+    pub host: String,
 }
 
 /// The Istio kinds the gateway reads.
