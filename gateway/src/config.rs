@@ -8,7 +8,7 @@
 //!   supported, reported as "not supported by this gateway, ignored", or an unknown-field error;
 //! - [`spec`]: serde types mirroring the YAML one to one;
 //! - [`model`]: validated types the data path consumes (hosts qualified, oneofs as enums);
-//! - [`check`]: analysis across resources (`gateway check`), stricter than `istioctl analyze`;
+//! - [`check`](mod@check): analysis across resources (`gateway check`), stricter than `istioctl analyze`;
 //! - [`diagnostic`]: every finding, with file, line, column, resource and field path;
 //! - [`duration`]: Istio/Go duration strings.
 

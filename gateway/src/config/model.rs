@@ -2,7 +2,7 @@
 //! [`Duration`], `oneof`s as enums, regexes compiled, Istio's defaults applied.
 //!
 //! Nothing here knows sockets or clocks. Each `spec` type converts through a function in a
-//! submodule that records every broken rule (with its field path) in a [`Problems`] list; the
+//! submodule that records every broken rule (with its field path) in a `Problems` list; the
 //! loader keeps a resource only when that list holds no error, so a half-valid resource never
 //! reaches the data path.
 

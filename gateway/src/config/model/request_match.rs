@@ -24,7 +24,8 @@ pub struct RequestMatch {
     pub query_params: Vec<(String, StringMatcher)>,
     /// `withoutHeaders`: none of these may match.
     pub without_headers: Vec<(String, StringMatcher)>,
-    /// `ignoreUriCase`: exact/prefix `uri` compare case-insensitively.
+    /// `ignoreUriCase`: exact/prefix `uri` compare case-insensitively (a `uri` regex is
+    /// already compiled case-insensitive, as Istio does with `(?i)`).
     pub ignore_uri_case: bool,
 }
 
@@ -49,7 +50,12 @@ pub(super) fn request_match(
     let one = |field: &str, s: Option<spec::StringMatch>, p: &mut Problems| {
         s.and_then(|s| string_matcher(s, &format!("{path}.{field}"), false, p))
     };
-    let uri = one("uri", m.uri, p);
+    let ignore_uri_case = m.ignore_uri_case.unwrap_or(false);
+    let uri = one("uri", m.uri, p).map(|uri| match uri {
+        StringMatcher::Regex(re) if ignore_uri_case => Regex::new(&format!("(?i){}", re.as_str()))
+            .map_or(StringMatcher::Regex(re), StringMatcher::Regex),
+        other => other,
+    });
     let method = one("method", m.method, p);
     let authority = one("authority", m.authority, p);
     let mut map =
@@ -76,7 +82,7 @@ pub(super) fn request_match(
         headers: map("headers", m.headers, true),
         query_params: map("queryParams", m.query_params, false),
         without_headers: map("withoutHeaders", m.without_headers, true),
-        ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
+        ignore_uri_case,
     }
 }
 
