@@ -307,3 +307,53 @@ spec:
         Some("ingressgateway")
     );
 }
+
+#[test]
+fn zero_reads_as_unset_like_proto3() {
+    let config = load(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [a]
+  http: [{route: [{destination: {host: a}, weight: 0}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a}
+spec:
+  host: a
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 0}, http: {http1MaxPendingRequests: 0}}
+    outlierDetection: {maxEjectionPercent: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a}
+spec:
+  hosts: [a.local]
+  ports: [{number: 80, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, weight: 0}]
+"#,
+    );
+    let RouteAction::Forward(dests) = &config.virtual_services[0].http[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(
+        dests[0].weight, 100,
+        "a lone destination with weight 0 takes all traffic"
+    );
+    let policy = &config.destination_rules[0].traffic_policy;
+    assert_eq!(policy.connection_pool.max_connections, None);
+    assert_eq!(policy.connection_pool.http1_max_pending_requests, None);
+    assert_eq!(
+        policy
+            .outlier_detection
+            .as_ref()
+            .map(|o| o.max_ejection_percent),
+        Some(10)
+    );
+    assert_eq!(config.service_entries[0].endpoints[0].weight, 1);
+}

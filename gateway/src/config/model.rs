@@ -219,6 +219,11 @@ impl Problems {
         }
     }
 
+    /// A limit where 0, like unset in proto3, means none (Istio's connection pool fields).
+    pub fn limit(&mut self, path: &str, value: Option<i64>) -> Option<u32> {
+        self.count(path, value).filter(|v| *v != 0)
+    }
+
     /// A count that must not be negative.
     pub fn count(&mut self, path: &str, value: Option<i64>) -> Option<u32> {
         let value = value?;

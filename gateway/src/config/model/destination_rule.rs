@@ -203,7 +203,7 @@ fn connection_pool(
     let mut pool = ConnectionPool::default();
     let Some(c) = c else { return pool };
     if let Some(tcp) = c.tcp {
-        pool.max_connections = p.count(&format!("{path}.tcp.maxConnections"), tcp.max_connections);
+        pool.max_connections = p.limit(&format!("{path}.tcp.maxConnections"), tcp.max_connections);
         let at = format!("{path}.tcp.connectTimeout");
         if let Some(d) = p.duration(&at, tcp.connect_timeout.as_deref(), false) {
             pool.connect_timeout = d;
@@ -211,11 +211,11 @@ fn connection_pool(
     }
     if let Some(http) = c.http {
         let at = format!("{path}.http");
-        pool.http1_max_pending_requests = p.count(
+        pool.http1_max_pending_requests = p.limit(
             &format!("{at}.http1MaxPendingRequests"),
             http.http1_max_pending_requests,
         );
-        pool.max_requests_per_connection = p.count(
+        pool.max_requests_per_connection = p.limit(
             &format!("{at}.maxRequestsPerConnection"),
             http.max_requests_per_connection,
         );
@@ -246,7 +246,13 @@ fn outlier_detection(o: spec::OutlierDetection, path: &str, p: &mut Problems) ->
         consecutive_gateway_errors: o.consecutive_gateway_errors,
         interval: interval.unwrap_or(Duration::from_secs(10)),
         base_ejection_time: base.unwrap_or(Duration::from_secs(30)),
-        max_ejection_percent: percent(p, "maxEjectionPercent", o.max_ejection_percent, 10),
+        max_ejection_percent: percent(
+            p,
+            "maxEjectionPercent",
+            // proto3 cannot tell 0 from unset; Istio then keeps Envoy's default.
+            o.max_ejection_percent.filter(|v| *v != 0),
+            10,
+        ),
         min_health_percent: percent(p, "minHealthPercent", o.min_health_percent, 0),
     }
 }

@@ -226,7 +226,8 @@ fn forward(
             "at least one destination is required",
         );
     }
-    let any_weight = dests.iter().any(|d| d.weight.is_some());
+    // A weight of 0 is proto3's unset: a lone destination still takes all traffic.
+    let any_weight = dests.iter().any(|d| d.weight.is_some_and(|w| w != 0));
     let mut out = Vec::with_capacity(dests.len());
     for (i, d) in dests.into_iter().enumerate() {
         let at = format!("{path}.route[{i}]");
