@@ -36,10 +36,18 @@ fn read_seeds() -> Vec<String> {
     let mut files = Vec::new();
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     collect(&testdata, &mut files);
-    if let Ok(corpus) = std::env::var("ISTIO_CORPUS")
-        && corpus != "skip"
-    {
-        collect(Path::new(&corpus), &mut files);
+    // The Istio corpus adds real documents when it is around (see config_corpus.rs); the
+    // property holds on the fixtures alone otherwise.
+    let corpus = match std::env::var("ISTIO_CORPUS") {
+        Ok(value) if value == "skip" => None,
+        Ok(value) => Some(PathBuf::from(value)),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("shared/istio-corpus"))
+            .find(|dir| dir.is_dir()),
+    };
+    if let Some(corpus) = corpus {
+        collect(&corpus, &mut files);
     }
     files.sort();
     files
