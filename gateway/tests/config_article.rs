@@ -230,7 +230,7 @@ fn binary_exits_1_on_the_articles_least_conn_rule() {
     assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains(
-            "article/destination-rule-least-conn.yaml:8:9: error: DestinationRule/sticky-svc: spec.host: host sticky-service.default.svc.cluster.local matches no VirtualService destination, ServiceEntry or Service: Istio silently ignores this rule (did you mean sticky-svc.default.svc.cluster.local?)"
+            "article/destination-rule-least-conn.yaml:8:9: error: DestinationRule/sticky-svc: spec.host: host sticky-service.default.svc.cluster.local matches no VirtualService destination, ServiceEntry or Service here: the rule applies to nothing, and Istio ignores it silently (did you mean sticky-svc.default.svc.cluster.local?)"
         ),
         "{stdout}"
     );

@@ -124,7 +124,7 @@ fn destination_rule_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
     for dr in &config.destination_rules {
         if !known.iter().any(|h| host_matches(&dr.host, h)) {
             let message = format!(
-                "host {} matches no VirtualService destination, ServiceEntry or Service: Istio silently ignores this rule",
+                "host {} matches no VirtualService destination, ServiceEntry or Service here: the rule applies to nothing, and Istio ignores it silently",
                 dr.host
             );
             let mut d = finding(Severity::Error, &dr.meta, "spec.host", message);
