@@ -73,7 +73,10 @@ pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> Result<Loaded, Lo
             path: file.clone(),
             source,
         })?;
+        let before = loaded.diagnostics.len();
         load_source(&file, &text, options, &mut loaded);
+        let findings = loaded.diagnostics.len() - before;
+        tracing::debug!(file = %file.display(), findings, "configuration file read");
     }
     Ok(loaded)
 }
