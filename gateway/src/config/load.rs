@@ -52,7 +52,7 @@ impl Loaded {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A named path could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The path.
         path: PathBuf,
