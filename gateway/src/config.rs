@@ -8,9 +8,36 @@
 //!   supported, reported as "not supported by this gateway, ignored", or an unknown-field error;
 //! - [`spec`]: serde types mirroring the YAML one to one;
 //! - [`model`]: validated types the data path consumes (hosts qualified, oneofs as enums);
-//! - [`check`]: analysis across resources (`gateway check`), stricter than `istioctl analyze`;
+//! - [`check`](mod@check): analysis across resources (`gateway check`), stricter than `istioctl analyze`;
 //! - [`diagnostic`]: every finding, with file, line, column, resource and field path;
 //! - [`duration`]: Istio/Go duration strings.
+//!
+//! ```
+//! use std::path::Path;
+//! use gateway::config::model::{HashAlgorithm, HashKey, LoadBalancer};
+//! use gateway::config::{LoadOptions, Loaded, load_source};
+//!
+//! let yaml = "
+//! apiVersion: networking.istio.io/v1alpha3
+//! kind: DestinationRule
+//! metadata: {name: sticky-svc}
+//! spec:
+//!   host: sticky-svc
+//!   trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user, maglev: {}}}}
+//! ";
+//! let mut loaded = Loaded::default();
+//! load_source(Path::new("dr.yaml"), yaml, &LoadOptions::default(), &mut loaded);
+//! assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+//! let rule = &loaded.config.destination_rules[0];
+//! assert_eq!(rule.host, "sticky-svc.default.svc.cluster.local");
+//! assert_eq!(
+//!     rule.traffic_policy.load_balancer,
+//!     Some(LoadBalancer::ConsistentHash {
+//!         key: HashKey::Header("x-user".into()),
+//!         algorithm: HashAlgorithm::Maglev { table_size: 65_537 },
+//!     })
+//! );
+//! ```
 
 pub mod check;
 pub mod diagnostic;

@@ -46,9 +46,12 @@ fn workload_documents_are_skipped_with_info_lines() {
         .config
         .kubernetes_services
         .iter()
-        .map(|m| (m.name.as_str(), m.namespace.as_str()))
+        .map(|s| (s.meta.name.as_str(), s.host.as_str()))
         .collect();
-    assert_eq!(services, [("sticky-svc", "default")]);
+    assert_eq!(
+        services,
+        [("sticky-svc", "sticky-svc.default.svc.cluster.local")]
+    );
 }
 
 #[test]
@@ -227,7 +230,7 @@ fn binary_exits_1_on_the_articles_least_conn_rule() {
     assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains(
-            "article/destination-rule-least-conn.yaml:8:9: error: DestinationRule/sticky-svc: spec.host: host sticky-service.default.svc.cluster.local matches no VirtualService destination, ServiceEntry or Service: Istio silently ignores this rule (did you mean sticky-svc.default.svc.cluster.local?)"
+            "article/destination-rule-least-conn.yaml:8:9: error: DestinationRule/sticky-svc: spec.host: host sticky-service.default.svc.cluster.local matches no VirtualService destination, ServiceEntry or Service here: the rule applies to nothing, and Istio ignores it silently (did you mean sticky-svc.default.svc.cluster.local?)"
         ),
         "{stdout}"
     );

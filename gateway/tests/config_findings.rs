@@ -210,6 +210,15 @@ const CHECK: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "check/hosts-and-ports.yaml",
+        &[
+            "17:29: warning: VirtualService/reviews: spec.hosts[1]: host reviews.example.com is not served by Gateway default/shop (its servers accept shop.example.com)",
+            "23:64: error: VirtualService/reviews: spec.http[0].route[0].destination.port.number: port 9999 is not a port of reviews.internal (ServiceEntry/reviews declares 8080, 8443)",
+            "25:24: error: VirtualService/reviews: spec.http[1].route[0].destination: reviews.internal has several ports (8080, 8443), so the destination must name one",
+            "33:13: warning: VirtualService/reviews-mesh: spec.gateways: bound to the mesh only, so no gateway serves it",
+        ],
+    ),
+    (
         "check/port-level-hashing.yaml",
         &[
             "21:24: warning: VirtualService/sticky-svc: spec.http[0].route[0].destination: DestinationRule/sticky-svc hashes consistently on port 8080 only, but this destination names no port, so the rule's default policy applies (istio/istio#41257) (set port.number: 8080)",

@@ -10,7 +10,7 @@ mod affinity;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostic::{Diagnostic, Severity};
-use super::model::{Config, DestinationRule, Meta, RouteAction, VirtualService};
+use super::model::{Config, DestinationRule, Gateway, Meta, RouteAction, VirtualService};
 
 /// Every finding of the analysis, in resource order.
 pub fn check(config: &Config) -> Vec<Diagnostic> {
@@ -19,6 +19,7 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
     destination_rule_hosts(config, &mut out);
     gateway_references(config, &mut out);
     subset_references(config, &mut out);
+    destination_ports(config, &mut out);
     affinity::check(config, &mut out);
     out
 }
@@ -96,7 +97,7 @@ fn duplicates(config: &Config, out: &mut Vec<Diagnostic>) {
 }
 
 /// Hosts that exist: route destinations, ServiceEntry hosts and Kubernetes Services.
-fn known_hosts(config: &Config, cluster_domain: &str) -> BTreeSet<String> {
+fn known_hosts(config: &Config) -> BTreeSet<String> {
     let mut hosts: BTreeSet<String> = config
         .virtual_services
         .iter()
@@ -112,34 +113,18 @@ fn known_hosts(config: &Config, cluster_domain: &str) -> BTreeSet<String> {
         config
             .kubernetes_services
             .iter()
-            .map(|svc| format!("{}.{}.svc.{cluster_domain}", svc.name, svc.namespace)),
+            .map(|svc| svc.host.clone()),
     );
     hosts
 }
 
-/// The cluster domain the loader used, read back from a qualified host.
-fn cluster_domain(config: &Config) -> String {
-    config
-        .destination_rules
-        .iter()
-        .map(|dr| dr.host.as_str())
-        .chain(
-            config
-                .virtual_services
-                .iter()
-                .flat_map(|vs| destinations(vs).map(|(_, d)| d.destination.host.as_str())),
-        )
-        .find_map(|h| h.split_once(".svc.").map(|(_, domain)| domain.to_owned()))
-        .unwrap_or_else(|| "cluster.local".to_owned())
-}
-
 fn destination_rule_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
-    let known = known_hosts(config, &cluster_domain(config));
+    let known = known_hosts(config);
     let mut by_host: BTreeMap<&str, &DestinationRule> = BTreeMap::new();
     for dr in &config.destination_rules {
         if !known.iter().any(|h| host_matches(&dr.host, h)) {
             let message = format!(
-                "host {} matches no VirtualService destination, ServiceEntry or Service: Istio silently ignores this rule",
+                "host {} matches no VirtualService destination, ServiceEntry or Service here: the rule applies to nothing, and Istio ignores it silently",
                 dr.host
             );
             let mut d = finding(Severity::Error, &dr.meta, "spec.host", message);
@@ -163,19 +148,27 @@ fn destination_rule_hosts(config: &Config, out: &mut Vec<Diagnostic>) {
 }
 
 fn gateway_references(config: &Config, out: &mut Vec<Diagnostic>) {
-    let defined: BTreeSet<String> = config
+    let defined: BTreeMap<String, &Gateway> = config
         .gateways
         .iter()
-        .map(|g| format!("{}/{}", g.meta.namespace, g.meta.name))
+        .map(|g| (format!("{}/{}", g.meta.namespace, g.meta.name), g))
         .collect();
     for vs in &config.virtual_services {
-        if vs.gateways.is_empty() {
-            let message =
-                "no gateways: Istio binds it to the mesh only, so no gateway serves it".to_owned();
-            out.push(finding(Severity::Warning, &vs.meta, "spec.hosts", message));
+        if vs.gateways.iter().all(|g| g == "mesh") {
+            let message = "bound to the mesh only, so no gateway serves it".to_owned();
+            let path = if vs.gateways.is_empty() {
+                "spec.hosts"
+            } else {
+                "spec.gateways"
+            };
+            out.push(finding(Severity::Warning, &vs.meta, path, message));
         }
         for (i, gateway) in vs.gateways.iter().enumerate() {
-            if gateway == "mesh" || defined.contains(gateway) {
+            if gateway == "mesh" {
+                continue;
+            }
+            if let Some(g) = defined.get(gateway) {
+                uncovered_hosts(vs, g, out);
                 continue;
             }
             let message = format!("Gateway {gateway} is not defined");
@@ -185,10 +178,78 @@ fn gateway_references(config: &Config, out: &mut Vec<Diagnostic>) {
                 &format!("spec.gateways[{i}]"),
                 message,
             );
-            if let Some(best) = near_miss(gateway, defined.iter().map(String::as_str)) {
+            if let Some(best) = near_miss(gateway, defined.keys().map(String::as_str)) {
                 d = d.hint(format!("did you mean {best}?"));
             }
             out.push(d);
+        }
+    }
+}
+
+/// Hosts of a VirtualService that none of its Gateway's servers accepts: requests for them
+/// never reach the route (istioctl analyze's IST0132).
+fn uncovered_hosts(vs: &VirtualService, gateway: &Gateway, out: &mut Vec<Diagnostic>) {
+    // A server host may be `ns/host`, `*/host` or `./host`; only the host part matters here.
+    let served: Vec<&str> = gateway
+        .servers
+        .iter()
+        .flat_map(|s| s.hosts.iter())
+        .map(|h| h.rsplit_once('/').map_or(h.as_str(), |(_, host)| host))
+        .collect();
+    for (i, host) in vs.hosts.iter().enumerate() {
+        if !served.iter().any(|s| host_matches(s, host)) {
+            let message = format!(
+                "host {host} is not served by Gateway {}/{} (its servers accept {})",
+                gateway.meta.namespace,
+                gateway.meta.name,
+                served.join(", ")
+            );
+            out.push(finding(
+                Severity::Warning,
+                &vs.meta,
+                &format!("spec.hosts[{i}]"),
+                message,
+            ));
+        }
+    }
+}
+
+/// Destination ports against the ports a ServiceEntry declares for that host.
+fn destination_ports(config: &Config, out: &mut Vec<Diagnostic>) {
+    for vs in &config.virtual_services {
+        for (path, d) in destinations(vs) {
+            let host = &d.destination.host;
+            let Some(se) = config
+                .service_entries
+                .iter()
+                .find(|se| se.hosts.contains(host))
+            else {
+                continue;
+            };
+            let ports: Vec<String> = se.ports.iter().map(|p| p.number.to_string()).collect();
+            match d.destination.port {
+                Some(port) if !se.ports.iter().any(|p| p.number == port) => {
+                    let message = format!(
+                        "port {port} is not a port of {host} ({} declares {})",
+                        se.meta.resource(),
+                        ports.join(", ")
+                    );
+                    out.push(finding(
+                        Severity::Error,
+                        &vs.meta,
+                        &format!("{path}.port.number"),
+                        message,
+                    ));
+                }
+                None if se.ports.len() > 1 => {
+                    let message = format!(
+                        "{host} has several ports ({}), so the destination must name one",
+                        ports.join(", ")
+                    );
+                    out.push(finding(Severity::Error, &vs.meta, &path, message));
+                }
+                _ => {}
+            }
         }
     }
 }

@@ -2,11 +2,14 @@
 //! [`Duration`], `oneof`s as enums, regexes compiled, Istio's defaults applied.
 //!
 //! Nothing here knows sockets or clocks. Each `spec` type converts through a function in a
-//! submodule that records every broken rule (with its field path) in a [`Problems`] list; the
+//! submodule that records every broken rule (with its field path) in a `Problems` list; the
 //! loader keeps a resource only when that list holds no error, so a half-valid resource never
 //! reaches the data path.
 
 mod destination_rule;
+mod load_balancer;
+mod request_match;
+mod route_policy;
 mod service_entry;
 mod virtual_service;
 
@@ -21,16 +24,22 @@ use super::schema::Positions;
 
 pub(crate) use destination_rule::destination_rule;
 pub use destination_rule::{
-    ConnectionPool, DestinationRule, HashAlgorithm, HashKey, LoadBalancer, OutlierDetection,
-    PortTrafficPolicy, SimpleLb, Subset, TrafficPolicy,
+    ConnectionPool, DestinationRule, OutlierDetection, PortTrafficPolicy, Subset, TrafficPolicy,
+};
+pub use load_balancer::{
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MINIMUM_RING_SIZE, HashAlgorithm, HashKey, LoadBalancer,
+    MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, SimpleLb,
+};
+pub use request_match::{RequestMatch, StringMatcher};
+pub use route_policy::{
+    DEFAULT_RETRY_ON, Fault, FaultAbort, FaultDelay, HeaderOperations, HeaderRules, RetryPolicy,
+    Rewrite,
 };
 pub use service_entry::{Endpoint, Gateway, GatewayServer, Resolution, ServiceEntry, ServicePort};
 pub(crate) use service_entry::{gateway, service_entry};
 pub(crate) use virtual_service::virtual_service;
 pub use virtual_service::{
-    Destination, Fault, FaultAbort, FaultDelay, HeaderOperations, HeaderRules, HttpRoute,
-    RequestMatch, RetryPolicy, Rewrite, RouteAction, StringMatcher, VirtualService,
-    WeightedDestination,
+    Destination, HttpRoute, RouteAction, VirtualService, WeightedDestination,
 };
 
 /// Every valid resource read, by kind, in the order read.
@@ -46,7 +55,16 @@ pub struct Config {
     pub service_entries: Vec<ServiceEntry>,
     /// Kubernetes `Service`s seen in the same files (skipped, but their names are real hosts
     /// that `gateway check` may match a DestinationRule against).
-    pub kubernetes_services: Vec<Meta>,
+    pub kubernetes_services: Vec<KubernetesService>,
+}
+
+/// A Kubernetes `Service` document: not read, but its name is a host that exists.
+#[derive(Debug, Clone)]
+pub struct KubernetesService {
+    /// Identity and origin.
+    pub meta: Meta,
+    /// `name.namespace.svc.<cluster domain>`.
+    pub host: String,
 }
 
 /// The Istio kinds the gateway reads.
@@ -199,6 +217,11 @@ impl Problems {
             self.error(path, format!("{value} is out of range 0..100"));
             None
         }
+    }
+
+    /// A limit where 0, like unset in proto3, means none (Istio's connection pool fields).
+    pub fn limit(&mut self, path: &str, value: Option<i64>) -> Option<u32> {
+        self.count(path, value).filter(|v| *v != 0)
     }
 
     /// A count that must not be negative.

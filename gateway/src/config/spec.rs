@@ -4,7 +4,7 @@
 //! Field names are the proto's, in the proto-JSON spelling, so grepping `tableSize` finds both
 //! the YAML and the Rust. Every field is optional as in proto3; a `oneof` is a set of `Option`s
 //! here and becomes an enum in [`super::model`], where the rules are checked. Fields Istio has
-//! but this gateway ignores never reach these types: [`super::schema`] reports and drops them
+//! but this gateway ignores never reach these types: the `schema` walk reports and drops them
 //! first, which is also why no type here denies unknown fields.
 
 use std::collections::BTreeMap;

@@ -55,7 +55,7 @@ pub struct Endpoint {
     pub ports: Vec<(String, u16)>,
     /// `labels`, matched by DestinationRule subsets.
     pub labels: Labels,
-    /// `weight` (1 when unset).
+    /// `weight` (1 when unset or 0).
     pub weight: u32,
 }
 
@@ -71,8 +71,41 @@ pub(crate) fn service_entry(
     for (i, host) in hosts.iter().enumerate() {
         super::virtual_service::check_host(p, &format!("spec.hosts[{i}]"), host);
     }
+    let ports = ports(spec.ports.unwrap_or_default(), p);
+    let resolution = resolution(spec.resolution.as_deref(), p);
+    let endpoints = endpoints(spec.endpoints.unwrap_or_default(), resolution, &ports, p);
+    if resolution == Resolution::Static && endpoints.is_empty() {
+        p.error(
+            "spec.endpoints",
+            "resolution STATIC needs endpoints with addresses",
+        );
+    }
+    let dns = matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin);
+    if dns && endpoints.is_empty() {
+        for (i, host) in hosts.iter().enumerate() {
+            if host.contains('*') {
+                let rule = format!(
+                    "{host:?}: a wildcard host cannot be resolved by DNS without endpoints"
+                );
+                p.error(format!("spec.hosts[{i}]"), rule);
+            }
+        }
+    }
+    ServiceEntry {
+        meta,
+        hosts: hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect(),
+        ports,
+        resolution,
+        endpoints,
+    }
+}
+
+fn ports(spec: Vec<spec::ServicePort>, p: &mut Problems) -> Vec<ServicePort> {
     let mut ports: Vec<ServicePort> = Vec::new();
-    for (i, port) in spec.ports.unwrap_or_default().into_iter().enumerate() {
+    for (i, port) in spec.into_iter().enumerate() {
         let at = format!("spec.ports[{i}]");
         let number = p.port(&format!("{at}.number"), port.number);
         if port.number.is_none() {
@@ -103,7 +136,11 @@ pub(crate) fn service_entry(
             target_port,
         });
     }
-    let resolution = match spec.resolution.as_deref().unwrap_or("NONE") {
+    ports
+}
+
+fn resolution(spec: Option<&str>, p: &mut Problems) -> Resolution {
+    match spec.unwrap_or("NONE") {
         "NONE" => Resolution::None,
         "STATIC" => Resolution::Static,
         "DNS" => Resolution::Dns,
@@ -120,9 +157,17 @@ pub(crate) fn service_entry(
             p.error("spec.resolution", rule);
             Resolution::None
         }
-    };
+    }
+}
+
+fn endpoints(
+    spec: Vec<spec::WorkloadEntry>,
+    resolution: Resolution,
+    ports: &[ServicePort],
+    p: &mut Problems,
+) -> Vec<Endpoint> {
     let mut endpoints = Vec::new();
-    for (i, e) in spec.endpoints.unwrap_or_default().into_iter().enumerate() {
+    for (i, e) in spec.into_iter().enumerate() {
         let at = format!("spec.endpoints[{i}]");
         let address = e.address.unwrap_or_default();
         if address.is_empty() {
@@ -147,45 +192,15 @@ pub(crate) fn service_entry(
                 endpoint_ports.push((name, port));
             }
         }
-        if e.weight == Some(0) {
-            p.error(
-                format!("{at}.weight"),
-                "0 would never be picked; omit the endpoint instead",
-            );
-        }
         endpoints.push(Endpoint {
             address,
             ports: endpoint_ports,
             labels: e.labels.unwrap_or_default(),
-            weight: e.weight.unwrap_or(1),
+            // proto3 cannot tell 0 from unset, so Istio reads 0 as the default weight, 1.
+            weight: e.weight.filter(|w| *w != 0).unwrap_or(1),
         });
     }
-    if resolution == Resolution::Static && endpoints.is_empty() {
-        p.error(
-            "spec.endpoints",
-            "resolution STATIC needs endpoints with addresses",
-        );
-    }
-    if resolution == Resolution::Dns && endpoints.is_empty() {
-        for (i, host) in hosts.iter().enumerate() {
-            if host.contains('*') {
-                let rule = format!(
-                    "{host:?}: a wildcard host cannot be resolved by DNS without endpoints"
-                );
-                p.error(format!("spec.hosts[{i}]"), rule);
-            }
-        }
-    }
-    ServiceEntry {
-        meta,
-        hosts: hosts
-            .iter()
-            .map(|h| h.trim().to_ascii_lowercase())
-            .collect(),
-        ports,
-        resolution,
-        endpoints,
-    }
+    endpoints
 }
 
 /// A validated Istio `Gateway`.

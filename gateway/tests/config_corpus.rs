@@ -1,0 +1,180 @@
+//! Istio's own sample and test YAML (68 files from istio/istio, see shared/istio-corpus): every
+//! file loads without an error, no real Istio field is called unknown, and every Gateway,
+//! VirtualService, DestinationRule and ServiceEntry in it reaches the model.
+//!
+//! The corpus lives outside the repository, beside it (`../shared/istio-corpus`). Set
+//! `ISTIO_CORPUS` to its path when it is elsewhere, or to `skip` to skip these tests.
+
+use std::path::{Path, PathBuf};
+
+use gateway::config::{LoadOptions, Severity, check, load_paths};
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+
+const CORPUS_FILES: usize = 68;
+
+/// The corpus directory, or `None` when `ISTIO_CORPUS=skip`.
+fn corpus() -> Option<PathBuf> {
+    match std::env::var("ISTIO_CORPUS") {
+        Ok(value) if value == "skip" => return None,
+        Ok(value) => return Some(PathBuf::from(value)),
+        Err(_) => {}
+    }
+    let found = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|dir| dir.join("shared/istio-corpus"))
+        .find(|dir| dir.is_dir());
+    Some(found.unwrap_or_else(|| {
+        panic!(
+            "Istio corpus not found: no shared/istio-corpus above {}; set ISTIO_CORPUS=/path/to/istio-corpus, or ISTIO_CORPUS=skip",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }))
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+/// Istio networking documents of the four kinds in `text`, counted without the gateway's loader.
+fn istio_kinds(text: &str) -> [usize; 4] {
+    let mut counts = [0; 4];
+    let docs = MarkedYaml::load_from_str(text).expect("corpus YAML is well-formed");
+    for doc in &docs {
+        let YamlData::Mapping(map) = &doc.data else {
+            continue;
+        };
+        let get = |name: &str| {
+            map.iter().find_map(|(k, v)| match (&k.data, &v.data) {
+                (YamlData::Value(Scalar::String(k)), YamlData::Value(Scalar::String(v)))
+                    if k == name =>
+                {
+                    Some(v.to_string())
+                }
+                _ => None,
+            })
+        };
+        if !get("apiVersion").is_some_and(|v| v.starts_with("networking.istio.io/")) {
+            continue;
+        }
+        let kind = [
+            "Gateway",
+            "VirtualService",
+            "DestinationRule",
+            "ServiceEntry",
+        ]
+        .iter()
+        .position(|k| get("kind").as_deref() == Some(k));
+        if let Some(i) = kind {
+            counts[i] += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn every_corpus_file_loads_and_every_supported_resource_is_parsed() {
+    let Some(dir) = corpus() else { return };
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    assert_eq!(files.len(), CORPUS_FILES, "corpus at {}", dir.display());
+    let mut total = [0; 4];
+    for file in &files {
+        let loaded =
+            load_paths(std::slice::from_ref(file), &LoadOptions::default()).expect("readable");
+        let unknown: Vec<_> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.message.starts_with("unknown field"))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "real Istio fields called unknown: {unknown:#?}"
+        );
+        let errors: Vec<_> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", file.display());
+        let expected = istio_kinds(&std::fs::read_to_string(file).expect("readable"));
+        let c = &loaded.config;
+        let got = [
+            c.gateways.len(),
+            c.virtual_services.len(),
+            c.destination_rules.len(),
+            c.service_entries.len(),
+        ];
+        assert_eq!(
+            got,
+            expected,
+            "{}: [Gateway, VirtualService, DestinationRule, ServiceEntry]",
+            file.display()
+        );
+        for (t, n) in total.iter_mut().zip(got) {
+            *t += n;
+        }
+        // The analysis runs on every file too; its findings are the corpus's business.
+        let _ = check(&loaded.config);
+    }
+    assert!(
+        total.iter().all(|n| *n > 0),
+        "every kind is exercised: {total:?}"
+    );
+}
+
+#[test]
+fn ignored_fields_are_reported_with_their_path() {
+    let Some(dir) = corpus() else { return };
+    let file = dir.join("tests/testdata/config/destination-rule-all.yaml");
+    let loaded = load_paths(&[file], &LoadOptions::default()).expect("readable");
+    let ignored: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.message == "not supported by this gateway, ignored")
+        .map(|d| (d.location.line, d.path.as_deref().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        ignored,
+        [
+            (
+                37,
+                "spec.trafficPolicy.connectionPool.http.http2MaxRequests"
+            ),
+            (39, "spec.trafficPolicy.connectionPool.http.maxRetries"),
+            (45, "spec.trafficPolicy.tls"),
+        ]
+    );
+}
+
+#[test]
+fn the_whole_corpus_loads_and_checks_as_one_configuration() {
+    let Some(dir) = corpus() else { return };
+    let loaded = load_paths(&[dir], &LoadOptions::default()).expect("readable");
+    let skipped = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Info)
+        .count();
+    assert!(
+        skipped > 0,
+        "non-Istio kinds (Deployments, Gateway API) are skipped with info lines"
+    );
+    let findings = check(&loaded.config);
+    assert!(
+        findings
+            .iter()
+            .all(|d| d.resource.is_some() && d.path.is_some()),
+        "{findings:#?}"
+    );
+}

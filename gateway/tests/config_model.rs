@@ -1,0 +1,359 @@
+//! Valid documents using every supported field: what the data path will read from the model.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gateway::config::model::{
+    ConnectionPool, HashAlgorithm, HashKey, LoadBalancer, OutlierDetection, Resolution,
+    RetryPolicy, RouteAction, SimpleLb, StringMatcher,
+};
+use gateway::config::{Config, LoadOptions, Loaded, Severity, load_source};
+
+fn load(text: &str) -> Config {
+    let mut loaded = Loaded::default();
+    load_source(
+        Path::new("model.yaml"),
+        text,
+        &LoadOptions::default(),
+        &mut loaded,
+    );
+    let not_info: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity != Severity::Info)
+        .collect();
+    assert!(not_info.is_empty(), "{not_info:#?}");
+    loaded.config
+}
+
+fn is_match(m: &StringMatcher, value: &str) -> bool {
+    match m {
+        StringMatcher::Exact(e) => e == value,
+        StringMatcher::Prefix(p) => value.starts_with(p.as_str()),
+        StringMatcher::Regex(re) => re.is_match(value),
+        StringMatcher::Present => true,
+    }
+}
+
+#[test]
+fn virtual_service_with_every_supported_field() {
+    let config = load(
+        r#"
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: shop, namespace: prod}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge/public, ingress, mesh]
+  http:
+    - name: users
+      match:
+        - uri: {regex: "/users/[0-9]+"}
+          method: {exact: GET}
+          authority: {prefix: shop}
+          headers:
+            X-User: {regex: "[a-z]+"}
+            x-debug: {}
+          queryParams: {v: {exact: "2"}}
+          withoutHeaders: {x-canary: {exact: "1"}}
+          ignoreUriCase: true
+      route:
+        - destination: {host: users, subset: v1, port: {number: 8080}}
+          weight: 75
+          headers: {response: {set: {x-route: v1}}}
+        - destination: {host: users, subset: v2, port: {number: 8080}}
+          weight: 25
+      timeout: 1.5s
+      retries: {attempts: 3, perTryTimeout: 500ms, retryOn: "5xx,reset,503"}
+      headers:
+        request: {set: {x-env: prod}, add: {x-trace: "1"}, remove: [x-internal]}
+      rewrite: {uri: /v2/users, authority: users.internal}
+      fault:
+        delay: {fixedDelay: 5s, percentage: {value: 0.1}}
+        abort: {httpStatus: 503, percentage: {value: 1}}
+    - name: teapot
+      directResponse: {status: 418, body: {string: "short and stout"}}
+"#,
+    );
+    let [vs] = config.virtual_services.as_slice() else {
+        panic!("one VirtualService")
+    };
+    assert_eq!(vs.hosts, ["shop.example.com"]);
+    assert_eq!(vs.gateways, ["edge/public", "prod/ingress", "mesh"]);
+    let [users, teapot] = vs.http.as_slice() else {
+        panic!("two routes")
+    };
+    let m = &users.matches[0];
+    let uri = m.uri.as_ref().expect("uri");
+    assert!(is_match(uri, "/users/42"));
+    assert!(
+        !is_match(uri, "/users/42/orders"),
+        "Envoy regexes match the whole value"
+    );
+    assert!(!is_match(uri, "/api/users/42"));
+    assert!(
+        is_match(uri, "/USERS/42"),
+        "ignoreUriCase applies to a uri regex too"
+    );
+    assert_eq!(
+        m.headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["x-user", "x-debug"]
+    );
+    assert!(is_match(&m.headers[0].1, "ricky"));
+    assert!(!is_match(&m.headers[0].1, "Ricky"));
+    assert!(matches!(m.headers[1].1, StringMatcher::Present));
+    assert_eq!(m.query_params.len(), 1);
+    assert_eq!(m.without_headers.len(), 1);
+    assert!(m.ignore_uri_case);
+    let RouteAction::Forward(dests) = &users.action else {
+        panic!("forward")
+    };
+    assert_eq!(dests.iter().map(|d| d.weight).collect::<Vec<_>>(), [75, 25]);
+    assert_eq!(dests[0].destination.host, "users.prod.svc.cluster.local");
+    assert_eq!(dests[1].destination.subset.as_deref(), Some("v2"));
+    assert_eq!(
+        dests[0].headers.response.set,
+        [("x-route".to_owned(), "v1".to_owned())]
+    );
+    assert_eq!(users.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(
+        users.retries,
+        RetryPolicy {
+            attempts: 3,
+            per_try_timeout: Some(Duration::from_millis(500)),
+            retry_on: vec!["5xx".into(), "reset".into(), "503".into()],
+        }
+    );
+    assert_eq!(users.headers.request.remove, ["x-internal"]);
+    let rewrite = users.rewrite.as_ref().expect("rewrite");
+    assert_eq!(rewrite.authority.as_deref(), Some("users.internal"));
+    let fault = users.fault.as_ref().expect("fault");
+    assert_eq!(
+        fault.delay.as_ref().map(|d| (d.fixed, d.percent)),
+        Some((Duration::from_secs(5), 0.1))
+    );
+    assert_eq!(
+        fault.abort.as_ref().map(|a| (a.status, a.percent)),
+        Some((503, 1.0))
+    );
+    assert!(
+        matches!(&teapot.action, RouteAction::DirectResponse { status: 418, body: Some(b) } if b == "short and stout")
+    );
+    assert_eq!(teapot.retries, RetryPolicy::default());
+    assert_eq!(teapot.retries.attempts, 2);
+}
+
+#[test]
+fn destination_rule_with_every_supported_field() {
+    let config = load(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: users, namespace: prod}
+spec:
+  host: users
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpCookie: {name: user, path: /, ttl: 1h}
+        ringHash: {minimumRingSize: 4096}
+    connectionPool:
+      tcp: {maxConnections: 100, connectTimeout: 250ms}
+      http: {http1MaxPendingRequests: 10, maxRequestsPerConnection: 1, idleTimeout: 30s}
+    outlierDetection: {consecutive5xxErrors: 2, consecutiveGatewayErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 50, minHealthPercent: 20}
+    portLevelSettings:
+      - port: {number: 9090}
+        loadBalancer: {consistentHash: {useSourceIp: true, maglev: {}}}
+  subsets:
+    - name: v1
+      labels: {version: v1}
+      trafficPolicy:
+        loadBalancer: {consistentHash: {httpQueryParameterName: user, maglev: {tableSize: 655373}}}
+        outlierDetection: {}
+    - name: v2
+      labels: {version: v2}
+      trafficPolicy:
+        loadBalancer: {simple: ROUND_ROBIN}
+"#,
+    );
+    let [dr] = config.destination_rules.as_slice() else {
+        panic!("one DestinationRule")
+    };
+    assert_eq!(dr.host, "users.prod.svc.cluster.local");
+    let policy = &dr.traffic_policy;
+    assert_eq!(
+        policy.load_balancer,
+        Some(LoadBalancer::ConsistentHash {
+            key: HashKey::Cookie {
+                name: "user".into(),
+                path: Some("/".into()),
+                ttl: Some(Duration::from_secs(3600))
+            },
+            algorithm: HashAlgorithm::RingHash {
+                minimum_ring_size: 4096
+            },
+        })
+    );
+    assert_eq!(
+        policy.connection_pool,
+        ConnectionPool {
+            connect_timeout: Duration::from_millis(250),
+            max_connections: Some(100),
+            http1_max_pending_requests: Some(10),
+            max_requests_per_connection: Some(1),
+            idle_timeout: Duration::from_secs(30),
+        }
+    );
+    assert_eq!(
+        policy.outlier_detection,
+        Some(OutlierDetection {
+            consecutive_5xx_errors: 2,
+            consecutive_gateway_errors: Some(1),
+            interval: Duration::from_secs(1),
+            base_ejection_time: Duration::from_secs(60),
+            max_ejection_percent: 50,
+            min_health_percent: 20,
+        })
+    );
+    let [port] = policy.port_level_settings.as_slice() else {
+        panic!("one port setting")
+    };
+    assert_eq!(port.port, 9090);
+    assert_eq!(
+        port.load_balancer,
+        Some(LoadBalancer::ConsistentHash {
+            key: HashKey::SourceIp,
+            algorithm: HashAlgorithm::Maglev { table_size: 65_537 }
+        })
+    );
+    let v1 = dr.subsets[0].traffic_policy.as_ref().expect("v1 policy");
+    assert_eq!(
+        v1.load_balancer,
+        Some(LoadBalancer::ConsistentHash {
+            key: HashKey::QueryParameter("user".into()),
+            algorithm: HashAlgorithm::Maglev {
+                table_size: 655_373
+            },
+        })
+    );
+    let defaults = v1
+        .outlier_detection
+        .as_ref()
+        .expect("outlierDetection: {} turns ejection on with defaults");
+    assert_eq!(
+        (
+            defaults.consecutive_5xx_errors,
+            defaults.interval,
+            defaults.base_ejection_time,
+            defaults.max_ejection_percent
+        ),
+        (5, Duration::from_secs(10), Duration::from_secs(30), 10)
+    );
+    assert_eq!(
+        dr.subsets[1].labels.get("version").map(String::as_str),
+        Some("v2")
+    );
+    let v2 = dr.subsets[1].traffic_policy.as_ref().expect("v2 policy");
+    assert_eq!(
+        v2.load_balancer,
+        Some(LoadBalancer::Simple(SimpleLb::RoundRobin))
+    );
+}
+
+#[test]
+fn service_entry_and_gateway() {
+    let config = load(
+        r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: sticky}
+spec:
+  hosts: [Sticky.Local]
+  ports: [{number: 8080, name: http, protocol: http, targetPort: 18080}]
+  resolution: STATIC
+  endpoints:
+    - {address: 127.0.0.1, ports: {http: 18081}, labels: {version: v1}, weight: 3}
+    - {address: "::1"}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+    - {port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"], name: main}
+"#,
+    );
+    let [se] = config.service_entries.as_slice() else {
+        panic!("one ServiceEntry")
+    };
+    assert_eq!(se.hosts, ["sticky.local"]);
+    assert_eq!(se.resolution, Resolution::Static);
+    assert_eq!(se.ports[0].protocol.as_deref(), Some("HTTP"));
+    assert_eq!(se.ports[0].target_port, Some(18080));
+    assert_eq!(se.endpoints[0].ports, [("http".to_owned(), 18081)]);
+    assert_eq!(se.endpoints[0].weight, 3);
+    assert_eq!(se.endpoints[1].weight, 1);
+    let [gw] = config.gateways.as_slice() else {
+        panic!("one Gateway")
+    };
+    assert_eq!(gw.servers[0].port, 8080);
+    assert_eq!(gw.servers[0].hosts, ["*"]);
+    assert_eq!(
+        gw.selector.get("istio").map(String::as_str),
+        Some("ingressgateway")
+    );
+}
+
+#[test]
+fn zero_reads_as_unset_like_proto3() {
+    let config = load(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [a]
+  http: [{route: [{destination: {host: a}, weight: 0}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a}
+spec:
+  host: a
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 0}, http: {http1MaxPendingRequests: 0}}
+    outlierDetection: {maxEjectionPercent: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a}
+spec:
+  hosts: [a.local]
+  ports: [{number: 80, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, weight: 0}]
+"#,
+    );
+    let RouteAction::Forward(dests) = &config.virtual_services[0].http[0].action else {
+        panic!("forward")
+    };
+    assert_eq!(
+        dests[0].weight, 100,
+        "a lone destination with weight 0 takes all traffic"
+    );
+    let policy = &config.destination_rules[0].traffic_policy;
+    assert_eq!(policy.connection_pool.max_connections, None);
+    assert_eq!(policy.connection_pool.http1_max_pending_requests, None);
+    assert_eq!(
+        policy
+            .outlier_detection
+            .as_ref()
+            .map(|o| o.max_ejection_percent),
+        Some(10)
+    );
+    assert_eq!(config.service_entries[0].endpoints[0].weight, 1);
+}
