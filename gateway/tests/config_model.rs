@@ -357,3 +357,23 @@ spec:
     );
     assert_eq!(config.service_entries[0].endpoints[0].weight, 1);
 }
+
+/// A folder laid out as kubelet mounts a ConfigMap: each file is read once, through its
+/// visible symlink, not again under `..data/` or `..<timestamp>/`.
+#[test]
+fn a_configmap_volume_is_read_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("..2026_11_26_00_00_00.000000001");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("dr.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a}\nspec: {host: a}\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(data.file_name().unwrap(), dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/dr.yaml", dir.path().join("dr.yaml")).unwrap();
+    let loaded =
+        gateway::config::load_paths(&[dir.path().to_path_buf()], &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.config.destination_rules.len(), 1);
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+}
