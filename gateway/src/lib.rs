@@ -10,6 +10,7 @@
 //! - [`config`] — Istio YAML (Gateway, VirtualService, DestinationRule, ServiceEntry) → a
 //!   validated model, with findings for every unsupported or invalid field and `gateway check`'s
 //!   cross-resource analysis.
+//! - [`control`] — `gateway run`: load, bind, serve, hot-reload; the control path.
 //! - [`discovery`] — endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
 //! - [`hash`] — the stable hash (xxHash64) every replica agrees on, retry perturbation.
 //! - [`health`] — passive outlier detection (lock-free counters, pure ejection state machine).
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod balancer;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod discovery;
 pub mod hash;
 pub mod health;

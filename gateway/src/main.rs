@@ -1,11 +1,17 @@
 //! The `gateway` command line: parse arguments, set up logging, call the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gateway::config::{self, Diagnostic, LoadOptions, Severity};
+use gateway::control::{Gateway, RunOptions};
+use gateway::discovery::RefreshBounds;
+use gateway::proxy::ProxySettings;
+use gateway::proxy::listener::Limits;
 
 /// An L7 gateway that reads Istio YAML and routes by Maglev consistent hashing.
 #[derive(Parser)]
@@ -17,8 +23,83 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve: route by the Istio YAML, hot-reloading it.
+    Run(Box<RunArgs>),
     /// Validate and analyse Istio YAML (files or directories); exit 1 on any error.
     Check(CheckArgs),
+    /// GET the admin /healthz of a running gateway; exit 0 when it answers 200 (for container
+    /// health checks in images with no shell or curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Istio YAML files or directories (Gateway, VirtualService, DestinationRule, ServiceEntry).
+    #[arg(long, env = "GATEWAY_CONFIG", required = true, value_delimiter = ',')]
+    config: Vec<PathBuf>,
+    /// Proxy listener.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Admin listener (/healthz /readyz /metrics /config /clusters /lookup).
+    #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// Runtime worker threads; default: the number of cores.
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    workers: Option<usize>,
+    /// Serve only the VirtualServices bound to this Gateway (`name` or `namespace/name`).
+    #[arg(long, env = "GATEWAY_GATEWAY")]
+    gateway: Option<String>,
+    /// Namespace of documents without metadata.namespace.
+    #[arg(long, env = "GATEWAY_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Cluster domain that qualifies short host names.
+    #[arg(long, env = "GATEWAY_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// DNS server for discovery (`ip:port`); default: the system's, from /etc/resolv.conf.
+    #[arg(long, env = "GATEWAY_DNS_SERVER")]
+    dns_server: Option<SocketAddr>,
+    /// Re-resolve DNS no sooner than this, whatever the TTL.
+    #[arg(long, env = "GATEWAY_DNS_MIN_REFRESH", default_value = "1s", value_parser = humantime::parse_duration)]
+    dns_min_refresh: Duration,
+    /// Re-resolve DNS no later than this, whatever the TTL.
+    #[arg(long, env = "GATEWAY_DNS_MAX_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
+    dns_max_refresh: Duration,
+    /// Connections served at once; more get 429.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Largest request head (request line + headers); more gets 431.
+    #[arg(long, env = "GATEWAY_MAX_HEADER_SIZE", default_value_t = 64 * 1024)]
+    max_header_size: usize,
+    /// Largest request body; more gets 413.
+    #[arg(long, env = "GATEWAY_MAX_BODY_SIZE", default_value_t = 64 * 1024 * 1024)]
+    max_body_size: u64,
+    /// Request bodies up to this size are kept so the request can be retried.
+    #[arg(long, env = "GATEWAY_RETRY_BUFFER_SIZE", default_value_t = 64 * 1024)]
+    retry_buffer_size: u64,
+    /// How long in-flight requests may run after SIGTERM.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// How often the config is re-read when no file event arrives.
+    #[arg(long, env = "GATEWAY_RELOAD_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
+    reload_poll: Duration,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The admin listener to ask (0.0.0.0 means this host).
+    #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
 }
 
 #[derive(Args)]
@@ -46,21 +127,115 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check(args) => check(&args),
+        Command::Run(args) => run(*args),
+        Command::Check(args) => {
+            logging(LogFormat::Text, "warn");
+            check(&args)
+        }
+        Command::Healthcheck(args) => Ok(healthcheck(args.admin)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    logging(args.log_format, "info");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        anyhow::ensure!(workers > 0, "--workers must be at least 1");
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let options = RunOptions {
+        config: args.config,
+        listen: args.listen,
+        admin: args.admin,
+        load: LoadOptions {
+            namespace: args.namespace,
+            cluster_domain: args.cluster_domain,
+        },
+        gateway: args.gateway,
+        dns_server: args.dns_server,
+        dns_refresh: RefreshBounds {
+            min: args.dns_min_refresh,
+            max: args.dns_max_refresh,
+        },
+        limits: Limits {
+            max_connections: args.max_connections,
+            max_header_bytes: args.max_header_size,
+            grace: args.shutdown_grace,
+            ..Limits::default()
+        },
+        proxy: ProxySettings {
+            max_body_bytes: args.max_body_size,
+            retry_buffer_bytes: args.retry_buffer_size,
+        },
+        reload_poll: args.reload_poll,
+    };
+    runtime.block_on(async {
+        let gateway = Gateway::bind(options).await?;
+        gateway.serve(shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// A minimal HTTP/1.0 GET of /healthz, with no DNS, no TLS and no runtime.
+fn healthcheck(admin: SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut target = admin;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let attempt = || -> std::io::Result<bool> {
+        let timeout = Duration::from_secs(2);
+        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    match attempt() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("gateway healthcheck: {target} did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gateway healthcheck: {target}: {e}");
             ExitCode::FAILURE
         }
     }

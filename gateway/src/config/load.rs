@@ -100,7 +100,9 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), LoadError> {
     for entry in entries {
         // Hidden entries are skipped: a Kubernetes ConfigMap volume holds each file twice more
         // under `..data/` and `..<timestamp>/`, reached through the visible symlinks.
-        let hidden = entry.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = entry
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if hidden {
             continue;
         }

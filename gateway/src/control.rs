@@ -1,0 +1,274 @@
+//! `gateway run`: load the config, bind the listeners, serve, and keep the config fresh.
+//!
+//! The control path in one place: a config change (file watch, SIGHUP, poll) is loaded and
+//! validated in full; only a config with no error becomes a new [`Snapshot`], built off the
+//! request path and published with one `ArcSwap::store`. A rejected config is logged with its
+//! file and line, counted, and shown on `/config`; the running one keeps serving.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::admin::{Admin, Status};
+use crate::config::{self, LoadOptions, Severity};
+use crate::discovery::{DiscoveryError, DnsResolver, RefreshBounds};
+use crate::metrics::{Metrics, ReloadResult};
+use crate::proxy::listener::{self, Limits};
+use crate::proxy::{Proxy, ProxySettings};
+use crate::reload::{self, Trigger};
+use crate::snapshot::{Context, Snapshot};
+
+/// Everything `gateway run` is configured with.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Istio YAML files or folders.
+    pub config: Vec<PathBuf>,
+    /// The proxy listener.
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Namespace and cluster domain for short names.
+    pub load: LoadOptions,
+    /// Serve only VirtualServices bound to this Gateway (plus mesh ones).
+    pub gateway: Option<String>,
+    /// Ask this DNS server instead of the system's (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
+    /// DNS re-resolution bounds.
+    pub dns_refresh: RefreshBounds,
+    /// Listener limits (connections, header size, drain grace).
+    pub limits: Limits,
+    /// Body limits.
+    pub proxy: ProxySettings,
+    /// How often the config files are checked when no file event arrives.
+    pub reload_poll: Duration,
+}
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The config has errors (each finding on its own line).
+    #[error("the configuration has errors:\n{0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// DNS could not be set up.
+    #[error(transparent)]
+    Dns(#[from] DiscoveryError),
+    /// The config watch could not be set up.
+    #[error(transparent)]
+    Reload(#[from] reload::ReloadError),
+}
+
+/// A gateway with its config loaded and its listeners bound, ready to serve.
+pub struct Gateway {
+    options: RunOptions,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    ctx: Context,
+}
+
+impl Gateway {
+    /// Loads the config (refusing one with errors) and binds both listeners.
+    pub async fn bind(options: RunOptions) -> Result<Self, RunError> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let resolver = match options.dns_server {
+            Some(server) => DnsResolver::with_name_server(server),
+            None => DnsResolver::from_system()?,
+        };
+        let ctx = Context {
+            resolver,
+            bounds: options.dns_refresh,
+            metrics: metrics.clone(),
+            gateway: options.gateway.clone(),
+        };
+        let snapshot = load_snapshot(&options, None, &ctx).map_err(RunError::Config)?;
+        let status = Arc::new(Status::default());
+        status.loaded();
+        metrics.reloaded(ReloadResult::Success);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })
+        };
+        let listener = bind(options.listen).await?;
+        let admin_listener = bind(options.admin).await?;
+        Ok(Self {
+            options,
+            listener,
+            admin_listener,
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+            registry: Arc::new(registry),
+            metrics,
+            status,
+            ctx,
+        })
+    }
+
+    /// The proxy listener's address (useful when bound to port 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves: readiness turns 503 at once, the proxy stops accepting
+    /// and drains in-flight requests for up to the grace period, then the admin listener stops.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let mut triggers = reload::watch(&self.options.config, self.options.reload_poll)?;
+        let proxy = Arc::new(Proxy::new(
+            self.snapshot.clone(),
+            self.metrics.clone(),
+            self.options.proxy,
+        ));
+        let admin = Admin {
+            snapshot: self.snapshot.clone(),
+            registry: self.registry.clone(),
+            status: self.status.clone(),
+        };
+        tracing::info!(
+            listen = %self.listen_addr(),
+            admin = %self.admin_addr(),
+            clusters = self.snapshot.load().clusters.len(),
+            "gateway serving"
+        );
+        self.status.set_ready(true);
+
+        let reloader = {
+            let options = self.options.clone();
+            let snapshot = self.snapshot.clone();
+            let status = self.status.clone();
+            let metrics = self.metrics.clone();
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move {
+                let mut last = reload::fingerprint(&options.config);
+                while let Some(trigger) = triggers.next(Duration::from_millis(200)).await {
+                    let now = reload::fingerprint(&options.config);
+                    if trigger == Trigger::Files && now == last {
+                        continue;
+                    }
+                    last = now;
+                    let previous = snapshot.load_full();
+                    match load_snapshot(&options, Some(&previous), &ctx) {
+                        Ok(next) => {
+                            snapshot.store(Arc::new(next));
+                            status.loaded();
+                            metrics.reloaded(ReloadResult::Success);
+                            tracing::info!(?trigger, "configuration reloaded");
+                        }
+                        Err(error) => {
+                            tracing::error!(
+                                ?trigger,
+                                "configuration rejected, the previous one keeps serving:\n{error}"
+                            );
+                            status.rejected(error);
+                            metrics.reloaded(ReloadResult::Failure);
+                        }
+                    }
+                }
+            })
+        };
+
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_limits = Limits {
+            max_connections: 256,
+            ..self.options.limits
+        };
+        let admin_task = tokio::spawn(listener::serve(
+            self.admin_listener,
+            admin_limits,
+            move |req, _peer| {
+                let response = admin.handle(&req);
+                async move { response }
+            },
+            async move {
+                let _ = admin_stopped.await;
+            },
+        ));
+
+        let status = self.status.clone();
+        listener::serve(
+            self.listener,
+            self.options.limits,
+            move |req, peer| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer).await }
+            },
+            async move {
+                shutdown.await;
+                status.set_ready(false);
+                tracing::info!("shutting down: draining in-flight requests");
+            },
+        )
+        .await;
+        reloader.abort();
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// Loads and validates the config, then builds its snapshot. The error text lists every error
+/// finding, one per line with file and line.
+fn load_snapshot(
+    options: &RunOptions,
+    previous: Option<&Snapshot>,
+    ctx: &Context,
+) -> Result<Snapshot, String> {
+    let loaded = config::load_paths(&options.config, &options.load).map_err(|e| e.to_string())?;
+    for finding in &loaded.diagnostics {
+        match finding.severity {
+            Severity::Error => {}
+            Severity::Warning => tracing::warn!("{finding}"),
+            Severity::Info => tracing::info!("{finding}"),
+        }
+    }
+    if loaded.has_errors() {
+        let errors: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        return Err(errors.join("\n"));
+    }
+    if loaded.config.virtual_services.is_empty() {
+        return Err(format!(
+            "no VirtualService in {}: nothing to route",
+            options
+                .config
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Snapshot::build(Arc::new(loaded.config), previous, ctx).map_err(|e| e.to_string())
+}
