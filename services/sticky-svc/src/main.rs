@@ -1,5 +1,6 @@
 //! The `sticky-svc` binary: parse the command line, set up logging, run the library.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -10,6 +11,9 @@ use sticky_svc::shutdown::{Readiness, Signals};
 use sticky_svc::{AppState, ServeOptions, Workload, app, healthcheck, serve};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,7 +43,10 @@ fn health(listen: SocketAddr, args: &HealthcheckArgs) -> anyhow::Result<()> {
 fn run(listen: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&args.log_filter)
         .with_context(|| format!("invalid log filter {:?}", args.log_filter))?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: escape codes in a container's log file are noise.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),

@@ -28,6 +28,10 @@ use tracing::{debug, info, warn};
 
 use crate::shutdown::Readiness;
 
+/// How long a client may take to send a request's head, and to start the next one on a
+/// keep-alive connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The smallest request-head buffer hyper accepts.
 pub const MIN_HEADER_BYTES: usize = 8192;
 
@@ -74,8 +78,14 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
+        // The timer arms hyper's 30 s header-read timeout (slowloris protection). It costs
+        // about 9% of a warm call's instructions, and is kept: nginx keeps its own too.
         .timer(TokioTimer::new())
-        .max_buf_size(options.max_header_bytes);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(options.max_header_bytes)
+        // Answers are a few dozen bytes: copying the body behind the head and making one
+        // `write` is cheaper than a vectored write of two buffers (2% fewer instructions).
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

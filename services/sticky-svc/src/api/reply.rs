@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use serde::Serialize;
 
+use super::elapsed;
 use crate::metrics::CacheLabel;
 
 /// The replica that answered, so tools need not parse the body.
@@ -40,13 +41,24 @@ struct JsonPing<'a> {
 }
 
 impl Ping<'_> {
-    /// The article's line, worded the same for hits and misses; `elapsed` is printed with
+    /// The article's line, worded the same for hits and misses; `elapsed` is printed like
     /// `Duration`'s `Debug` (`5.0002721s`, `47.4µs`), exactly like the article's Go output.
     pub fn line(&self) -> String {
-        format!(
-            "Call was processed by host {} for user {} and it took {:?}\n",
-            self.host, self.user, self.elapsed
-        )
+        const PARTS: [&str; 3] = ["Call was processed by host ", " for user ", " and it took "];
+        // Enough for the words, the names and the longest duration, so it never grows.
+        let capacity = PARTS.iter().map(|part| part.len()).sum::<usize>()
+            + self.host.len()
+            + self.user.len()
+            + 32;
+        let mut line = String::with_capacity(capacity);
+        line.push_str(PARTS[0]);
+        line.push_str(self.host);
+        line.push_str(PARTS[1]);
+        line.push_str(self.user);
+        line.push_str(PARTS[2]);
+        elapsed::push(&mut line, self.elapsed);
+        line.push('\n');
+        line
     }
 
     /// The response, with `x-served-by: host` (`served_by`, built once) and `x-cache`.
