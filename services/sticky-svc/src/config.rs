@@ -1,0 +1,159 @@
+//! The command line: every flag has an environment twin, for containers and Kubernetes.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::serve::MIN_HEADER_BYTES;
+
+/// sticky-svc: the first call per user is expensive, later calls hit a cache.
+#[derive(Debug, Parser)]
+#[command(name = "sticky-svc", version, about, long_about = None)]
+pub struct Cli {
+    /// Address to listen on (`healthcheck` probes the same port)
+    #[arg(long, env = "LISTEN", default_value = "0.0.0.0:8080", global = true)]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags of the server itself.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Delay of each user's first call (humantime: 5s, 250ms, 0s)
+    #[arg(long, env = "FIRST_CALL_COST", default_value = "5s", value_parser = duration)]
+    pub first_call_cost: Duration,
+
+    /// Name reported in bodies and `x-served-by` [default: the machine's host name]
+    #[arg(long, env = "POD_NAME")]
+    pub host_name: Option<String>,
+
+    /// Most users cached; beyond it the oldest cached user is evicted
+    #[arg(long, env = "CACHE_CAPACITY", default_value = "100000")]
+    pub cache_capacity: NonZeroUsize,
+
+    /// Longest wait for in-flight calls after SIGTERM/SIGINT
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Request line plus headers above this size are refused with 431 (8192 at least)
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value = "16384", value_parser = header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Tokio worker threads; 1 runs a single-threaded runtime [default: number of CPUs]
+    #[arg(long, env = "WORKERS")]
+    pub workers: Option<NonZeroUsize>,
+
+    /// Log output: human-readable lines or one JSON object per line
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `sticky_svc=debug`
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Subcommands; without one, the server runs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// GET this server's /healthz on loopback; exit 0 when it answers 200, 1 otherwise
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Give up after this long
+    #[arg(long, env = "HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = duration)]
+    pub timeout: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (write it like 5s, 250ms, 1m 30s)"))
+}
+
+fn header_bytes(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|err| format!("{err}: expected a number of bytes"))?;
+    if bytes < MIN_HEADER_BYTES {
+        return Err(format!(
+            "must be at least {MIN_HEADER_BYTES} (hyper's minimum)"
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_article() {
+        let cli = Cli::try_parse_from(["sticky-svc"]).unwrap();
+        assert_eq!(cli.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cli.serve.first_call_cost, Duration::from_secs(5));
+        assert_eq!(cli.serve.cache_capacity.get(), 100_000);
+        assert_eq!(cli.serve.shutdown_grace, Duration::from_secs(10));
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_are_refused() {
+        let cli = Cli::try_parse_from([
+            "sticky-svc",
+            "--first-call-cost",
+            "0s",
+            "--workers",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.first_call_cost, Duration::ZERO);
+        assert_eq!(cli.serve.workers.map(NonZeroUsize::get), Some(1));
+        assert_eq!(cli.serve.log_format, LogFormat::Json);
+        for bad in [
+            ["--first-call-cost", "5"],
+            ["--cache-capacity", "0"],
+            ["--max-header-bytes", "100"],
+            ["--listen", "localhost:80"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["sticky-svc", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn healthcheck_takes_the_listen_port() {
+        let cli = Cli::try_parse_from(["sticky-svc", "healthcheck", "--listen", "[::]:9000"]);
+        let cli = cli.unwrap();
+        assert_eq!(cli.listen.port(), 9000);
+        assert!(matches!(cli.command, Some(Command::Healthcheck(_))));
+    }
+}

@@ -1,0 +1,187 @@
+//! The HTTP server: accept loop, header-size limit (431), and the drain on shutdown.
+//!
+//! hyper-util's auto builder serves HTTP/1.1 and cleartext HTTP/2 (which the gateway may use)
+//! on one port. `axum::serve` is not used because it cannot bound request headers; hyper's
+//! `max_buf_size` can, and hyper answers an oversized head with `431` itself.
+//!
+//! Draining, after the shutdown future resolves:
+//! 1. [`Readiness`] turns `/readyz` to 503.
+//! 2. The listener stays open, so probes and late requests still get answers (a refused
+//!    connection would look like a crash to the load balancer). Connections accepted now serve
+//!    one request and close.
+//! 3. Every open connection is told to shut down gracefully: idle keep-alive connections close,
+//!    busy ones finish their current call (a cold one included) and close.
+//! 4. When no connection is left, or the grace period ends, `serve` returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::shutdown::Readiness;
+
+/// How long a client may take to send a request's head, and to start the next one on a
+/// keep-alive connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The smallest request-head buffer hyper accepts.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// The server failed to run.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The listener's own address could not be read.
+    #[error("cannot read the listening address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// A header limit below hyper's minimum was asked for.
+    #[error("max header bytes must be at least {MIN_HEADER_BYTES}, got {0}")]
+    HeaderLimit(usize),
+}
+
+/// How the server runs and drains.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Longest wait for in-flight calls after the shutdown signal.
+    pub grace: Duration,
+    /// Request line plus headers larger than this are refused with 431.
+    pub max_header_bytes: usize,
+    /// Flipped to "draining" when shutdown starts.
+    pub readiness: Readiness,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections still open when the grace period ran out (0 for a clean drain).
+    pub abandoned: usize,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module docs).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Drained, ServeError> {
+    if options.max_header_bytes < MIN_HEADER_BYTES {
+        return Err(ServeError::HeaderLimit(options.max_header_bytes));
+    }
+    let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // The timer arms hyper's 30 s header-read timeout (slowloris protection). It costs
+        // about 9% of a warm call's instructions, and is kept: nginx keeps its own too.
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(options.max_header_bytes)
+        // Answers are a few dozen bytes: copying the body behind the head and making one
+        // `write` is cheaper than a vectored write of two buffers (2% fewer instructions).
+        .writev(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+    let mut last_call = builder.clone();
+    last_call.http1().keep_alive(false);
+
+    // Each connection task holds a receiver: it learns of the drain through it, and the
+    // sender sees every connection gone when the receiver count drops to zero.
+    let (drain, _) = watch::channel(false);
+    info!(%addr, "listening");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Some(stream) = accepted_stream(accepted).await {
+                    spawn_connection(stream, &builder, &app, drain.subscribe());
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+
+    options.readiness.drain();
+    drain.send_replace(true);
+    info!(open = drain.receiver_count(), grace = ?options.grace, "draining");
+    let deadline = tokio::time::sleep(options.grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Some(stream) = accepted_stream(accepted).await {
+                    // Telling a fresh connection to shut down would close it before its first
+                    // request; `last_call` closes it after one answer instead.
+                    spawn_connection(stream, &last_call, &app, drain.subscribe());
+                }
+            }
+            () = drain.closed() => {
+                info!("drained");
+                return Ok(Drained { abandoned: 0 });
+            }
+            () = &mut deadline => {
+                let abandoned = drain.receiver_count();
+                warn!(abandoned, "grace period over; abandoning open connections");
+                return Ok(Drained { abandoned });
+            }
+        }
+    }
+}
+
+/// The stream of a successful accept. Accept errors (out of file descriptors, a connection
+/// reset while queued) are logged, and a short pause keeps an exhausted process from spinning.
+async fn accepted_stream(accepted: std::io::Result<(TcpStream, SocketAddr)>) -> Option<TcpStream> {
+    match accepted {
+        Ok((stream, _)) => {
+            // The answers are small: send them now rather than waiting for Nagle.
+            if let Err(err) = stream.set_nodelay(true) {
+                debug!(%err, "cannot set TCP_NODELAY");
+            }
+            Some(stream)
+        }
+        Err(err) => {
+            warn!(%err, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+fn spawn_connection(
+    stream: TcpStream,
+    builder: &auto::Builder<TokioExecutor>,
+    app: &Router,
+    mut drain: watch::Receiver<bool>,
+) {
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
+        .into_owned();
+    let opened_before_drain = !*drain.borrow();
+    tokio::spawn(async move {
+        tokio::pin!(connection);
+        if opened_before_drain {
+            tokio::select! {
+                result = connection.as_mut() => return log_end(result),
+                _ = drain.wait_for(|draining| *draining) => connection.as_mut().graceful_shutdown(),
+            }
+        }
+        log_end(connection.await);
+        // `drain` is dropped only now: the server counts this connection until it ends.
+        drop(drain);
+    });
+}
+
+fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(err) = result {
+        // Client resets and timeouts are routine for a server; they are not our errors.
+        debug!(%err, "connection ended with an error");
+    }
+}

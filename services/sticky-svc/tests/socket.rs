@@ -1,0 +1,227 @@
+//! The server over real sockets on 127.0.0.1: the real default cost, the 431, the drain.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use clap::Parser;
+use http_body_util::BodyExt;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use sticky_svc::config::Cli;
+use sticky_svc::serve::Drained;
+use sticky_svc::shutdown::Readiness;
+use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Server {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: JoinHandle<Drained>,
+}
+
+/// Starts the server with the command line's defaults, changed by `flags`.
+async fn start(flags: &[&str]) -> Server {
+    let cli = Cli::try_parse_from(["sticky-svc"].iter().chain(flags)).unwrap();
+    let readiness = Readiness::new();
+    let workload = Workload {
+        host: "socket-test".into(),
+        first_call_cost: cli.serve.first_call_cost,
+        cache_capacity: cli.serve.cache_capacity,
+    };
+    let state = AppState::new(workload, readiness.clone()).unwrap();
+    let options = ServeOptions {
+        grace: cli.serve.shutdown_grace,
+        max_header_bytes: cli.serve.max_header_bytes,
+        readiness,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        serve(listener, app(state), options, shutdown)
+            .await
+            .unwrap()
+    });
+    Server { addr, stop, done }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Client(http1::SendRequest<Body>);
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(connection);
+        Self(sender)
+    }
+
+    async fn get(&mut self, path: &str, user: Option<&str>) -> Reply {
+        let mut request = Request::get(path).header("host", "test");
+        if let Some(user) = user {
+            request = request.header("x-user", user);
+        }
+        self.0.ready().await.unwrap();
+        let response = self
+            .0
+            .send_request(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+}
+
+/// The elapsed time the body reports, parsed back from `Duration`'s Debug output.
+fn reported(body: &str) -> Duration {
+    let text = body.trim_end().rsplit(" took ").next().unwrap();
+    let split = text.find(|c: char| c.is_alphabetic()).unwrap();
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().unwrap();
+    let scale = match unit {
+        "s" => 1.0,
+        "ms" => 1e-3,
+        "µs" => 1e-6,
+        "ns" => 1e-9,
+        other => panic!("unexpected unit {other} in {body}"),
+    };
+    Duration::from_secs_f64(number * scale)
+}
+
+#[tokio::test]
+async fn the_default_first_call_really_costs_five_seconds() {
+    let server = start(&[]).await;
+    let mut client = Client::connect(server.addr).await;
+    let started = Instant::now();
+    let cold = client.get("/ping", Some("ricky")).await;
+    let took = started.elapsed();
+    assert_eq!(cold.status, StatusCode::OK);
+    assert_eq!(cold.headers["x-cache"], "miss");
+    assert!(
+        cold.body
+            .starts_with("Call was processed by host socket-test for user ricky and it took 5.")
+    );
+    let cost = reported(&cold.body);
+    assert!(
+        cost >= Duration::from_secs(5) && cost < Duration::from_millis(5500),
+        "{cost:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+
+    let warm = client.get("/ping", Some("ricky")).await;
+    assert_eq!(warm.headers["x-cache"], "hit");
+    assert_eq!(warm.headers["x-served-by"], "socket-test");
+    let cost = reported(&warm.body);
+    assert!(
+        cost < Duration::from_millis(1),
+        "warm call took {cost:?}: {}",
+        warm.body
+    );
+    let _ = server.stop.send(());
+    assert_eq!(server.done.await.unwrap(), Drained { abandoned: 0 });
+}
+
+/// Sends raw bytes on a fresh connection and returns the status code of the answer.
+async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let line = String::from_utf8_lossy(&answer);
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_with_431() {
+    let server = start(&["--first-call-cost", "0s", "--max-header-bytes", "16384"]).await;
+    let request = |pad: usize| {
+        format!(
+            "GET /ping HTTP/1.1\r\nHost: t\r\nx-user: ricky\r\nx-pad: {}\r\nConnection: close\r\n\r\n",
+            "p".repeat(pad)
+        )
+    };
+    assert_eq!(
+        raw_status(server.addr, request(8_000).as_bytes()).await,
+        200
+    );
+    assert_eq!(
+        raw_status(server.addr, request(40_000).as_bytes()).await,
+        431
+    );
+    let many: String = (0..150).map(|n| format!("x-h{n}: v\r\n")).collect();
+    let request = format!("GET /ping HTTP/1.1\r\nHost: t\r\nx-user: r\r\n{many}\r\n");
+    assert_eq!(raw_status(server.addr, request.as_bytes()).await, 431);
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_cold_calls_and_turns_readiness_off() {
+    let server = start(&["--first-call-cost", "600ms", "--shutdown-grace", "5s"]).await;
+    let mut idle = Client::connect(server.addr).await;
+    assert_eq!(idle.get("/readyz", None).await.status, StatusCode::OK);
+
+    let mut busy = Client::connect(server.addr).await;
+    let cold = tokio::spawn(async move { busy.get("/ping", Some("late")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = server.stop.send(());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // The listener still answers during the drain, and says it is not ready.
+    let mut probe = Client::connect(server.addr).await;
+    let ready = probe.get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.headers["connection"], "close",
+        "one answer per new connection"
+    );
+    assert!(
+        idle.0.ready().await.is_err(),
+        "idle keep-alive connections are closed"
+    );
+    assert!(!server.done.is_finished(), "the cold call is still running");
+
+    let cold = cold.await.unwrap();
+    assert_eq!(cold.status, StatusCode::OK);
+    assert_eq!(cold.headers["x-cache"], "miss");
+    assert_eq!(cold.headers["connection"], "close");
+    let drained = tokio::time::timeout(Duration::from_secs(2), server.done).await;
+    assert_eq!(drained.unwrap().unwrap(), Drained { abandoned: 0 });
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_the_drain() {
+    let server = start(&["--first-call-cost", "30s", "--shutdown-grace", "300ms"]).await;
+    let mut busy = Client::connect(server.addr).await;
+    let _cold = tokio::spawn(async move { busy.get("/ping", Some("stuck")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let _ = server.stop.send(());
+    let drained = server.done.await.unwrap();
+    assert_eq!(drained, Drained { abandoned: 1 });
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
