@@ -81,6 +81,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     status: Arc<Status>,
     ctx: Context,
+    /// Fingerprint of the files as they were just before the running config was read.
+    loaded_fingerprint: u64,
 }
 
 impl Gateway {
@@ -98,6 +100,8 @@ impl Gateway {
             metrics: metrics.clone(),
             gateway: options.gateway.clone(),
         };
+        // Taken before reading, so a change made while loading is seen by the first check.
+        let loaded_fingerprint = reload::fingerprint(&options.config);
         let snapshot = load_snapshot(&options, None, &ctx).map_err(RunError::Config)?;
         let status = Arc::new(Status::default());
         status.loaded();
@@ -118,6 +122,7 @@ impl Gateway {
             metrics,
             status,
             ctx,
+            loaded_fingerprint,
         })
     }
 
@@ -166,13 +171,15 @@ impl Gateway {
             let status = self.status.clone();
             let metrics = self.metrics.clone();
             let ctx = self.ctx.clone();
+            let mut last = self.loaded_fingerprint;
             tokio::spawn(async move {
-                let mut last = reload::fingerprint(&options.config);
                 while let Some(trigger) = triggers.next(Duration::from_millis(200)).await {
                     let now = reload::fingerprint(&options.config);
                     if trigger == Trigger::Files && now == last {
                         continue;
                     }
+                    // Recorded even when the new files are rejected: they are not retried until
+                    // they change again (or SIGHUP), so one bad edit logs one error.
                     last = now;
                     let previous = snapshot.load_full();
                     match load_snapshot(&options, Some(&previous), &ctx) {

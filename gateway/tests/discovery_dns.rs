@@ -1,62 +1,24 @@
 //! DNS discovery against a DNS server run by the test on loopback.
 
-use std::net::{Ipv4Addr, SocketAddr};
+#[path = "support/dns.rs"]
+mod dns;
+
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dns::{Records, dns_server};
 use gateway::discovery::{DnsResolver, DnsTarget, EndpointSet, RefreshBounds, watch_dns};
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 const NAME: &str = "sticky-svc.default.svc.cluster.local.";
 
-/// What the fake server answers: `None` makes it drop queries (a failing server).
-type Records = Arc<Mutex<Option<Vec<Ipv4Addr>>>>;
-
-/// A minimal authoritative server for one name: A records from `records`, NXDOMAIN when there are
-/// none, empty NOERROR for AAAA.
-async fn dns_server(records: Records) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = [0u8; 512];
-        loop {
-            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
-                return;
-            };
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let Some(q) = query.queries.first().cloned() else {
-                continue;
-            };
-            let current = records.lock().unwrap().clone();
-            let Some(ips) = current else { continue };
-            let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-            reply.metadata.authoritative = true;
-            reply.metadata.recursion_desired = query.metadata.recursion_desired;
-            reply.add_query(q.clone());
-            if q.name().to_ascii() != NAME {
-                reply.metadata.response_code = ResponseCode::NXDomain;
-            } else if q.query_type() == RecordType::A {
-                if ips.is_empty() {
-                    reply.metadata.response_code = ResponseCode::NXDomain;
-                }
-                for ip in ips {
-                    reply.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(ip))));
-                }
-            }
-            let bytes = reply.to_vec().unwrap();
-            let _ = socket.send_to(&bytes, peer).await;
-        }
-    });
-    addr
-}
-
-fn ips(n: u8) -> Option<Vec<Ipv4Addr>> {
-    Some((1..=n).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect())
+fn ips(n: u8) -> Option<Vec<std::net::Ipv4Addr>> {
+    Some(
+        (1..=n)
+            .map(|i| std::net::Ipv4Addr::new(10, 0, 0, i))
+            .collect(),
+    )
 }
 
 async fn wait_for(rx: &mut watch::Receiver<EndpointSet>, len: usize) -> EndpointSet {
@@ -91,7 +53,7 @@ fn start(server: SocketAddr) -> watch::Receiver<EndpointSet> {
 #[tokio::test]
 async fn resolve_reports_every_record_and_ttl() {
     let records: Records = Arc::new(Mutex::new(ips(3)));
-    let server = dns_server(records.clone()).await;
+    let server = dns_server(NAME, records.clone()).await;
     let resolver = DnsResolver::with_name_server(server);
     let got = resolver.resolve(NAME).await.unwrap();
     assert_eq!(got.addrs.len(), 3);
@@ -107,7 +69,7 @@ async fn resolve_reports_every_record_and_ttl() {
 #[tokio::test]
 async fn follows_scale_from_zero_to_five_and_back() {
     let records: Records = Arc::new(Mutex::new(ips(0)));
-    let server = dns_server(records.clone()).await;
+    let server = dns_server(NAME, records.clone()).await;
     let mut rx = start(server);
     wait_for(&mut rx, 0).await;
 
@@ -127,7 +89,7 @@ async fn follows_scale_from_zero_to_five_and_back() {
 #[tokio::test]
 async fn a_failing_server_keeps_the_last_good_set() {
     let records: Records = Arc::new(Mutex::new(ips(2)));
-    let server = dns_server(records.clone()).await;
+    let server = dns_server(NAME, records.clone()).await;
     let mut rx = start(server);
     wait_for(&mut rx, 2).await;
     *records.lock().unwrap() = None; // the server stops answering

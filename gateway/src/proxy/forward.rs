@@ -6,7 +6,9 @@
 //! does), so a replica that died costs its users one retry, not an error. Any other retryable
 //! failure (reset, timeout, retryable status) retries the **same** endpoint once first: its
 //! cache is there, and moving a user is not done lightly. Only bodies that fit the replay buffer
-//! (`--retry-buffer-size`) are retried; a larger streamed body gets one attempt.
+//! (`--retry-buffer-size`) are retried; a larger streamed body gets one attempt. Idempotent
+//! requests (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) are also retried after a connection broke
+//! before the response headers, as nginx does by default, whatever `retryOn` says.
 //!
 //! Timeouts: the route's `timeout` bounds the whole exchange up to the response headers, and
 //! `perTryTimeout` each attempt; either gives 504. The response body then streams unbounded.
@@ -134,12 +136,12 @@ impl Proxy {
         let cluster = &route.clusters[which];
         labels.cluster = cluster.labels.cluster.clone();
 
-        if !parts.headers.contains_key(HOST) {
-            if let Some(authority) = parts.uri.authority() {
-                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                    parts.headers.insert(HOST, host);
-                }
-            }
+        // h2 clients send `:authority`, not Host; HTTP/1.1 upstreams need Host.
+        if !parts.headers.contains_key(HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(HOST, host);
         }
         strip_hop_by_hop(&mut parts.headers);
         add_forwarded(&mut parts.headers, peer.ip(), "http");
@@ -301,7 +303,12 @@ impl Proxy {
                     } else {
                         ProxyError::UpstreamReset
                     };
-                    if !(retryable && route.retry_on.reset) {
+                    // Like nginx's `proxy_next_upstream error timeout`, an idempotent request is
+                    // retried after a broken connection even when `retryOn` does not say
+                    // `reset`: it is what a keep-alive connection closed by a replica that is
+                    // shutting down looks like, and resending a GET is safe.
+                    let safe = parts.method.is_idempotent();
+                    if !(retryable && (route.retry_on.reset || safe)) {
                         return Err(last_error);
                     }
                     again = second_chance(index, &mut retried, &mut tried, &mut tried_len);
@@ -383,10 +390,10 @@ fn exclude(index: usize, tried: &mut [usize; MAX_TRIED], tried_len: &mut usize) 
 /// `rewrite.authority`.
 fn rewrite(route: &Route, parts: &mut Parts) {
     let Some(rw) = &route.rewrite else { return };
-    if let Some(authority) = &rw.authority {
-        if let Ok(value) = HeaderValue::from_str(authority) {
-            parts.headers.insert(HOST, value);
-        }
+    if let Some(authority) = &rw.authority
+        && let Ok(value) = HeaderValue::from_str(authority)
+    {
+        parts.headers.insert(HOST, value);
     }
     let Some(new) = &rw.uri else { return };
     let path = parts.uri.path();

@@ -1,0 +1,58 @@
+//! A minimal authoritative DNS server on loopback for one name: A records from a shared list,
+//! NXDOMAIN when the list is empty, nothing at all when it is `None` (a failing server).
+
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
+use tokio::net::UdpSocket;
+
+/// What the server answers for its name.
+pub type Records = Arc<Mutex<Option<Vec<Ipv4Addr>>>>;
+
+/// Serves `name` (fully qualified, with the trailing dot) from `records`.
+pub async fn dns_server(name: &'static str, records: Records) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let Some(q) = query.queries.first().cloned() else {
+                continue;
+            };
+            let current = records.lock().unwrap().clone();
+            let Some(ips) = current else { continue };
+            let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+            reply.metadata.authoritative = true;
+            reply.metadata.recursion_desired = query.metadata.recursion_desired;
+            reply.add_query(q.clone());
+            if q.name().to_ascii() != name {
+                reply.metadata.response_code = ResponseCode::NXDomain;
+            } else if q.query_type() == RecordType::A {
+                if ips.is_empty() {
+                    reply.metadata.response_code = ResponseCode::NXDomain;
+                }
+                for ip in ips {
+                    reply.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(ip))));
+                }
+            }
+            let bytes = reply.to_vec().unwrap();
+            let _ = socket.send_to(&bytes, peer).await;
+        }
+    });
+    addr
+}
+
+/// 127.0.0.1 … 127.0.0.n.
+pub fn loopback(n: u8) -> Option<Vec<Ipv4Addr>> {
+    Some((1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect())
+}
