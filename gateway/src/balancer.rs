@@ -48,6 +48,8 @@ pub enum Policy {
 impl Policy {
     /// `LEAST_REQUEST` with Envoy's default of two choices.
     pub const LEAST_REQUEST: Policy = Policy::LeastRequest { choice_count: 2 };
+    /// `LEAST_CONN`, Istio's deprecated name for `LEAST_REQUEST`: the same policy.
+    pub const LEAST_CONN: Policy = Self::LEAST_REQUEST;
 
     /// Whether the policy places keys by their hash (the `consistentHash` family).
     #[must_use]

@@ -100,6 +100,19 @@ fn weights_one_to_two_split_the_default_table_as_envoy_does() {
 }
 
 #[test]
+fn a_zero_weight_endpoint_is_the_same_as_an_absent_one() {
+    // The data path can eject an endpoint by zeroing its weight and keep its indices aligned.
+    let all = pods(6);
+    let mut ejected = all.clone();
+    ejected[2].weight = 0;
+    let mut without = all.clone();
+    without.remove(2);
+    let (a, b) = (table(&ejected, 4_099), table(&without, 4_099));
+    assert_eq!(slot_keys(&a, &ejected), slot_keys(&b, &without));
+    assert!(!a.is_member(2) && a.is_member(3));
+}
+
+#[test]
 fn bad_input_is_rejected_with_a_clear_error() {
     let err = MaglevTable::build(&pods(2), TableSize::DEFAULT);
     assert!(err.is_ok());
