@@ -19,7 +19,8 @@
 //!   can never round differently on another machine. Equal weights give Envoy's table exactly.
 //! - Slots hold the caller's endpoint index as `u16` when there are at most 65 535 endpoints
 //!   (128 KiB for the default table), `u32` otherwise.
-//! - Lookup is `slots[hash % M]`: O(1), no allocation.
+//! - Lookup is `slots[hash % M]`: O(1), no allocation, and no division either (the remainder
+//!   is computed by multiplication, see [`crate::hash`]).
 //!
 //! ```
 //! use gateway::balancer::Endpoint;
@@ -36,7 +37,7 @@
 use thiserror::Error;
 
 use crate::balancer::endpoint::{self, Endpoint, EndpointError, Member};
-use crate::hash::{perturb, seeded};
+use crate::hash::{Divisor, perturb, seeded};
 
 /// A Maglev table size: a prime below [`TableSize::LIMIT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,9 +97,8 @@ const NOT_A_MEMBER: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub struct MaglevTable {
     slots: Slots,
-    size: u64,
-    /// `⌈2^128 / size⌉`, so `hash % size` needs no division (see [`fast_mod`]).
-    reciprocal: u128,
+    /// The table size `M`, prepared for division-free `hash % M`.
+    size: Divisor,
     /// Caller indices of the endpoints in the table, in hash-key order.
     members: Box<[u32]>,
     /// Caller index → position in `members`, or [`NOT_A_MEMBER`].
@@ -132,8 +132,7 @@ impl MaglevTable {
         }
         Ok(Self {
             slots,
-            size: size.get(),
-            reciprocal: reciprocal(size.get()),
+            size: Divisor::new(size.get()),
             members: sorted.iter().map(|m| m.index).collect(),
             rank,
         })
@@ -146,7 +145,7 @@ impl MaglevTable {
         if self.members.is_empty() {
             return None;
         }
-        Some(self.slot(fast_mod(hash, self.reciprocal, self.size) as usize))
+        Some(self.slot(self.size.remainder(hash) as usize))
     }
 
     /// The endpoint for selection attempt `attempt` of a request, avoiding `excluded`.
@@ -168,7 +167,7 @@ impl MaglevTable {
         let mut last = first;
         for step in 1..PERTURBATIONS {
             let hash = perturb(hash, attempt.wrapping_add(step));
-            let e = self.slot(fast_mod(hash, self.reciprocal, self.size) as usize);
+            let e = self.slot(self.size.remainder(hash) as usize);
             if !excluded.contains(&e) {
                 return Some(e);
             }
@@ -194,7 +193,7 @@ impl MaglevTable {
     /// The table size `M`.
     #[must_use]
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.get()
     }
 
     /// How many endpoints hold slots (those with a non-zero weight).
@@ -221,7 +220,7 @@ impl MaglevTable {
     pub fn slot_counts(&self) -> Vec<u64> {
         let mut counts = vec![0u64; self.rank.len()];
         if !self.members.is_empty() {
-            for slot in 0..self.size as usize {
+            for slot in 0..self.size.get() as usize {
                 counts[self.slot(slot)] += 1;
             }
         }
@@ -306,23 +305,6 @@ fn step(pos: u32, skip: u32, m: u32) -> u32 {
     if next >= m { next - m } else { next }
 }
 
-/// `⌈2^128 / d⌉` for `d ≥ 2`: the constant of Lemire, Kaser and Kurz's direct remainder.
-fn reciprocal(d: u64) -> u128 {
-    u128::MAX / u128::from(d) + 1
-}
-
-/// `a % d` by multiplication ("Faster Remainder by Direct Computation", Lemire et al., 2019):
-/// the fractional part of `a / d`, held in 128 bits, times `d`. Exact for every 64-bit `a` and
-/// every `d < 2^64`; it replaces the 64-bit division, the slowest step of a lookup after the
-/// key hash.
-#[inline]
-fn fast_mod(a: u64, reciprocal: u128, d: u64) -> u64 {
-    let fraction = reciprocal.wrapping_mul(u128::from(a));
-    let low = (u128::from(fraction as u64) * u128::from(d)) >> 64;
-    let high = (fraction >> 64) * u128::from(d);
-    ((low + high) >> 64) as u64
-}
-
 /// Trial division; table sizes are below 5 000 011, so at most ~1 100 odd divisors.
 fn is_prime(n: u64) -> bool {
     if n < 2 {
@@ -369,19 +351,6 @@ mod tests {
                 (i * i..10_000).step_by(i).for_each(|j| composite[j] = true);
             }
             assert_eq!(is_prime(i as u64), !composite[i], "{i}");
-        }
-    }
-
-    #[test]
-    fn fast_mod_is_the_remainder() {
-        for d in [2u64, 7, 17, 251, 65_537, 655_373, 4_999_999] {
-            let r = reciprocal(d);
-            let samples = (0..2_000u64)
-                .map(crate::hash::mix)
-                .chain([0, 1, d - 1, d, u64::MAX]);
-            for a in samples {
-                assert_eq!(fast_mod(a, r, d), a % d, "{a} % {d}");
-            }
         }
     }
 
