@@ -12,6 +12,23 @@
 //!
 //! Modules: [`endpoint`] (the input type and its checks), `simple` (round robin, random,
 //! least request).
+//!
+//! ```
+//! use gateway::balancer::{Balancer, Endpoint, PickContext, Policy, Reason};
+//! use gateway::hash::key_hash;
+//! use gateway::maglev::TableSize;
+//!
+//! let pods = [Endpoint::new("10.0.0.1:8080", 1), Endpoint::new("10.0.0.2:8080", 1)];
+//! let balancer = Balancer::new(&pods, Policy::Maglev(TableSize::DEFAULT), 0)?;
+//! let random = 0x5eed; // the data path's per-request random value
+//! let first = balancer.pick(&PickContext::new(random).key_hash(Some(key_hash(b"ricky"))))?;
+//! assert_eq!(first.reason, Reason::Hash);
+//! // The retry after a failure on `first` goes elsewhere, the same way on every replica.
+//! let tried = [first.endpoint];
+//! let ctx = PickContext::new(random).key_hash(Some(key_hash(b"ricky"))).attempt(1).excluded(&tried);
+//! assert_ne!(balancer.pick(&ctx)?.endpoint, first.endpoint);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod endpoint;
 mod simple;
