@@ -36,8 +36,11 @@
 
 use thiserror::Error;
 
-use crate::balancer::endpoint::{self, Endpoint, EndpointError, Member};
-use crate::hash::{Divisor, perturb, seeded};
+use crate::balancer::endpoint::{self, Endpoint, EndpointError};
+use crate::hash::{Divisor, perturb};
+
+mod fill;
+use fill::populate;
 
 /// A Maglev table size: a prime below [`TableSize::LIMIT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -235,74 +238,6 @@ impl MaglevTable {
             Slots::Wide(s) => std::mem::size_of_val(&**s),
         }
     }
-}
-
-/// One endpoint's state during the fill: its permutation cursor and its weighted turn count.
-struct Cursor {
-    index: u32,
-    pos: u32,
-    skip: u32,
-    weight: u64,
-    picks: u64,
-}
-
-/// Fills `m` slots with caller indices (converted by `narrow`), Envoy's weighted turn order.
-fn populate<T: Copy + Default>(
-    sorted: &[Member],
-    endpoints: &[Endpoint],
-    m: u32,
-    narrow: impl Fn(u32) -> T,
-) -> Box<[T]> {
-    let m64 = u64::from(m);
-    let mut cursors: Vec<Cursor> = sorted
-        .iter()
-        .map(|member| {
-            let key = endpoints[member.index as usize].key.as_bytes();
-            Cursor {
-                index: member.index,
-                pos: (seeded(key, 0) % m64) as u32,
-                skip: (seeded(key, 1) % (m64 - 1)) as u32 + 1,
-                weight: u64::from(member.weight),
-                picks: 0,
-            }
-        })
-        .collect();
-    let max_weight = cursors.iter().map(|c| c.weight).max().unwrap_or(1);
-    // One bit per slot: 8 KiB for M = 65 537, so the probe loop runs out of L1 cache.
-    let mut taken = vec![0u64; (m as usize).div_ceil(64)];
-    let mut slots = vec![T::default(); m as usize];
-    let mut filled = 0u32;
-    let mut iteration = 1u64;
-    while filled < m {
-        for c in &mut cursors {
-            // Envoy: skip this turn while iteration·w/W < picks·w_max/W (here times W).
-            if iteration * c.weight < c.picks * max_weight {
-                continue;
-            }
-            let mut pos = c.pos;
-            while taken[(pos >> 6) as usize] & (1 << (pos & 63)) != 0 {
-                pos = step(pos, c.skip, m);
-            }
-            taken[(pos >> 6) as usize] |= 1 << (pos & 63);
-            slots[pos as usize] = narrow(c.index);
-            c.pos = step(pos, c.skip, m);
-            c.picks += 1;
-            filled += 1;
-            if filled == m {
-                break;
-            }
-        }
-        iteration += 1;
-    }
-    slots.into_boxed_slice()
-}
-
-/// The next position of a permutation: `(pos + skip) mod m` without a division.
-#[inline]
-fn step(pos: u32, skip: u32, m: u32) -> u32 {
-    // pos < m and skip < m, both < 2^23, so the sum cannot overflow.
-    let next = pos + skip;
-    if next >= m { next - m } else { next }
 }
 
 /// Trial division; table sizes are below 5 000 011, so at most ~1 100 odd divisors.
