@@ -211,6 +211,18 @@ impl<'a> PickContext<'a> {
     }
 }
 
+impl std::fmt::Debug for PickContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PickContext")
+            .field("key_hash", &self.key_hash)
+            .field("attempt", &self.attempt)
+            .field("excluded", &self.excluded)
+            .field("random", &self.random)
+            .field("in_flight", &self.in_flight.map(|_| "supplied"))
+            .finish()
+    }
+}
+
 /// An immutable load balancer over one set of weighted endpoints.
 #[derive(Debug)]
 pub struct Balancer {
