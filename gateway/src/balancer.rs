@@ -25,7 +25,10 @@
 //! assert_eq!(first.reason, Reason::Hash);
 //! // The retry after a failure on `first` goes elsewhere, the same way on every replica.
 //! let tried = [first.endpoint];
-//! let ctx = PickContext::new(random).key_hash(Some(key_hash(b"ricky"))).attempt(1).excluded(&tried);
+//! let ctx = PickContext::new(random)
+//!     .key_hash(Some(key_hash(b"ricky")))
+//!     .attempt(1)
+//!     .excluded(&tried);
 //! assert_ne!(balancer.pick(&ctx)?.endpoint, first.endpoint);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

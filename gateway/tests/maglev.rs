@@ -209,7 +209,10 @@ proptest! {
     }
 
     #[test]
-    fn removing_one_of_n_moves_about_one_nth(n in 3usize..40, gone in any::<prop::sample::Index>()) {
+    fn removing_one_of_n_moves_about_one_nth(
+        n in 3usize..40,
+        gone in any::<prop::sample::Index>(),
+    ) {
         let all = pods(n);
         let mut fewer = all.clone();
         fewer.remove(gone.index(n));
