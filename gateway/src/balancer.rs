@@ -277,6 +277,7 @@ impl Balancer {
 
     /// Chooses the endpoint for one attempt of one request. Allocation-free; O(1) for Maglev,
     /// round robin and uniform random, O(log N) for ring hash and weighted draws.
+    #[inline]
     pub fn pick(&self, ctx: &PickContext<'_>) -> Result<Pick, PickError> {
         let (picked, reason) = match &self.selector {
             Selector::RoundRobin(rr) => (rr.pick(ctx.excluded), Reason::RoundRobin),

@@ -158,6 +158,7 @@ impl MaglevTable {
     /// endpoint not in `excluded`; after 32 misses it walks the endpoints in key order from the
     /// last one seen. Deterministic (every replica retries a key to the same place) and
     /// allocation-free; `None` when the table is empty or every endpoint is excluded.
+    #[inline]
     #[must_use]
     pub fn pick(&self, hash: u64, attempt: u32, excluded: &[usize]) -> Option<usize> {
         let first = self.lookup(perturb(hash, attempt))?;

@@ -240,6 +240,7 @@ proptest! {
             .map(|(i, &w)| Endpoint::new(format!("10.1.0.{i}:80"), w))
             .collect();
         let counts = table(&eps, 65_537).slot_counts();
+        prop_assert_eq!(counts.iter().sum::<u64>(), 65_537, "every slot filled");
         let total: u32 = weights.iter().sum();
         for (c, &w) in counts.iter().zip(&weights) {
             let ideal = 65_537.0 * f64::from(w) / f64::from(total);
