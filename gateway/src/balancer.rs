@@ -12,6 +12,26 @@
 //!
 //! Modules: [`endpoint`] (the input type and its checks), `simple` (round robin, random,
 //! least request).
+//!
+//! ```
+//! use gateway::balancer::{Balancer, Endpoint, PickContext, Policy, Reason};
+//! use gateway::hash::key_hash;
+//! use gateway::maglev::TableSize;
+//!
+//! let pods = [Endpoint::new("10.0.0.1:8080", 1), Endpoint::new("10.0.0.2:8080", 1)];
+//! let balancer = Balancer::new(&pods, Policy::Maglev(TableSize::DEFAULT), 0)?;
+//! let random = 0x5eed; // the data path's per-request random value
+//! let first = balancer.pick(&PickContext::new(random).key_hash(Some(key_hash(b"ricky"))))?;
+//! assert_eq!(first.reason, Reason::Hash);
+//! // The retry after a failure on `first` goes elsewhere, the same way on every replica.
+//! let tried = [first.endpoint];
+//! let ctx = PickContext::new(random)
+//!     .key_hash(Some(key_hash(b"ricky")))
+//!     .attempt(1)
+//!     .excluded(&tried);
+//! assert_ne!(balancer.pick(&ctx)?.endpoint, first.endpoint);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod endpoint;
 mod simple;
@@ -48,6 +68,8 @@ pub enum Policy {
 impl Policy {
     /// `LEAST_REQUEST` with Envoy's default of two choices.
     pub const LEAST_REQUEST: Policy = Policy::LeastRequest { choice_count: 2 };
+    /// `LEAST_CONN`, Istio's deprecated name for `LEAST_REQUEST`: the same policy.
+    pub const LEAST_CONN: Policy = Self::LEAST_REQUEST;
 
     /// Whether the policy places keys by their hash (the `consistentHash` family).
     #[must_use]
@@ -192,6 +214,18 @@ impl<'a> PickContext<'a> {
     }
 }
 
+impl std::fmt::Debug for PickContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PickContext")
+            .field("key_hash", &self.key_hash)
+            .field("attempt", &self.attempt)
+            .field("excluded", &self.excluded)
+            .field("random", &self.random)
+            .field("in_flight", &self.in_flight.map(|_| "supplied"))
+            .finish()
+    }
+}
+
 /// An immutable load balancer over one set of weighted endpoints.
 #[derive(Debug)]
 pub struct Balancer {
@@ -243,6 +277,7 @@ impl Balancer {
 
     /// Chooses the endpoint for one attempt of one request. Allocation-free; O(1) for Maglev,
     /// round robin and uniform random, O(log N) for ring hash and weighted draws.
+    #[inline]
     pub fn pick(&self, ctx: &PickContext<'_>) -> Result<Pick, PickError> {
         let (picked, reason) = match &self.selector {
             Selector::RoundRobin(rr) => (rr.pick(ctx.excluded), Reason::RoundRobin),

@@ -19,7 +19,8 @@
 //!   can never round differently on another machine. Equal weights give Envoy's table exactly.
 //! - Slots hold the caller's endpoint index as `u16` when there are at most 65 535 endpoints
 //!   (128 KiB for the default table), `u32` otherwise.
-//! - Lookup is `slots[hash % M]`: O(1), no allocation.
+//! - Lookup is `slots[hash % M]`: O(1), no allocation, and no division either (the remainder
+//!   is computed by multiplication, see [`crate::hash`]).
 //!
 //! ```
 //! use gateway::balancer::Endpoint;
@@ -35,8 +36,11 @@
 
 use thiserror::Error;
 
-use crate::balancer::endpoint::{self, Endpoint, EndpointError, Member};
-use crate::hash::{perturb, seeded};
+use crate::balancer::endpoint::{self, Endpoint, EndpointError};
+use crate::hash::{Divisor, perturb};
+
+mod fill;
+use fill::populate;
 
 /// A Maglev table size: a prime below [`TableSize::LIMIT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,7 +100,8 @@ const NOT_A_MEMBER: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub struct MaglevTable {
     slots: Slots,
-    size: u64,
+    /// The table size `M`, prepared for division-free `hash % M`.
+    size: Divisor,
     /// Caller indices of the endpoints in the table, in hash-key order.
     members: Box<[u32]>,
     /// Caller index → position in `members`, or [`NOT_A_MEMBER`].
@@ -130,7 +135,7 @@ impl MaglevTable {
         }
         Ok(Self {
             slots,
-            size: size.get(),
+            size: Divisor::new(size.get()),
             members: sorted.iter().map(|m| m.index).collect(),
             rank,
         })
@@ -143,7 +148,7 @@ impl MaglevTable {
         if self.members.is_empty() {
             return None;
         }
-        Some(self.slot((hash % self.size) as usize))
+        Some(self.slot(self.size.remainder(hash) as usize))
     }
 
     /// The endpoint for selection attempt `attempt` of a request, avoiding `excluded`.
@@ -153,6 +158,7 @@ impl MaglevTable {
     /// endpoint not in `excluded`; after 32 misses it walks the endpoints in key order from the
     /// last one seen. Deterministic (every replica retries a key to the same place) and
     /// allocation-free; `None` when the table is empty or every endpoint is excluded.
+    #[inline]
     #[must_use]
     pub fn pick(&self, hash: u64, attempt: u32, excluded: &[usize]) -> Option<usize> {
         let first = self.lookup(perturb(hash, attempt))?;
@@ -164,7 +170,8 @@ impl MaglevTable {
         }
         let mut last = first;
         for step in 1..PERTURBATIONS {
-            let e = self.slot((perturb(hash, attempt.wrapping_add(step)) % self.size) as usize);
+            let hash = perturb(hash, attempt.wrapping_add(step));
+            let e = self.slot(self.size.remainder(hash) as usize);
             if !excluded.contains(&e) {
                 return Some(e);
             }
@@ -190,7 +197,7 @@ impl MaglevTable {
     /// The table size `M`.
     #[must_use]
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.get()
     }
 
     /// How many endpoints hold slots (those with a non-zero weight).
@@ -217,7 +224,7 @@ impl MaglevTable {
     pub fn slot_counts(&self) -> Vec<u64> {
         let mut counts = vec![0u64; self.rank.len()];
         if !self.members.is_empty() {
-            for slot in 0..self.size as usize {
+            for slot in 0..self.size.get() as usize {
                 counts[self.slot(slot)] += 1;
             }
         }
@@ -232,74 +239,6 @@ impl MaglevTable {
             Slots::Wide(s) => std::mem::size_of_val(&**s),
         }
     }
-}
-
-/// One endpoint's state during the fill: its permutation cursor and its weighted turn count.
-struct Cursor {
-    index: u32,
-    pos: u32,
-    skip: u32,
-    weight: u64,
-    picks: u64,
-}
-
-/// Fills `m` slots with caller indices (converted by `narrow`), Envoy's weighted turn order.
-fn populate<T: Copy + Default>(
-    sorted: &[Member],
-    endpoints: &[Endpoint],
-    m: u32,
-    narrow: impl Fn(u32) -> T,
-) -> Box<[T]> {
-    let m64 = u64::from(m);
-    let mut cursors: Vec<Cursor> = sorted
-        .iter()
-        .map(|member| {
-            let key = endpoints[member.index as usize].key.as_bytes();
-            Cursor {
-                index: member.index,
-                pos: (seeded(key, 0) % m64) as u32,
-                skip: (seeded(key, 1) % (m64 - 1)) as u32 + 1,
-                weight: u64::from(member.weight),
-                picks: 0,
-            }
-        })
-        .collect();
-    let max_weight = cursors.iter().map(|c| c.weight).max().unwrap_or(1);
-    // One bit per slot: 8 KiB for M = 65 537, so the probe loop runs out of L1 cache.
-    let mut taken = vec![0u64; (m as usize).div_ceil(64)];
-    let mut slots = vec![T::default(); m as usize];
-    let mut filled = 0u32;
-    let mut iteration = 1u64;
-    while filled < m {
-        for c in &mut cursors {
-            // Envoy: skip this turn while iteration·w/W < picks·w_max/W (here times W).
-            if iteration * c.weight < c.picks * max_weight {
-                continue;
-            }
-            let mut pos = c.pos;
-            while taken[(pos >> 6) as usize] & (1 << (pos & 63)) != 0 {
-                pos = step(pos, c.skip, m);
-            }
-            taken[(pos >> 6) as usize] |= 1 << (pos & 63);
-            slots[pos as usize] = narrow(c.index);
-            c.pos = step(pos, c.skip, m);
-            c.picks += 1;
-            filled += 1;
-            if filled == m {
-                break;
-            }
-        }
-        iteration += 1;
-    }
-    slots.into_boxed_slice()
-}
-
-/// The next position of a permutation: `(pos + skip) mod m` without a division.
-#[inline]
-fn step(pos: u32, skip: u32, m: u32) -> u32 {
-    // pos < m and skip < m, both < 2^23, so the sum cannot overflow.
-    let next = pos + skip;
-    if next >= m { next - m } else { next }
 }
 
 /// Trial division; table sizes are below 5 000 011, so at most ~1 100 odd divisors.

@@ -12,6 +12,8 @@
 //!   gave (Envoy keeps discovery order for the running point budget and uses an unstable sort);
 //! - the running point budget is computed with exact integer arithmetic instead of doubles.
 
+use std::fmt::Write as _;
+
 use thiserror::Error;
 
 use crate::balancer::endpoint::{self, Endpoint, EndpointError};
@@ -131,9 +133,8 @@ impl RingHash {
             let mut i = 0u64;
             while placed * den < num * cumulative {
                 buffer.clear();
-                buffer.push_str(key);
-                buffer.push('_');
-                buffer.push_str(&i.to_string());
+                // Writing into the reused buffer allocates nothing per point.
+                let _ = write!(buffer, "{key}_{i}");
                 points.push((seeded(buffer.as_bytes(), 0), rank as u32, m.index));
                 i += 1;
                 placed += 1;

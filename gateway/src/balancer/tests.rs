@@ -180,3 +180,9 @@ fn accessors_expose_the_table_or_ring() {
     assert!(Policy::Maglev(TableSize::DEFAULT).is_consistent_hash());
     assert!(!Policy::RoundRobin.is_consistent_hash());
 }
+
+#[test]
+fn balancers_can_be_shared_by_every_request_thread() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Balancer>();
+}
