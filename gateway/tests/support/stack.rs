@@ -162,9 +162,19 @@ pub struct RunningGateway {
 impl RunningGateway {
     /// Writes `yaml` to a fresh folder and serves it.
     pub async fn start(yaml: &str, dns: Option<SocketAddr>) -> Self {
+        Self::start_with(yaml, dns, |_| {}).await
+    }
+
+    /// Same, with options adjusted by `tune`.
+    pub async fn start_with(
+        yaml: &str,
+        dns: Option<SocketAddr>,
+        tune: impl FnOnce(&mut RunOptions),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("istio.yaml"), yaml).unwrap();
-        let options = options(dir.path(), dns);
+        let mut options = options(dir.path(), dns);
+        tune(&mut options);
         let gateway = Gateway::bind(options).await.expect("the gateway starts");
         let (addr, admin) = (gateway.listen_addr(), gateway.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();

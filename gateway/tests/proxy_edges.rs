@@ -1,0 +1,126 @@
+//! The gateway's own answers and the protocol edges: 404 without a route, 413, h2c clients,
+//! cookie affinity with a generated cookie, a missing hash key.
+
+#[path = "support/stack.rs"]
+mod stack;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use stack::{BY_USER, Http, RunningGateway, backends, static_config};
+
+#[tokio::test]
+async fn no_route_is_a_clear_404() {
+    let backends = backends(1, Duration::ZERO).await;
+    let yaml = static_config(&[backends[0].addr], BY_USER)
+        .replace("hosts: ['*']", "hosts: [api.example.com]");
+    let gw = RunningGateway::start(&yaml, None).await;
+    let answer = Http::new().ping(gw.addr, "ricky").await;
+    assert_eq!(answer.status, 404);
+    assert_eq!(answer.body, "no route matches this request\n");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let backends = backends(1, Duration::ZERO).await;
+    let gw = RunningGateway::start_with(&static_config(&[backends[0].addr], BY_USER), None, |o| {
+        o.proxy.max_body_bytes = 1024;
+    })
+    .await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::post(format!("http://{}/ping", gw.addr))
+        .header("x-user", "ricky")
+        .body(Full::new(Bytes::from(vec![b'x'; 4096])))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), 413);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "request body too large\n");
+}
+
+#[tokio::test]
+async fn h2c_clients_are_proxied_to_http1_backends() {
+    let backends = backends(1, Duration::ZERO).await;
+    let gw = RunningGateway::start(&static_config(&[backends[0].addr], BY_USER), None).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/ping", gw.addr))
+        .header("x-user", "ricky")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-served-by"], "svc-0");
+    assert!(res.headers().contains_key("x-request-id"));
+}
+
+const BY_COOKIE: &str =
+    "      consistentHash:\n        httpCookie: {name: sticky, path: /, ttl: 60s}";
+
+#[tokio::test]
+async fn a_generated_cookie_keeps_a_client_on_one_backend() {
+    let backends = backends(5, Duration::ZERO).await;
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let gw = RunningGateway::start(&static_config(&addrs, BY_COOKIE), None).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let get = |cookie: Option<String>| {
+        let mut req =
+            http::Request::get(format!("http://{}/ping", gw.addr)).header("x-user", "ricky");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        client.request(req.body(Empty::new()).unwrap())
+    };
+    let first = get(None).await.unwrap();
+    let set_cookie = first.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.contains("; Max-Age=60; Path=/; HttpOnly"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let home = first.headers()["x-served-by"].clone();
+    for _ in 0..20 {
+        let res = get(Some(cookie.clone())).await.unwrap();
+        assert_eq!(res.headers()["x-served-by"], home, "the cookie sticks");
+        assert!(
+            !res.headers().contains_key("set-cookie"),
+            "no new cookie once sent"
+        );
+    }
+    // Without the cookie, clients land anywhere (each gets a fresh cookie).
+    let mut hosts = HashSet::new();
+    for _ in 0..40 {
+        hosts.insert(get(None).await.unwrap().headers()["x-served-by"].clone());
+    }
+    assert!(hosts.len() > 1, "fresh cookies spread clients: {hosts:?}");
+}
+
+#[tokio::test]
+async fn a_missing_hash_key_is_served_at_random_and_counted() {
+    let backends = backends(5, Duration::ZERO).await;
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let yaml = static_config(&addrs, BY_USER);
+    let gw = RunningGateway::start(&yaml, None).await;
+    let http = Http::new();
+    let mut hosts = HashSet::new();
+    for _ in 0..40 {
+        // sticky-svc answers 400 without x-user, but it answers: the host is in the header.
+        let a = http.get(gw.addr, "/ping", None).await;
+        assert_eq!(a.status, 400);
+        hosts.insert(a.host.unwrap());
+    }
+    assert!(hosts.len() > 1, "random, not one fixed endpoint: {hosts:?}");
+    let metrics = http.get(gw.admin, "/metrics", None).await.body;
+    assert!(
+        metrics.contains("gateway_hash_key_missing_total{cluster=\"outbound|8080||sticky-svc.default.svc.cluster.local\"} 40"),
+        "{metrics}"
+    );
+}
