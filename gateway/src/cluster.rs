@@ -8,10 +8,11 @@
 //! list with weight 0 in the balancer, so indices are stable and, with Maglev, only their keys
 //! move (as Envoy rebuilds its table from the healthy hosts).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
@@ -21,6 +22,7 @@ use tokio::task::AbortHandle;
 use crate::balancer::{self, Balancer, InFlight, Policy};
 use crate::config::model::HashKey;
 use crate::discovery::{DnsResolver, DnsTarget, EndpointSet, RefreshBounds, watch_dns};
+use crate::health::active::{ActiveCheck, ProbeState};
 use crate::health::{Ejections, HostCounters, OutlierPolicy};
 use crate::metrics::{ClusterLabels, Metrics};
 use crate::proxy::upstream::{PoolSettings, Upstream};
@@ -50,6 +52,8 @@ pub struct ClusterSpec {
     pub pool: PoolSettings,
     /// Outlier detection; `None`: never eject.
     pub outlier: Option<OutlierPolicy>,
+    /// Active HTTP checks; `None`: off.
+    pub active: Option<ActiveCheck>,
 }
 
 /// One endpoint, shared across rebuilds so its counters survive them.
@@ -165,6 +169,8 @@ impl Cluster {
             metrics,
             labels: labels.clone(),
             trip_policy: spec.outlier.clone(),
+            active: spec.active.clone(),
+            probes: HashMap::new(),
         };
         if let Source::Static(set) = &spec.source {
             // Publish before returning so a static cluster serves from its first request.
@@ -214,6 +220,8 @@ struct Control {
     metrics: Arc<Metrics>,
     labels: ClusterLabels,
     trip_policy: Option<OutlierPolicy>,
+    active: Option<ActiveCheck>,
+    probes: HashMap<SocketAddr, ProbeState>,
 }
 
 impl Control {
@@ -226,9 +234,22 @@ impl Control {
             .ejections
             .policy()
             .interval
-            .max(std::time::Duration::from_millis(100));
+            .max(Duration::from_millis(100));
         let mut decay = tokio::time::interval(interval);
         decay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let probe_every = self
+            .active
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |c| c.interval);
+        let mut probe_tick = tokio::time::interval(probe_every);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<(SocketAddr, bool)>();
+        let prober = self.active.as_ref().map(|c| {
+            Upstream::new(&PoolSettings {
+                connect_timeout: c.timeout,
+                ..PoolSettings::default()
+            })
+        });
         loop {
             let due = self.ejections.next_due();
             let release = async move {
@@ -252,6 +273,18 @@ impl Control {
                     }
                 }
                 _ = decay.tick() => self.ejections.decay(),
+                _ = probe_tick.tick(), if self.active.is_some() => {
+                    if let (Some(check), Some(prober)) = (&self.active, &prober) {
+                        for endpoint in &self.endpoints {
+                            let probe = probe(prober.clone(), endpoint.authority.clone(), check.clone());
+                            let (tx, addr) = (probe_tx.clone(), endpoint.addr);
+                            tokio::spawn(async move {
+                                let _ = tx.send((addr, probe.await));
+                            });
+                        }
+                    }
+                }
+                Some((addr, passed)) = probe_rx.recv() => self.probed(addr, passed),
             }
         }
     }
@@ -292,9 +325,23 @@ impl Control {
         }
     }
 
+    fn probed(&mut self, addr: SocketAddr, passed: bool) {
+        let Some(check) = &self.active else { return };
+        if !self.endpoints.iter().any(|e| e.addr == addr) {
+            return;
+        }
+        let state = self.probes.entry(addr).or_default();
+        if state.observe(passed, check) {
+            let healthy = state.is_healthy();
+            tracing::warn!(cluster = %self.labels.cluster, endpoint = %addr, healthy, "active health check changed");
+            self.publish();
+        }
+    }
+
     fn publish(&self) {
         let state = build_state(&self.endpoints, self.policy, |addr| {
             self.ejections.is_routable(addr)
+                && self.probes.get(addr).is_none_or(ProbeState::is_healthy)
         });
         self.metrics
             .healthy_endpoints
@@ -305,6 +352,21 @@ impl Control {
             .get_or_create(&self.labels)
             .inc();
         self.state.store(Arc::new(state));
+    }
+}
+
+/// One active check: GET `check.path`; a 2xx within `check.timeout` passes.
+async fn probe(prober: Upstream, authority: Authority, check: ActiveCheck) -> bool {
+    let Ok(request) = http::Request::get(check.path.as_str())
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::USER_AGENT, "sticky-gateway-health-check")
+        .body(crate::proxy::full(bytes::Bytes::new()))
+    else {
+        return false;
+    };
+    match tokio::time::timeout(check.timeout, prober.send(&authority, request)).await {
+        Ok(Ok(response)) => response.status().is_success(),
+        _ => false,
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use crate::admin::{Admin, Status};
 use crate::config::{self, LoadOptions, Severity};
 use crate::discovery::{DiscoveryError, DnsResolver, RefreshBounds};
+use crate::health::active::ActiveCheck;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::proxy::listener::{self, Limits};
 use crate::proxy::{Proxy, ProxySettings};
@@ -47,6 +48,8 @@ pub struct RunOptions {
     pub proxy: ProxySettings,
     /// How often the config files are checked when no file event arrives.
     pub reload_poll: Duration,
+    /// Active HTTP health checks for every cluster; `None`: passive only.
+    pub active: Option<ActiveCheck>,
 }
 
 /// Why the gateway cannot start.
@@ -99,6 +102,7 @@ impl Gateway {
             bounds: options.dns_refresh,
             metrics: metrics.clone(),
             gateway: options.gateway.clone(),
+            active: options.active.clone(),
         };
         // Taken before reading, so a change made while loading is seen by the first check.
         let loaded_fingerprint = reload::fingerprint(&options.config);

@@ -9,9 +9,13 @@
 //!   how often it was ejected, capped), and which hosts the balancer may use (min health percent).
 //!   Time is passed in, so tests drive it without sleeping.
 //!
+//! Active HTTP checks, optional, are in [`active`].
+//!
 //! Differences from Envoy, on purpose: an ejected host returns exactly when its time is up (the
 //! driver asks [`Ejections::next_due`]) instead of at the next `interval` sweep, so a short
 //! `baseEjectionTime` is not stretched by a long `interval`.
+
+pub mod active;
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gateway::config::{self, Diagnostic, LoadOptions, Severity};
 use gateway::control::{Gateway, RunOptions};
 use gateway::discovery::RefreshBounds;
+use gateway::health::active::ActiveCheck;
 use gateway::proxy::ProxySettings;
 use gateway::proxy::listener::Limits;
 
@@ -82,6 +83,21 @@ struct RunArgs {
     /// How often the config is re-read when no file event arrives.
     #[arg(long, env = "GATEWAY_RELOAD_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
     reload_poll: Duration,
+    /// Active health checks: GET this path on every endpoint (off when unset).
+    #[arg(long, env = "GATEWAY_HEALTH_CHECK_PATH")]
+    health_check_path: Option<String>,
+    /// Time between active checks of one endpoint.
+    #[arg(long, env = "GATEWAY_HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    health_check_interval: Duration,
+    /// An active check slower than this fails.
+    #[arg(long, env = "GATEWAY_HEALTH_CHECK_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    health_check_timeout: Duration,
+    /// Failed checks in a row that take an endpoint out.
+    #[arg(long, env = "GATEWAY_HEALTH_CHECK_UNHEALTHY", default_value_t = 2)]
+    health_check_unhealthy: u32,
+    /// Passed checks in a row that bring it back.
+    #[arg(long, env = "GATEWAY_HEALTH_CHECK_HEALTHY", default_value_t = 1)]
+    health_check_healthy: u32,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -193,6 +209,13 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             retry_buffer_bytes: args.retry_buffer_size,
         },
         reload_poll: args.reload_poll,
+        active: args.health_check_path.map(|path| ActiveCheck {
+            path,
+            interval: args.health_check_interval,
+            timeout: args.health_check_timeout,
+            unhealthy_threshold: args.health_check_unhealthy,
+            healthy_threshold: args.health_check_healthy,
+        }),
     };
     runtime.block_on(async {
         let gateway = Gateway::bind(options).await?;

@@ -17,6 +17,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::model::{HttpRoute, VirtualService};
 use crate::discovery::{DnsResolver, RefreshBounds};
+use crate::health::active::ActiveCheck;
 use crate::metrics::Metrics;
 use crate::proxy::headers::HeaderEdits;
 use crate::proxy::retry::RetryOn;
@@ -75,6 +76,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// `--gateway NAME`: serve only the VirtualServices bound to this Gateway (plus mesh ones).
     pub gateway: Option<String>,
+    /// Active health checks for every cluster (`--health-check-path`).
+    pub active: Option<ActiveCheck>,
 }
 
 impl Context {
@@ -85,6 +88,7 @@ impl Context {
             bounds: RefreshBounds::default(),
             metrics: Metrics::new(&mut Registry::default()),
             gateway: None,
+            active: None,
         }
     }
 }
@@ -148,8 +152,9 @@ impl Snapshot {
                 if let crate::config::model::RouteAction::Forward(dests) = &http.action {
                     for wd in dests {
                         destination_edits.push(Edits::compile(&wd.headers).map_err(invalid)?);
-                        let spec =
+                        let mut spec =
                             clusters::cluster_spec(&wd.destination, &config).map_err(invalid)?;
+                        spec.active = ctx.active.clone();
                         let cluster = match clusters.get(&spec.name) {
                             Some(c) => c.clone(),
                             None => {

@@ -124,3 +124,48 @@ async fn a_missing_hash_key_is_served_at_random_and_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_take_a_dead_endpoint_out_and_bring_it_back() {
+    let mut backends = backends(3, Duration::ZERO).await;
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let gw = RunningGateway::start_with(&static_config(&addrs, BY_USER), None, |o| {
+        o.active = Some(gateway::health::active::ActiveCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        });
+    })
+    .await;
+    let http = Http::new();
+    let routable = |body: &str| body.matches("\"healthy\": true").count();
+    let wait = |want: usize| {
+        let http = http.clone();
+        let admin = gw.admin;
+        async move {
+            for _ in 0..50 {
+                if routable(&http.get(admin, "/clusters", None).await.body) == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("never {want} healthy endpoints");
+        }
+    };
+    wait(3).await;
+    let victim = backends[1].addr;
+    backends[1].stop().await;
+    wait(2).await;
+    let clusters = http.get(gw.admin, "/clusters", None).await.body;
+    assert!(
+        clusters.contains(&format!(
+            "\"address\": \"{victim}\",\n          \"healthy\": false"
+        )),
+        "{clusters}"
+    );
+    // Back on the same address: healthy again after one passed check.
+    let _again = stack::Backend::start("svc-1", victim, Duration::ZERO).await;
+    wait(3).await;
+}

@@ -25,6 +25,7 @@ fn spec(n: u8, outlier: Option<OutlierPolicy>) -> ClusterSpec {
         hash_key: Some(HashKey::Header("x-user".into())),
         pool: PoolSettings::default(),
         outlier,
+        active: None,
     }
 }
 

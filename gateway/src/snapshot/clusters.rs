@@ -68,6 +68,7 @@ pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, 
         hash_key,
         pool: pool_settings(&policy.connection_pool),
         outlier: policy.outlier_detection.as_ref().map(outlier_policy),
+        active: None,
     })
 }
 
