@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use loadtest::{Cli, run};
+use simplelog::{LevelFilter, SimpleLogger};
 
 /// Every threshold held.
 const PASSED: u8 = 0;
@@ -19,6 +20,14 @@ const FAILED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Goose logs each failed request at warn level, thousands of lines that would bury the
+    // summary. Installed before goose's, this logger wins (goose's own init then fails softly).
+    let level = if cli.verbose {
+        LevelFilter::Info
+    } else {
+        LevelFilter::Error
+    };
+    let _ = SimpleLogger::init(level, simplelog::Config::default());
     let summary_file = cli.out_dir.join("summary.json");
     let config = match cli.into_config() {
         Ok(config) => config,

@@ -227,7 +227,7 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "  stickiness   {:.1}% ({} of {} users served by more than one host, {} more than twice)",
+            "  stickiness   {:.1}% ({} of {} users served by more than one host, {} changed host more than once)",
             self.stickiness_pct, self.users_moved, self.users, self.users_moved_twice
         )?;
         writeln!(f, "  lost caches  {}", self.lost_caches)?;
@@ -247,17 +247,21 @@ impl fmt::Display for Summary {
             ms(self.warm.p99_ms),
             ms(self.warm.max_ms)
         )?;
-        let hosts: Vec<String> = self
-            .users_per_host
-            .iter()
-            .map(|(host, users)| format!("{host} {users}"))
-            .collect();
-        writeln!(
-            f,
-            "  users/host   {} (max/mean {:.2})",
-            hosts.join(", "),
-            self.imbalance
-        )?;
+        if self.users_per_host.is_empty() {
+            writeln!(f, "  users/host   -")?;
+        } else {
+            let hosts: Vec<String> = self
+                .users_per_host
+                .iter()
+                .map(|(host, users)| format!("{host} {users}"))
+                .collect();
+            writeln!(
+                f,
+                "  users/host   {} (max/mean {:.2})",
+                hosts.join(", "),
+                self.imbalance
+            )?;
+        }
         let r = &self.replicas;
         writeln!(
             f,

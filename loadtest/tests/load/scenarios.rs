@@ -21,6 +21,7 @@ async fn sticky_through_a_sticky_proxy_passes_and_writes_both_reports() {
 
     let summary = run(&config).await.unwrap();
     let verdict = summary.verdict(&config.thresholds);
+    eprint!("{summary}{verdict}");
 
     assert!(verdict.passed(), "{summary}{verdict}");
     assert_eq!(summary.users, 20);
@@ -49,6 +50,7 @@ async fn sticky_through_a_round_robin_proxy_fails_with_a_stickiness_error() {
 
     let summary = run(&config).await.unwrap();
     let verdict = summary.verdict(&config.thresholds);
+    eprint!("{summary}{verdict}");
 
     assert!(!verdict.passed(), "{summary}");
     assert!(
@@ -75,6 +77,7 @@ async fn cold_start_measures_the_configured_first_call_cost() {
 
     let summary = run(&config).await.unwrap();
     let verdict = summary.verdict(&config.thresholds);
+    eprint!("{summary}{verdict}");
 
     assert!(verdict.passed(), "{summary}{verdict}");
     // 20 new users a second for at least 2 s, each of them cold.
