@@ -162,3 +162,37 @@ fn classify(err: &reqwest::Error) -> CallError {
         CallError::Transport
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Response {
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        Response::from(builder.body("Call was processed by host a\n").unwrap())
+    }
+
+    #[tokio::test]
+    async fn reads_the_host_and_the_cache_outcome() {
+        let hit = answer(200, &[(X_SERVED_BY, "svc-0"), (X_CACHE, "hit")]);
+        assert_eq!(read(hit).await, Ok(("svc-0".to_owned(), Cache::Hit)));
+        let miss = answer(200, &[(X_SERVED_BY, "svc-1"), (X_CACHE, "miss")]);
+        assert_eq!(read(miss).await, Ok(("svc-1".to_owned(), Cache::Miss)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_from_sticky_svc_is_an_error() {
+        // A proxy's own error page, even with the replica's headers, is a failed call.
+        let refused = answer(503, &[(X_SERVED_BY, "svc-0")]);
+        assert_eq!(read(refused).await, Err(CallError::Status(503)));
+        // Some other service answering 200 on /ping.
+        assert_eq!(read(answer(200, &[])).await, Err(CallError::NoServedBy));
+        let blank = answer(200, &[(X_SERVED_BY, ""), (X_CACHE, "hit")]);
+        assert_eq!(read(blank).await, Err(CallError::NoServedBy));
+        let stale = answer(200, &[(X_SERVED_BY, "svc-0"), (X_CACHE, "stale")]);
+        assert_eq!(read(stale).await, Err(CallError::NoCacheHeader));
+    }
+}
