@@ -102,6 +102,10 @@ pub struct Cli {
     /// `sticky`: fail when fewer than this percent of users were served by one host only.
     #[arg(long, default_value_t = 100.0)]
     pub min_stickiness: f64,
+    /// `sticky`: fail when more calls than this missed the cache after a user's first call
+    /// (a replica that restarted under the same name, or evicted users, makes them pay again).
+    #[arg(long, default_value_t = 0)]
+    pub max_lost_caches: u64,
     /// `rebalance`: fail when more than this percent of users moved
     /// [default: the ideal for the observed replica change plus 10 points].
     #[arg(long)]
@@ -207,6 +211,7 @@ impl Cli {
         let thresholds = Thresholds {
             max_errors: 0,
             min_stickiness: (self.scenario == Scenario::Sticky).then_some(self.min_stickiness),
+            max_lost_caches: (self.scenario == Scenario::Sticky).then_some(self.max_lost_caches),
             max_moved: self.max_moved,
             max_warm_p99: self.max_warm_p99,
             max_cold_overhead: self.max_cold_overhead,
@@ -295,6 +300,7 @@ mod tests {
     fn stickiness_is_only_required_of_the_sticky_scenario() {
         let config = config(&["-s", "rebalance", "--max-moved", "30"]).unwrap();
         assert_eq!(config.thresholds.min_stickiness, None);
+        assert_eq!(config.thresholds.max_lost_caches, None);
         assert_eq!(config.thresholds.max_moved, Some(30.0));
     }
 

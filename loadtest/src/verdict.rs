@@ -24,6 +24,8 @@ pub struct Thresholds {
     pub max_errors: u64,
     /// Least share of users served by one host, percent (`sticky` only).
     pub min_stickiness: Option<f64>,
+    /// Most cache misses after users' first calls (`sticky` only).
+    pub max_lost_caches: Option<u64>,
     /// Most users allowed to move, percent (`rebalance`); `None`: the ideal plus
     /// [`DEFAULT_MOVED_SLACK_PCT`].
     pub max_moved: Option<f64>,
@@ -62,6 +64,16 @@ pub enum Violation {
         moved: usize,
         /// All users.
         users: usize,
+    },
+    /// Users paid the first-call cost again without changing host.
+    #[error(
+        "{lost} calls lost their cache after the user's first call (allowed: {allowed}): a replica restarted or evicted users"
+    )]
+    LostCaches {
+        /// Misses after first calls.
+        lost: u64,
+        /// Allowed.
+        allowed: u64,
     },
     /// Too many users moved during a rebalance.
     #[error(
@@ -184,6 +196,15 @@ impl Summary {
                 min,
                 moved: self.users_moved,
                 users: self.users,
+            });
+        }
+        if self.scenario == Scenario::Sticky
+            && let Some(allowed) = thresholds.max_lost_caches
+            && self.lost_caches > allowed
+        {
+            violations.push(Violation::LostCaches {
+                lost: self.lost_caches,
+                allowed,
             });
         }
         if self.scenario == Scenario::Rebalance {

@@ -8,6 +8,7 @@ fn thresholds() -> Thresholds {
     Thresholds {
         max_errors: 0,
         min_stickiness: Some(100.0),
+        max_lost_caches: Some(0),
         max_moved: None,
         max_warm_p99: Duration::from_millis(100),
         max_cold_overhead: Duration::from_secs(1),
@@ -107,6 +108,27 @@ fn sticky_needs_every_user_on_one_host() {
         scenario: Scenario::Rebalance,
         moved_pct: 10.0,
         ..summary
+    };
+    assert!(rebalance.verdict(&thresholds()).passed());
+}
+
+#[test]
+fn sticky_counts_caches_lost_without_a_host_change() {
+    let evicted = Summary {
+        lost_caches: 3,
+        ..clean(Scenario::Sticky)
+    };
+    assert_eq!(
+        evicted.verdict(&thresholds()).violations,
+        [Violation::LostCaches {
+            lost: 3,
+            allowed: 0
+        }]
+    );
+    // Moving users lose caches by design in a rebalance: not judged there.
+    let rebalance = Summary {
+        scenario: Scenario::Rebalance,
+        ..evicted
     };
     assert!(rebalance.verdict(&thresholds()).passed());
 }

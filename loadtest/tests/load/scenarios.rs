@@ -90,6 +90,41 @@ async fn cold_start_measures_the_configured_first_call_cost() {
     assert!(p50 >= ms(cost) && p50 < ms(cost) * 2.0, "{summary}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_fails_on_lost_caches_when_a_replica_restarts_under_its_name() {
+    let _guard = exclusive().await;
+    let mut stack = Stack::start(2, COST, Route::Sticky).await;
+    let config = stack.config(Scenario::Sticky, 10, 3);
+    let load = tokio::spawn(async move {
+        let summary = run(&config).await.unwrap();
+        let verdict = summary.verdict(&config.thresholds);
+        (summary, verdict)
+    });
+    // Once every user is warm, svc-0 "restarts": same name, empty cache.
+    while stack.proxy.forwarded() < 10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stack.restart(0, COST).await;
+    let (summary, verdict) = load.await.unwrap();
+    eprint!("{summary}{verdict}");
+
+    // Nobody changed host, yet svc-0's users paid the first call again.
+    assert!(
+        (summary.stickiness_pct - 100.0).abs() < f64::EPSILON,
+        "{summary}"
+    );
+    let on_svc0 = summary.users_per_host["svc-0"] as u64;
+    assert_eq!(summary.lost_caches, on_svc0, "{summary}");
+    assert_eq!(
+        verdict.violations,
+        [Violation::LostCaches {
+            lost: on_svc0,
+            allowed: 0
+        }]
+    );
+}
+
 /// Runs `rebalance` with 40 users for 3 s; one of 4 replicas is removed a second after every
 /// user made its first call, so each user has a host and a warm cache by then.
 async fn rebalance(route: Route) -> (loadtest::Summary, loadtest::Verdict) {

@@ -40,23 +40,7 @@ impl Stack {
     pub async fn start(replicas: usize, cost: Duration, route: Route) -> Self {
         let mut upstreams = Vec::new();
         for index in 0..replicas {
-            let name = format!("svc-{index}");
-            let readiness = Readiness::new();
-            let workload = Workload {
-                host: name.clone(),
-                first_call_cost: cost,
-                cache_capacity: NonZeroUsize::new(10_000).unwrap(),
-            };
-            let state = AppState::new(workload, readiness.clone()).unwrap();
-            let options = ServeOptions {
-                grace: Duration::from_secs(1),
-                max_header_bytes: 16 * 1024,
-                readiness,
-            };
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(serve(listener, app(state), options, std::future::pending()));
-            upstreams.push(Upstream { name, addr });
+            upstreams.push(replica(format!("svc-{index}"), cost).await);
         }
         let (proxy, addr) = Proxy::start(route, upstreams.clone()).await;
         Self {
@@ -64,6 +48,14 @@ impl Stack {
             upstreams,
             proxy,
         }
+    }
+
+    /// Replaces replica `index` by a fresh one of the same name and an empty cache, as a
+    /// restarted pod; the proxy routes its users to the new one.
+    pub async fn restart(&mut self, index: usize, cost: Duration) {
+        let name = self.upstreams[index].name.clone();
+        self.upstreams[index] = replica(name, cost).await;
+        self.proxy.set_upstreams(self.upstreams.clone());
     }
 
     /// A short run of `scenario` against this stack: `users` users for `seconds` s.
@@ -79,8 +71,29 @@ impl Stack {
         // builds can be slow (speed goals live in benchmarks, not in timed asserts).
         config.thresholds.max_warm_p99 = Duration::from_secs(2);
         config.thresholds.min_stickiness = (scenario == Scenario::Sticky).then_some(100.0);
+        config.thresholds.max_lost_caches = (scenario == Scenario::Sticky).then_some(0);
         config
     }
+}
+
+/// Starts one sticky-svc named `name` on 127.0.0.1:0; it runs until the test's runtime stops.
+async fn replica(name: String, cost: Duration) -> Upstream {
+    let readiness = Readiness::new();
+    let workload = Workload {
+        host: name.clone(),
+        first_call_cost: cost,
+        cache_capacity: NonZeroUsize::new(10_000).unwrap(),
+    };
+    let state = AppState::new(workload, readiness.clone()).unwrap();
+    let options = ServeOptions {
+        grace: Duration::from_secs(1),
+        max_header_bytes: 16 * 1024,
+        readiness,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, app(state), options, std::future::pending()));
+    Upstream { name, addr }
 }
 
 /// A fresh folder for one test's files.
