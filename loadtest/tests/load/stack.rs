@@ -77,7 +77,7 @@ impl Stack {
 }
 
 /// Starts one sticky-svc named `name` on 127.0.0.1:0; it runs until the test's runtime stops.
-async fn replica(name: String, cost: Duration) -> Upstream {
+pub async fn replica(name: String, cost: Duration) -> Upstream {
     let readiness = Readiness::new();
     let workload = Workload {
         host: name.clone(),
