@@ -47,9 +47,9 @@ fn host_score(pattern: &str, host: &str) -> Option<usize> {
     short.then_some(usize::MAX - 1)
 }
 
-/// The host a request is for: `:authority` / `Host` without its port.
-pub fn request_host(parts: &Parts) -> &str {
-    let authority = parts
+/// The request's `:authority` (h2) or `Host` header (HTTP/1.1), port included.
+fn authority(parts: &Parts) -> &str {
+    parts
         .uri
         .authority()
         .map(|a| a.as_str())
@@ -59,8 +59,12 @@ pub fn request_host(parts: &Parts) -> &str {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         })
-        .unwrap_or("");
-    strip_port(authority)
+        .unwrap_or("")
+}
+
+/// The host a request is for: its authority without the port.
+pub fn request_host(parts: &Parts) -> &str {
+    strip_port(authority(parts))
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -109,21 +113,10 @@ pub fn request_matches(m: &RequestMatch, parts: &Parts) -> bool {
     {
         return false;
     }
-    if let Some(authority) = &m.authority {
-        let value = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        if !string_matches(authority, value, false) {
-            return false;
-        }
+    if let Some(matcher) = &m.authority
+        && !string_matches(matcher, authority(parts), false)
+    {
+        return false;
     }
     for (name, matcher) in &m.headers {
         match header_value(parts, name) {
