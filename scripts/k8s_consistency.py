@@ -200,7 +200,7 @@ def check_ports_and_probes(c, docs):
                 admin == "0.0.0.0:15000", f"GATEWAY_ADMIN={admin}")
 
 
-def check_config_mount(c, docs):
+def check_config_mount(c, docs, kustomization):
     gw = find(docs, "Deployment", "gateway")
     if not gw:
         return
@@ -217,6 +217,10 @@ def check_config_mount(c, docs):
     c.check("gateway: mounts the ConfigMap kustomize generates (same rendered name)",
             cm is not None, f"mounts {cm_name!r}, rendered ConfigMaps "
             f"{[d['metadata']['name'] for d in docs if d.get('kind') == 'ConfigMap']}")
+    generated = [g["name"] for g in kustomization.get("configMapGenerator", [])]
+    # A hash suffix would turn every config edit into a rolling restart instead of a hot reload.
+    c.check("gateway: its ConfigMap keeps the generator's name (no hash suffix: edits hot-reload)",
+            cm_name in generated, f"mounts {cm_name!r}, generators {generated}")
     files = {p.name: p.read_text() for p in sorted(ISTIO.glob("*.yaml"))}
     data = (cm or {}).get("data", {})
     c.check("ConfigMap holds every k8s/istio/*.yaml file, unchanged",
@@ -370,7 +374,7 @@ def run_all(docs, kustomization, sources, istio_docs, quiet=False, compose=COMPO
     c = Checks(quiet)
     check_images(c, kustomization, sources, docs)
     check_ports_and_probes(c, docs)
-    check_config_mount(c, docs)
+    check_config_mount(c, docs, kustomization)
     check_headless_service(c, docs)
     check_gateway_service(c, docs)
     check_istio(c, docs, istio_docs)
