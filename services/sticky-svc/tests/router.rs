@@ -150,6 +150,13 @@ async fn head_answers_like_get_without_a_body() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-cache"], "miss");
     assert!(body.is_empty());
+    // GET takes the fast path around axum's router, HEAD goes through it: same cache, same answer.
+    let (fast, body) = call(&router, get("/ping?from=test").header("x-user", "r")).await;
+    assert_eq!(fast.headers()["x-cache"], "hit");
+    assert_eq!(fast.headers()["x-served-by"], "sticky-svc-0");
+    assert!(body.starts_with("Call was processed by host sticky-svc-0 for user r and it took"));
+    let (trailing, _) = call(&router, get("/ping/").header("x-user", "r")).await;
+    assert_eq!(trailing.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
