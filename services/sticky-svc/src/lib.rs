@@ -12,7 +12,7 @@
 //! - [`config`]: the command line and its environment twins.
 //! - [`healthcheck`]: the `healthcheck` subcommand, a tiny HTTP/1.1 probe for shell-less images.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`serve`]: the hyper server, its header limit and the drain on shutdown.
+//! - [`mod@serve`]: the hyper server, its header limit and the drain on shutdown.
 //! - [`shutdown`]: readiness and the SIGTERM/SIGINT listener.
 //!
 //! `main.rs` only parses the command line, sets up logging and calls [`app`] and [`serve()`];
