@@ -6,10 +6,11 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# The one test command: format check, lints, then every test of the workspace
+# The one test command: format check, lints, every test of the workspace, k8s manifests
 test: fmt-check lint
     cargo test --workspace --all-targets
     cargo test --workspace --doc
+    just k8s-validate
 
 # Format the code
 fmt:
@@ -31,3 +32,43 @@ run-svc *args:
 # Warm /ping throughput and p99 of sticky-svc against nginx (installs wrk and nginx via apt)
 bench-svc:
     bench/svc-vs-nginx.sh
+
+# Run the gateway on Istio YAML; flags pass through: just run-gateway --config k8s/istio
+[positional-arguments]
+run-gateway *args:
+    cargo run -p gateway -- run "$@"
+
+# Validate and analyse Istio YAML as the gateway reads it
+check *paths="k8s/istio":
+    cargo run -q -p gateway -- check {{paths}}
+
+# Selection benchmarks: Maglev, ring hash, the crates.io maglev crate (figures in docs/maglev.md)
+bench-maglev:
+    cargo bench -p gateway --bench maglev -- --warm-up-time 1 --measurement-time 3
+    cargo bench -p gateway --bench ring -- --warm-up-time 1 --measurement-time 3
+
+# Maglev vs ring hash vs modulo: balance and keys moved (output in docs/maglev.md)
+simulate:
+    cargo run --release -p gateway --example simulate
+
+# kubectl for the k8s-* recipes: the one on PATH (it knows your clusters), else the pinned one
+kubectl := `command -v kubectl || echo scripts/kubectl.sh`
+
+# Kubernetes: render k8s/ and validate it with no cluster (strict schemas, consistency checks)
+k8s-validate:
+    scripts/k8s-validate.sh
+
+# Kubernetes: apply the stack to the current kubectl context and wait until it serves
+k8s-up:
+    {{kubectl}} apply -k k8s/
+    {{kubectl}} wait --for=condition=Available --timeout=180s deployment/sticky-svc deployment/gateway
+    @echo 'Ready: curl -H "x-user: ricky" http://localhost/ping  (address: {{kubectl}} get svc gateway)'
+
+# Kubernetes: scale sticky-svc to N replicas (0 allowed), as in the article
+k8s-scale N:
+    @[[ "{{N}}" =~ ^[0-9]+$ ]] || { echo "k8s-scale: N is a number of replicas (0 allowed), got '{{N}}'" >&2; exit 1; }
+    {{kubectl}} scale deploy sticky-svc --replicas={{N}}
+
+# Kubernetes: delete everything k8s-up created
+k8s-down:
+    {{kubectl}} delete -k k8s/ --ignore-not-found
