@@ -1,0 +1,352 @@
+//! The command line, checked into a [`Config`] the runner can trust.
+//!
+//! Every flag has a default, so `loadtest` alone runs the `sticky` scenario with 100 users for
+//! 30 s against `http://localhost`. Values clap cannot check by type (a run time that is not a
+//! whole number of seconds, a percentage above 100, a host without a scheme) are refused by
+//! [`Cli::into_config`] with a sentence naming the flag.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::Url;
+use thiserror::Error;
+
+use crate::scenario::Scenario;
+use crate::verdict::Thresholds;
+
+/// A flag value clap accepted by type but that makes no sense.
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    /// `--host` is not an absolute http(s) URL.
+    #[error("--host {host:?} is not an http:// or https:// URL with a host name: {reason}")]
+    Host {
+        /// What was given.
+        host: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// `--users` is zero.
+    #[error("--users must be at least 1")]
+    NoUsers,
+    /// `--run-time` is not a whole, positive number of seconds (goose counts in seconds).
+    #[error("--run-time must be a whole number of seconds, at least 1s, got {0:?}")]
+    RunTime(Duration),
+    /// A rate flag is zero, negative or not a number.
+    #[error("--{flag} must be a positive number, got {value}")]
+    Rate {
+        /// The flag's name.
+        flag: &'static str,
+        /// What was given.
+        value: f64,
+    },
+    /// A percentage outside 0..=100.
+    #[error("--{flag} is a percentage from 0 to 100, got {value}")]
+    Percent {
+        /// The flag's name.
+        flag: &'static str,
+        /// What was given.
+        value: f64,
+    },
+    /// `--first-call-cost` is zero: the cold calls could not be told from warm ones.
+    #[error("--first-call-cost must be more than zero")]
+    NoCost,
+    /// `--key-prefix` would not make a valid `x-user` value.
+    #[error("--key-prefix must be 1 to 200 visible ASCII characters, got {0:?}")]
+    KeyPrefix(String),
+}
+
+/// Load scenarios that prove sticky routing: stickiness, lost caches, cold and warm latency.
+///
+/// Exit status: 0 when every threshold holds, 1 when one is broken, 2 on a usage error,
+/// 3 when the load test could not run.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version)]
+pub struct Cli {
+    /// The scenario to run.
+    #[arg(short, long, value_enum, default_value_t = Scenario::Sticky)]
+    pub scenario: Scenario,
+    /// The gateway (or a single sticky-svc) to load, scheme and host, optional port.
+    #[arg(
+        short = 'H',
+        long,
+        env = "LOADTEST_HOST",
+        default_value = "http://localhost"
+    )]
+    pub host: String,
+    /// Concurrent users (goose users); in `sticky`/`rebalance` each has its own `x-user` key.
+    #[arg(short, long, default_value_t = 100)]
+    pub users: usize,
+    /// How long to load once every user has started, such as 30s or 2m (whole seconds).
+    #[arg(short = 't', long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub run_time: Duration,
+    /// Users started per second.
+    #[arg(short = 'r', long, default_value_t = 20.0)]
+    pub hatch_rate: f64,
+    /// The workload's first-call cost, as the service was started with.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub first_call_cost: Duration,
+    /// `cold-start`: new users (first calls) per second across all goose users; give enough
+    /// users to keep this many first calls in flight (rate x cost).
+    #[arg(long, default_value_t = 10)]
+    pub cold_rate: usize,
+    /// `sticky`/`rebalance`: each user's pause between two calls (0s: as fast as possible).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
+    /// Prefix of the `x-user` keys: `<prefix>-<user index>`.
+    #[arg(long, default_value = "user")]
+    pub key_prefix: String,
+    /// Fail when the warm (cache hit) p99 latency is above this.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub max_warm_p99: Duration,
+    /// `sticky`: fail when fewer than this percent of users were served by one host only.
+    #[arg(long, default_value_t = 100.0)]
+    pub min_stickiness: f64,
+    /// `sticky`: fail when more calls than this missed the cache after a user's first call
+    /// (a replica that restarted under the same name, or evicted users, makes them pay again).
+    #[arg(long, default_value_t = 0)]
+    pub max_lost_caches: u64,
+    /// `rebalance`: fail when more than this percent of users moved
+    /// [default: the ideal for the observed replica change plus 10 points].
+    #[arg(long)]
+    pub max_moved: Option<f64>,
+    /// `cold-start`: fail when the cold p99 is more than the first-call cost plus this.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub max_cold_overhead: Duration,
+    /// Where goose's report.html and report.json and our summary.json are written.
+    #[arg(long, default_value = "target/loadtest")]
+    pub out_dir: PathBuf,
+    /// Goose report files instead of `<out-dir>/report.{html,json}`; repeatable, the
+    /// extension picks the format (.html, .json, .md).
+    #[arg(long, value_name = "FILE")]
+    pub report_file: Vec<PathBuf>,
+    /// Write no goose report (the summary is still written).
+    #[arg(long, conflicts_with = "report_file")]
+    pub no_reports: bool,
+    /// Show goose's own progress log.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// A checked load test: what the runner needs, nothing from the command line's shape.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Base URL every request's path is joined to.
+    pub host: Url,
+    /// Goose users.
+    pub users: usize,
+    /// Load time after all users started.
+    pub run_time: Duration,
+    /// Users started per second.
+    pub hatch_rate: f64,
+    /// The workload's expected first-call cost.
+    pub first_call_cost: Duration,
+    /// New users per second in `cold-start`.
+    pub cold_rate: usize,
+    /// Pause between a user's calls in `sticky` and `rebalance`.
+    pub pause: Duration,
+    /// Prefix of the `x-user` keys.
+    pub key_prefix: String,
+    /// Goose report files to write.
+    pub reports: Vec<PathBuf>,
+    /// Whether goose logs its progress.
+    pub verbose: bool,
+    /// What makes the run fail.
+    pub thresholds: Thresholds,
+}
+
+impl Config {
+    /// A configuration with the command line's defaults for `host`: handy for tests.
+    pub fn new(host: &str) -> Result<Self, ConfigError> {
+        Cli::parse_from(["loadtest", "--host", host, "--no-reports"]).into_config()
+    }
+
+    /// The per-request timeout: a cold call must never time out, a hung one must.
+    pub fn timeout(&self) -> Duration {
+        self.first_call_cost * 2 + Duration::from_secs(10)
+    }
+}
+
+impl Cli {
+    /// Checks the values clap could not, and resolves the report paths.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let host = parse_host(&self.host)?;
+        if self.users == 0 {
+            return Err(ConfigError::NoUsers);
+        }
+        if self.run_time.subsec_nanos() != 0 || self.run_time.is_zero() {
+            return Err(ConfigError::RunTime(self.run_time));
+        }
+        check_rate("hatch-rate", self.hatch_rate)?;
+        if self.cold_rate == 0 {
+            return Err(ConfigError::Rate {
+                flag: "cold-rate",
+                value: 0.0,
+            });
+        }
+        if self.first_call_cost.is_zero() {
+            return Err(ConfigError::NoCost);
+        }
+        check_percent("min-stickiness", self.min_stickiness)?;
+        if let Some(moved) = self.max_moved {
+            check_percent("max-moved", moved)?;
+        }
+        let prefix_ok = (1..=200).contains(&self.key_prefix.len())
+            && self.key_prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !prefix_ok {
+            return Err(ConfigError::KeyPrefix(self.key_prefix));
+        }
+        let reports = if self.no_reports {
+            Vec::new()
+        } else if self.report_file.is_empty() {
+            vec![
+                self.out_dir.join("report.html"),
+                self.out_dir.join("report.json"),
+            ]
+        } else {
+            self.report_file
+        };
+        let thresholds = Thresholds {
+            max_errors: 0,
+            min_stickiness: (self.scenario == Scenario::Sticky).then_some(self.min_stickiness),
+            max_lost_caches: (self.scenario == Scenario::Sticky).then_some(self.max_lost_caches),
+            max_moved: self.max_moved,
+            max_warm_p99: self.max_warm_p99,
+            max_cold_overhead: self.max_cold_overhead,
+        };
+        Ok(Config {
+            scenario: self.scenario,
+            host,
+            users: self.users,
+            run_time: self.run_time,
+            hatch_rate: self.hatch_rate,
+            first_call_cost: self.first_call_cost,
+            cold_rate: self.cold_rate,
+            pause: self.pause,
+            key_prefix: self.key_prefix,
+            reports,
+            verbose: self.verbose,
+            thresholds,
+        })
+    }
+}
+
+fn parse_host(host: &str) -> Result<Url, ConfigError> {
+    let refuse = |reason: &str| ConfigError::Host {
+        host: host.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(host).map_err(|err| refuse(&err.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refuse("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refuse("there is no host name"));
+    }
+    if url.path() != "/" || url.query().is_some() {
+        return Err(refuse("give the base URL only; the scenarios call /ping"));
+    }
+    Ok(url)
+}
+
+fn check_rate(flag: &'static str, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::Rate { flag, value })
+    }
+}
+
+fn check_percent(flag: &'static str, value: f64) -> Result<(), ConfigError> {
+    if (0.0..=100.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::Percent { flag, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(flags: &[&str]) -> Result<Config, ConfigError> {
+        Cli::try_parse_from(["loadtest"].iter().chain(flags))
+            .unwrap()
+            .into_config()
+    }
+
+    #[test]
+    fn defaults_run_sticky_with_100_users_for_30_seconds() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.scenario, Scenario::Sticky);
+        if std::env::var_os("LOADTEST_HOST").is_none() {
+            assert_eq!(config.host.as_str(), "http://localhost/");
+        }
+        assert_eq!(config.users, 100);
+        assert_eq!(config.run_time, Duration::from_secs(30));
+        assert_eq!(config.thresholds.min_stickiness, Some(100.0));
+        assert_eq!(
+            config.reports,
+            [
+                PathBuf::from("target/loadtest/report.html"),
+                PathBuf::from("target/loadtest/report.json")
+            ]
+        );
+    }
+
+    #[test]
+    fn stickiness_is_only_required_of_the_sticky_scenario() {
+        let config = config(&["-s", "rebalance", "--max-moved", "30"]).unwrap();
+        assert_eq!(config.thresholds.min_stickiness, None);
+        assert_eq!(config.thresholds.max_lost_caches, None);
+        assert_eq!(config.thresholds.max_moved, Some(30.0));
+    }
+
+    #[test]
+    fn refuses_values_that_make_no_sense() {
+        assert!(matches!(
+            config(&["--host", "localhost:8080"]),
+            Err(ConfigError::Host { .. })
+        ));
+        assert!(matches!(
+            config(&["--host", "ftp://x"]),
+            Err(ConfigError::Host { .. })
+        ));
+        assert!(matches!(
+            config(&["--host", "http://x/ping"]),
+            Err(ConfigError::Host { .. })
+        ));
+        assert_eq!(config(&["-u", "0"]).unwrap_err(), ConfigError::NoUsers);
+        assert_eq!(
+            config(&["-t", "1500ms"]).unwrap_err(),
+            ConfigError::RunTime(Duration::from_millis(1500))
+        );
+        assert!(matches!(
+            config(&["-r", "0"]),
+            Err(ConfigError::Rate { .. })
+        ));
+        assert!(matches!(
+            config(&["--max-moved", "120"]),
+            Err(ConfigError::Percent { .. })
+        ));
+        assert_eq!(
+            config(&["--first-call-cost", "0s"]).unwrap_err(),
+            ConfigError::NoCost
+        );
+        assert!(matches!(
+            config(&["--key-prefix", "a b"]),
+            Err(ConfigError::KeyPrefix(_))
+        ));
+    }
+
+    #[test]
+    fn clap_refuses_unknown_scenarios_and_bad_durations() {
+        assert!(Cli::try_parse_from(["loadtest", "-s", "soak"]).is_err());
+        assert!(Cli::try_parse_from(["loadtest", "-t", "soon"]).is_err());
+        assert!(
+            Cli::try_parse_from(["loadtest", "--no-reports", "--report-file", "r.html"]).is_err()
+        );
+    }
+}

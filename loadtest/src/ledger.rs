@@ -1,0 +1,234 @@
+//! What the goose users saw, call by call: which host served each key, hit or miss, how long.
+//!
+//! One [`Ledger`] is shared by every goose user of a run. A call takes one short `Mutex`
+//! (a few hash-map and histogram updates, never held across an await); goose's own metrics
+//! channel costs more than that per request. Latencies go into HDR histograms, so memory stays
+//! bounded however long the run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use thiserror::Error;
+
+/// How many distinct error messages are kept; more are counted under "other errors".
+const MAX_ERROR_KINDS: usize = 20;
+
+/// Why a call does not count as a served `/ping`.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// No answer within the request timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection could not be opened.
+    #[error("connection failed")]
+    Connect,
+    /// The connection broke, or the answer was not HTTP.
+    #[error("transport error")]
+    Transport,
+    /// An answer other than 2xx.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// A 2xx without `x-served-by`: the answer did not come from sticky-svc.
+    #[error("2xx without an x-served-by header")]
+    NoServedBy,
+    /// A 2xx whose `x-cache` is neither `hit` nor `miss`.
+    #[error("2xx without x-cache: hit|miss")]
+    NoCacheHeader,
+}
+
+/// Whether the service answered from its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// `x-cache: hit`.
+    Hit,
+    /// `x-cache: miss`: the call paid the first-call cost.
+    Miss,
+}
+
+/// One key's history.
+#[derive(Debug, Clone, Default)]
+pub struct Track {
+    /// The hosts that served the key, in order, one entry per change of host.
+    pub hosts: Vec<u16>,
+    /// Successful calls.
+    pub calls: u64,
+    /// Misses after the key's first successful call.
+    pub lost_caches: u64,
+}
+
+impl Track {
+    /// How many times the key changed host.
+    pub fn moves(&self) -> usize {
+        self.hosts.len().saturating_sub(1)
+    }
+}
+
+/// Everything recorded so far; read it with [`Ledger::snapshot`].
+#[derive(Debug, Clone)]
+pub struct Book {
+    /// Host names, indexed by the ids in [`Track::hosts`].
+    pub hosts: Vec<String>,
+    /// Per key.
+    pub tracks: HashMap<u64, Track>,
+    /// Successful calls.
+    pub requests: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Failed calls by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Latency of misses, microseconds.
+    pub cold: Histogram<u64>,
+    /// Latency of hits, microseconds.
+    pub warm: Histogram<u64>,
+}
+
+/// The shared recorder of a run.
+#[derive(Debug)]
+pub struct Ledger {
+    book: Mutex<Book>,
+    next_key: AtomicU64,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        // 3 significant figures, auto-resizing: exact enough for p99, small in memory.
+        let histogram = || Histogram::new(3).unwrap_or_else(|_| unreachable!("3 figures is valid"));
+        Self {
+            book: Mutex::new(Book {
+                hosts: Vec::new(),
+                tracks: HashMap::new(),
+                requests: 0,
+                errors: 0,
+                errors_by_kind: BTreeMap::new(),
+                cold: histogram(),
+                warm: histogram(),
+            }),
+            next_key: AtomicU64::new(0),
+        }
+    }
+
+    /// A key id never handed out before in this run (for `cold-start`'s fresh users).
+    pub fn fresh_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records a served call of `key`.
+    pub fn served(&self, key: u64, host: &str, cache: Cache, latency: Duration) {
+        let mut book = self.lock();
+        let book = &mut *book;
+        let host = match book.hosts.iter().position(|known| known == host) {
+            Some(id) => id,
+            None => {
+                book.hosts.push(host.to_owned());
+                book.hosts.len() - 1
+            }
+        };
+        let host = u16::try_from(host).unwrap_or(u16::MAX);
+        let track = book.tracks.entry(key).or_default();
+        if track.hosts.last() != Some(&host) {
+            track.hosts.push(host);
+        }
+        if track.calls > 0 && cache == Cache::Miss {
+            track.lost_caches += 1;
+        }
+        track.calls += 1;
+        book.requests += 1;
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let histogram = match cache {
+            Cache::Hit => &mut book.warm,
+            Cache::Miss => &mut book.cold,
+        };
+        // `record` grows the auto-resizing histogram; `saturating_record` would clamp to its
+        // current range instead.
+        if histogram.record(micros.max(1)).is_err() {
+            histogram.saturating_record(micros);
+        }
+    }
+
+    /// Records a failed call.
+    pub fn failed(&self, error: CallError) {
+        let mut book = self.lock();
+        book.errors += 1;
+        let kind = error.to_string();
+        if book.errors_by_kind.len() < MAX_ERROR_KINDS || book.errors_by_kind.contains_key(&kind) {
+            *book.errors_by_kind.entry(kind).or_default() += 1;
+        } else {
+            *book
+                .errors_by_kind
+                .entry("other errors".to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    /// A copy of what was recorded.
+    pub fn snapshot(&self) -> Book {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        // A panicking goose user leaves counters that are still whole numbers: keep them.
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn tracks_host_changes_and_lost_caches_per_key() {
+        let ledger = Ledger::new();
+        ledger.served(1, "a", Cache::Miss, MS * 500);
+        ledger.served(1, "a", Cache::Hit, MS);
+        ledger.served(1, "b", Cache::Miss, MS * 500);
+        ledger.served(1, "a", Cache::Hit, MS);
+        ledger.served(2, "b", Cache::Hit, MS);
+        let book = ledger.snapshot();
+        assert_eq!(book.hosts, ["a", "b"]);
+        let one = &book.tracks[&1];
+        assert_eq!(one.hosts, [0, 1, 0]);
+        assert_eq!(one.moves(), 2);
+        assert_eq!(one.lost_caches, 1);
+        assert_eq!(one.calls, 4);
+        // A key's first call may be warm (a rerun against a warm stack): not a lost cache.
+        assert_eq!(book.tracks[&2].lost_caches, 0);
+        assert_eq!(book.requests, 5);
+        assert_eq!(book.cold.len(), 2);
+        assert_eq!(book.warm.len(), 3);
+    }
+
+    #[test]
+    fn counts_errors_by_kind_with_a_bounded_number_of_kinds() {
+        let ledger = Ledger::new();
+        ledger.failed(CallError::Status(503));
+        ledger.failed(CallError::Status(503));
+        ledger.failed(CallError::Timeout);
+        for status in 0..100 {
+            ledger.failed(CallError::Status(400 + status));
+        }
+        let book = ledger.snapshot();
+        assert_eq!(book.errors, 103);
+        assert_eq!(book.errors_by_kind["HTTP 503"], 2);
+        assert_eq!(book.errors_by_kind["timed out"], 1);
+        assert_eq!(book.errors_by_kind.len(), MAX_ERROR_KINDS + 1);
+        assert_eq!(book.errors_by_kind.values().sum::<u64>(), 103);
+    }
+
+    #[test]
+    fn fresh_keys_are_distinct() {
+        let ledger = Ledger::new();
+        assert_ne!(ledger.fresh_key(), ledger.fresh_key());
+    }
+}

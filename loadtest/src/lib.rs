@@ -1,0 +1,36 @@
+//! loadtest: goose scenarios that prove sticky routing, and the verdict CI acts on.
+//!
+//! Each goose user calls `GET /ping` with its own `x-user` key and records which replica
+//! answered (`x-served-by`) and whether the cache did (`x-cache: hit|miss`). From that the run
+//! reports stickiness, lost caches, cold and warm latency and the spread of users over hosts,
+//! and fails when a threshold is broken: goose alone would exit 0 with every request failed.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = loadtest::Config::new("http://127.0.0.1:8080")?;
+//! let summary = loadtest::run(&config).await?;
+//! let verdict = summary.verdict(&config.thresholds);
+//! println!("{summary}{verdict}");
+//! # Ok(()) }
+//! ```
+//!
+//! Modules:
+//! - [`config`]: the command line and its checks.
+//! - [`scenario`]: the `sticky`, `rebalance` and `cold-start` goose scenarios.
+//! - [`ledger`]: the per-user record of hosts, cache outcomes and latencies.
+//! - [`summary`]: the figures of a run, printed and written as JSON.
+//! - [`verdict`]: thresholds and the violations that fail a run.
+//! - [`runner`]: one load test, from configuration to summary.
+
+pub mod config;
+pub mod ledger;
+pub mod runner;
+pub mod scenario;
+pub mod summary;
+pub mod verdict;
+
+pub use config::{Cli, Config, ConfigError};
+pub use runner::{RunError, run};
+pub use scenario::Scenario;
+pub use summary::Summary;
+pub use verdict::{Thresholds, Verdict, Violation};

@@ -1,0 +1,133 @@
+//! One load test, start to end: configure goose, run it, fold the ledger into a [`Summary`].
+//!
+//! The runner is a library function so the binary, `just load`, CI and the integration tests
+//! all run the same code; tests call it in process against a stack on loopback.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use goose::GooseAttack;
+use goose::config::GooseConfiguration;
+use goose::prelude::GooseError;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::scenario::{self, Scenario};
+use crate::summary::{GooseThreshold, Summary};
+
+/// Goose's own threshold: every request must succeed. It marks the HTML/JSON reports; the
+/// verdict comes from our counters (see [`crate::verdict`]).
+pub const GOOSE_THRESHOLD: &str = "error-rate<=0%";
+
+/// The load test could not run (as opposed to: it ran and broke a threshold).
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// A report's folder could not be created.
+    #[error("cannot create the report folder {path}: {source}")]
+    ReportDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP clients could not be built: for an https:// target, no CA certificates.
+    #[error(
+        "cannot build the HTTP client ({0}); an https:// target needs CA certificates \
+         (/etc/ssl/certs, or SSL_CERT_FILE naming a PEM bundle)"
+    )]
+    Client(String),
+    /// Goose refused the configuration or failed while running.
+    #[error("goose: {0}")]
+    Goose(String),
+}
+
+impl From<GooseError> for RunError {
+    fn from(err: GooseError) -> Self {
+        // Only the text is kept: it carries the detail, and keeps RunError Send + Sync.
+        match err {
+            GooseError::Reqwest(err) if err.is_builder() => Self::Client(err.to_string()),
+            err => Self::Goose(err.to_string()),
+        }
+    }
+}
+
+/// Runs the load test `config` describes and summarises what the users saw.
+pub async fn run(config: &Config) -> Result<Summary, RunError> {
+    for report in &config.reports {
+        if let Some(dir) = report.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| RunError::ReportDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+    }
+    let ledger = Arc::new(Ledger::new());
+    let scenario = scenario::goose_scenario(config, &run_id(), Arc::clone(&ledger))?;
+    let attack = GooseAttack::initialize_with_config(goose_configuration(config))?
+        .register_scenario(scenario);
+    let started = Instant::now();
+    let rules = match attack.execute().await {
+        Ok(metrics) => metrics.thresholds,
+        Err(GooseError::ThresholdsFailed { metrics, .. }) => metrics.0.thresholds,
+        Err(err) => return Err(err.into()),
+    };
+    let mut summary = Summary::new(
+        config.scenario,
+        config.host.as_str(),
+        started.elapsed(),
+        config.first_call_cost,
+        &ledger.snapshot(),
+    );
+    summary.goose_thresholds = rules
+        .into_iter()
+        .map(|rule| GooseThreshold {
+            rule: rule.rule,
+            observed: rule.observed,
+            passed: rule.passed,
+        })
+        .collect();
+    Ok(summary)
+}
+
+fn goose_configuration(config: &Config) -> GooseConfiguration {
+    let mut goose = GooseConfiguration::default();
+    goose.host = Some(config.host.to_string());
+    goose.users = Some(config.users);
+    goose.increase_rate = Some(config.hatch_rate.to_string());
+    goose.run_time = Some(config.run_time.as_secs().to_string());
+    goose.timeout = Some(config.timeout().as_secs().to_string());
+    if config.scenario == Scenario::ColdStart {
+        goose.throttle_requests = Some(config.cold_rate);
+    }
+    goose.report_file = config
+        .reports
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    // A plain-http target never does TLS, yet reqwest's rustls verifier loads the system CA
+    // store when each client is built, and fails without one: a FROM-scratch image has none.
+    // Skipping verification for http:// targets only skips that load (sticky-svc never
+    // redirects to https); https:// targets keep full verification and need a CA bundle.
+    goose.accept_invalid_certs = config.host.scheme() == "http";
+    goose.threshold = vec![GOOSE_THRESHOLD.to_owned()];
+    // Judge the whole run: one early error must not cut the summary short.
+    goose.no_threshold_abort = true;
+    // Our summary is the output; goose's tables are in its reports.
+    goose.no_print_metrics = true;
+    goose.quiet = u8::from(!config.verbose);
+    // No telnet control port: several runs (tests, CI) may share a machine. (The WebSocket
+    // controller is off unless asked for.)
+    goose.no_telnet = true;
+    goose
+}
+
+/// Unique enough to keep `cold-start` keys of two runs apart.
+fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{:x}-{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+}

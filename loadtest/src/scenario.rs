@@ -1,0 +1,198 @@
+//! The three load shapes, as goose scenarios of one transaction: `GET /ping` with `x-user`.
+//!
+//! Each call's answer is read for the two headers sticky-svc sends, `x-served-by` (the
+//! replica) and `x-cache` (`hit` or `miss`), and recorded in the run's [`Ledger`] under the
+//! call's key. An answer without them counts as a failed request, in goose's metrics too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use goose::prelude::{
+    GooseError, GooseMethod, GooseRequest, GooseUser, Transaction, TransactionFunction,
+    TransactionResult,
+};
+use reqwest::Response;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::ledger::{Cache, CallError, Ledger};
+
+/// The header naming the user, the key the gateway hashes on.
+pub const X_USER: &str = "x-user";
+/// The header naming the replica that answered.
+pub const X_SERVED_BY: &str = "x-served-by";
+/// `hit` or `miss`.
+pub const X_CACHE: &str = "x-cache";
+
+/// Which load shape to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Each user loops on its own key; any host change is a stickiness violation.
+    Sticky,
+    /// As `sticky`, while replicas are scaled: one host change per user is allowed, and the
+    /// share of users that moved is compared with the ideal for the change.
+    Rebalance,
+    /// Every call is a new user, at a fixed rate: measures the first-call cost.
+    ColdStart,
+}
+
+impl Scenario {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sticky => "sticky",
+            Self::Rebalance => "rebalance",
+            Self::ColdStart => "cold-start",
+        }
+    }
+}
+
+/// What every goose user of a run shares.
+struct Plan {
+    scenario: Scenario,
+    key_prefix: String,
+    /// Makes `cold-start` keys unique across runs against the same, still warm, stack.
+    run_id: String,
+    ledger: Arc<Ledger>,
+}
+
+/// The goose scenario for `config`, recording into `ledger`.
+pub fn goose_scenario(
+    config: &Config,
+    run_id: &str,
+    ledger: Arc<Ledger>,
+) -> Result<goose::goose::Scenario, GooseError> {
+    let plan = Arc::new(Plan {
+        scenario: config.scenario,
+        key_prefix: config.key_prefix.clone(),
+        run_id: run_id.to_owned(),
+        ledger,
+    });
+    let function: TransactionFunction = Arc::new(move |user| {
+        let plan = Arc::clone(&plan);
+        Box::pin(async move { ping(user, &plan).await })
+    });
+    let scenario = goose::goose::Scenario::new(config.scenario.as_str())
+        .register_transaction(Transaction::new(function).set_name("ping"));
+    // cold-start is paced by goose's request throttle instead.
+    if config.scenario == Scenario::ColdStart || config.pause.is_zero() {
+        Ok(scenario)
+    } else {
+        scenario.set_wait_time(config.pause, config.pause)
+    }
+}
+
+async fn ping(user: &mut GooseUser, plan: &Plan) -> TransactionResult {
+    let (id, key) = match plan.scenario {
+        Scenario::Sticky | Scenario::Rebalance => {
+            let index = user.weighted_users_index;
+            (index as u64, format!("{}-{index}", plan.key_prefix))
+        }
+        Scenario::ColdStart => {
+            let id = plan.ledger.fresh_key();
+            (id, format!("{}-cold-{}-{id}", plan.key_prefix, plan.run_id))
+        }
+    };
+    let builder = user
+        .get_request_builder(&GooseMethod::Get, "/ping")?
+        .header(X_USER, key);
+    let request = GooseRequest::builder()
+        .name("GET /ping")
+        .set_request_builder(builder)
+        .build();
+    let mut goose = user.request(request).await?;
+    // Goose's own time to first byte, in microseconds: the same clock as its reports.
+    let latency = Duration::from_micros(goose.request.response_time_micros());
+    let answer = match goose.response {
+        Ok(response) => read(response).await,
+        Err(err) => Err(classify(&err)),
+    };
+    match answer {
+        Ok((host, cache)) => {
+            plan.ledger.served(id, &host, cache, latency);
+            Ok(())
+        }
+        Err(error) => {
+            plan.ledger.failed(error);
+            if goose.request.success {
+                // A 2xx goose counted as a success, but it lacks sticky-svc's headers.
+                return user.set_failure(&error.to_string(), &mut goose.request, None, None);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The serving host and cache outcome of an answer; the body is read to the end so the
+/// connection can be reused, as a real client's would.
+async fn read(response: Response) -> Result<(String, Cache), CallError> {
+    let status = response.status();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let host = header(X_SERVED_BY);
+    let cache = header(X_CACHE);
+    response.bytes().await.map_err(|err| classify(&err))?;
+    if !status.is_success() {
+        return Err(CallError::Status(status.as_u16()));
+    }
+    let host = host
+        .filter(|host| !host.is_empty())
+        .ok_or(CallError::NoServedBy)?;
+    let cache = match cache.as_deref() {
+        Some("hit") => Cache::Hit,
+        Some("miss") => Cache::Miss,
+        _ => return Err(CallError::NoCacheHeader),
+    };
+    Ok((host, cache))
+}
+
+fn classify(err: &reqwest::Error) -> CallError {
+    if err.is_timeout() {
+        CallError::Timeout
+    } else if err.is_connect() {
+        CallError::Connect
+    } else {
+        CallError::Transport
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Response {
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        Response::from(builder.body("Call was processed by host a\n").unwrap())
+    }
+
+    #[tokio::test]
+    async fn reads_the_host_and_the_cache_outcome() {
+        let hit = answer(200, &[(X_SERVED_BY, "svc-0"), (X_CACHE, "hit")]);
+        assert_eq!(read(hit).await, Ok(("svc-0".to_owned(), Cache::Hit)));
+        let miss = answer(200, &[(X_SERVED_BY, "svc-1"), (X_CACHE, "miss")]);
+        assert_eq!(read(miss).await, Ok(("svc-1".to_owned(), Cache::Miss)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_from_sticky_svc_is_an_error() {
+        // A proxy's own error page, even with the replica's headers, is a failed call.
+        let refused = answer(503, &[(X_SERVED_BY, "svc-0")]);
+        assert_eq!(read(refused).await, Err(CallError::Status(503)));
+        // Some other service answering 200 on /ping.
+        assert_eq!(read(answer(200, &[])).await, Err(CallError::NoServedBy));
+        let blank = answer(200, &[(X_SERVED_BY, ""), (X_CACHE, "hit")]);
+        assert_eq!(read(blank).await, Err(CallError::NoServedBy));
+        let stale = answer(200, &[(X_SERVED_BY, "svc-0"), (X_CACHE, "stale")]);
+        assert_eq!(read(stale).await, Err(CallError::NoCacheHeader));
+    }
+}

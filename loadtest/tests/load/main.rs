@@ -1,0 +1,12 @@
+//! The scenarios against an in-process stack on loopback: several sticky-svc replicas behind
+//! a small test proxy that is sticky (rendezvous hash of `x-user`) or, on purpose, not; and
+//! the same replicas behind the real gateway (`gateway.rs`), sticky and, on purpose, not.
+//!
+//! One test binary, so goose (which keeps some process-wide state) runs one load at a time:
+//! each test holds [`stack::exclusive`] while it loads.
+
+mod binary;
+mod gateway;
+mod proxy;
+mod scenarios;
+mod stack;
