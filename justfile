@@ -72,3 +72,7 @@ k8s-scale N:
 # Kubernetes: delete everything k8s-up created
 k8s-down:
     {{kubectl}} delete -k k8s/ --ignore-not-found
+
+# Load the stack with goose: sticky scenario, 100 users, 30 s, http://localhost unless LOADTEST_HOST or -H says otherwise (e.g. `just load -s rebalance -t 60s`)
+load *args:
+    LOADTEST_HOST="${LOADTEST_HOST:-http://localhost}" cargo run --release -p loadtest -- {{args}}
