@@ -43,9 +43,14 @@ if [[ -z "${DOCKER_BUILDKIT:-}" ]] && ! docker buildx version >/dev/null 2>&1; t
   export DOCKER_BUILDKIT=0
 fi
 
+# dev: every target, so cargo resolves features exactly as `cargo test --workspace --all-targets`
+# did and reuses that build (building only the bins would unify features differently and
+# recompile tokio, hyper and the crates above them). release: the binaries alone.
+targets=(--bins)
+[[ "$profile" == dev ]] && targets=(--all-targets)
 start=$(date +%s)
-echo "images: cargo build --workspace --bins --profile $profile"
-cargo build --workspace --bins --profile "$profile" --quiet
+echo "images: cargo build --workspace ${targets[*]} --profile $profile"
+cargo build --workspace "${targets[@]}" --profile "$profile" --quiet
 
 built=()
 for dockerfile in docker/*.Dockerfile; do

@@ -34,6 +34,7 @@ echo "local: cargo build --bins --profile $profile"
 cargo build --quiet --profile "$profile" -p sticky-svc -p gateway --bins
 
 pids=()
+# shellcheck disable=SC2317  # called from the traps
 stop() {
   trap - INT TERM EXIT
   if ((${#pids[@]})); then

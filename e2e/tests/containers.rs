@@ -169,6 +169,15 @@ async fn losing_a_replica_under_load_fails_nothing_and_moves_only_its_users() {
         &failed[..failed.len().min(5)]
     );
     let moved = before.values().filter(|h| **h == gone).count();
+    let slowest = seen
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok().map(|r| r.elapsed))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{} requests, 0 failed; {moved} of 200 users moved; slowest answer {slowest:?}",
+        seen.len()
+    );
     assert!(
         (20..=70).contains(&moved),
         "{moved} of 200 users were on the stopped replica (expected about 1/5)"
