@@ -25,40 +25,40 @@ lint:
 
 # Build the images (FROM scratch + static binary); PROFILE=dev reuses the test build
 images:
-    scripts/images.sh
+    @scripts/images.sh
 
 # Build the images, start 5 sticky-svc + the gateway on port 80 (GATEWAY_PORT), wait until healthy
 up:
-    scripts/stack.sh preflight
-    scripts/images.sh
-    scripts/stack.sh up
+    @scripts/stack.sh preflight
+    @scripts/images.sh
+    @scripts/stack.sh up
 
 # Stop and remove every container and network of the stack
 down:
-    scripts/stack.sh down
+    @scripts/stack.sh down
 
 # Run N sticky-svc replicas (0 allowed); the gateway follows within a second
 scale N:
-    scripts/stack.sh scale {{N}}
+    @scripts/stack.sh scale {{N}}
 
 # The article's curl: which replica served USER, and how long it took
 ping USER="ricky":
-    scripts/stack.sh ping {{USER}}
+    @scripts/stack.sh ping "{{USER}}"
 
-# goose inside the compose network against the running stack (args go to loadtest)
+# goose inside the compose network (ARGS replace --host http://gateway:8080 --users 100 --run-time 20s)
 load *ARGS:
-    scripts/stack.sh load {{ARGS}}
+    @scripts/stack.sh load {{ARGS}}
 
 # Follow the logs of every container
 logs:
-    scripts/stack.sh logs
+    @scripts/stack.sh logs
 
 # The same stack without Docker: 5 sticky-svc + gateway as local processes (Ctrl-C stops all)
 local:
-    scripts/local.sh
+    @scripts/local.sh
 
 # Docker end to end: images from the dev build, testcontainers tests, then the compose run
 e2e:
-    PROFILE="${PROFILE:-dev}" scripts/images.sh
+    @PROFILE="${PROFILE:-dev}" scripts/images.sh
     cargo test --workspace --test containers -- --ignored --test-threads 1
-    scripts/compose-e2e.sh
+    @scripts/compose-e2e.sh

@@ -83,13 +83,18 @@ for dockerfile in docker/*.Dockerfile; do
   fi
   tag="sticky/$name:$version"
   old="$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)"
-  docker build --quiet \
+  # The legacy builder warns on stderr that it is deprecated: show its output only on failure.
+  if ! docker build --quiet \
     --file "$dockerfile" \
     --tag "$tag" \
     --label "org.opencontainers.image.title=$name" \
     --label "org.opencontainers.image.version=$version" \
     --label "org.sticky.profile=$profile" \
-    "$context" >/dev/null
+    "$context" >"$context.log" 2>&1; then
+    cat "$context.log" >&2
+    echo "images: docker build of $tag failed" >&2
+    exit 1
+  fi
   new="$(docker image inspect --format '{{.Id}}' "$tag")"
   # Rebuilding a tag leaves the previous image dangling; drop it unless a container uses it.
   if [[ -n "$old" && "$old" != "$new" ]]; then

@@ -148,7 +148,7 @@ scale() {
   gateway_running || die "the stack is not running: just up"
   compose up --detach --no-deps --no-recreate --scale "sticky-svc=$n" sticky-svc
   wait_healthy "$n"
-  say "sticky-svc: $n replica(s). The gateway re-resolves sticky-svc within 5 s (DNS refresh);"
+  say "sticky-svc: $n replica(s). The gateway re-resolves sticky-svc every second (DNS);"
   say "users of a replica that is gone move, and pay their first call again where they land."
 }
 
