@@ -59,6 +59,4 @@ local:
 
 # Docker end to end: images from the dev build, testcontainers tests, then the compose run
 e2e:
-    @PROFILE="${PROFILE:-dev}" scripts/images.sh
-    cargo test --workspace --test containers -- --ignored --test-threads 1
-    @scripts/compose-e2e.sh
+    @scripts/e2e.sh
