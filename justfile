@@ -11,6 +11,7 @@ test: fmt-check lint
     cargo test --workspace --all-targets
     cargo test --workspace --doc
     just k8s-validate
+    @scripts/e2e.sh
 
 # Format the code
 fmt:
@@ -73,6 +74,48 @@ k8s-scale N:
 k8s-down:
     {{kubectl}} delete -k k8s/ --ignore-not-found
 
-# Load the stack with goose: sticky scenario, 100 users, 30 s, http://localhost unless LOADTEST_HOST or -H says otherwise (e.g. `just load -s rebalance -t 60s`)
-load *args:
-    LOADTEST_HOST="${LOADTEST_HOST:-http://localhost}" cargo run --release -p loadtest -- {{args}}
+# goose from this machine against any running stack (default http://localhost:8080, `just local`'s gateway; -H to change)
+load-local *args:
+    LOADTEST_HOST="${LOADTEST_HOST:-http://localhost:8080}" cargo run --release -p loadtest -- {{args}}
+
+# Build the images (FROM scratch + static binary); PROFILE=dev reuses the test build
+images:
+    @scripts/images.sh
+
+# Build the images, start 5 sticky-svc + the gateway on port 80 (GATEWAY_PORT), wait until healthy
+up:
+    @scripts/stack.sh preflight
+    @scripts/images.sh
+    @scripts/stack.sh up
+
+# Stop and remove every container and network of the stack
+down:
+    @scripts/stack.sh down
+
+# Run N sticky-svc replicas (0 allowed); the gateway follows within a second
+scale N:
+    @scripts/stack.sh scale {{N}}
+
+# The article's curl: which replica served USER, and how long it took
+ping USER="ricky":
+    @scripts/stack.sh ping "{{USER}}"
+
+# goose inside the compose network (ARGS replace --host http://gateway:8080 --users 100 --run-time 20s)
+load *ARGS:
+    @scripts/stack.sh load {{ARGS}}
+
+# Follow the logs of every container
+logs:
+    @scripts/stack.sh logs
+
+# The same stack without Docker: 5 sticky-svc + gateway as local processes (Ctrl-C stops all)
+local:
+    @scripts/local.sh
+
+# Docker end to end: images from the dev build, testcontainers tests, then the compose run
+e2e:
+    @scripts/e2e.sh
+
+# Kubernetes: build the images and load them into the kind/k3d/minikube cluster in use
+k8s-images: images
+    scripts/k8s-images.sh
