@@ -6,10 +6,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# The one test command: format check, lints, then every test of the workspace
+# The one test command: format check, lints, every test of the workspace, k8s manifests
 test: fmt-check lint
     cargo test --workspace --all-targets
     cargo test --workspace --doc
+    just k8s-validate
+    @scripts/e2e.sh
 
 # Format the code
 fmt:
@@ -22,3 +24,98 @@ fmt-check:
 # Clippy on every target, warnings are errors
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Run sticky-svc alone; flags pass through: just run-svc --first-call-cost 1s
+[positional-arguments]
+run-svc *args:
+    cargo run -p sticky-svc -- "$@"
+
+# Warm /ping throughput and p99 of sticky-svc against nginx (installs wrk and nginx via apt)
+bench-svc:
+    bench/svc-vs-nginx.sh
+
+# Run the gateway on Istio YAML; flags pass through: just run-gateway --config k8s/istio
+[positional-arguments]
+run-gateway *args:
+    cargo run -p gateway -- run "$@"
+
+# Validate and analyse Istio YAML as the gateway reads it
+check *paths="k8s/istio":
+    cargo run -q -p gateway -- check {{paths}}
+
+# Selection benchmarks: Maglev, ring hash, the crates.io maglev crate (figures in docs/maglev.md)
+bench-maglev:
+    cargo bench -p gateway --bench maglev -- --warm-up-time 1 --measurement-time 3
+    cargo bench -p gateway --bench ring -- --warm-up-time 1 --measurement-time 3
+
+# Maglev vs ring hash vs modulo: balance and keys moved (output in docs/maglev.md)
+simulate:
+    cargo run --release -p gateway --example simulate
+
+# kubectl for the k8s-* recipes: the one on PATH (it knows your clusters), else the pinned one
+kubectl := `command -v kubectl || echo scripts/kubectl.sh`
+
+# Kubernetes: render k8s/ and validate it with no cluster (strict schemas, consistency checks)
+k8s-validate:
+    scripts/k8s-validate.sh
+
+# Kubernetes: apply the stack to the current kubectl context and wait until it serves
+k8s-up:
+    {{kubectl}} apply -k k8s/
+    {{kubectl}} wait --for=condition=Available --timeout=180s deployment/sticky-svc deployment/gateway
+    @echo 'Ready: curl -H "x-user: ricky" http://localhost/ping  (address: {{kubectl}} get svc gateway)'
+
+# Kubernetes: scale sticky-svc to N replicas (0 allowed), as in the article
+k8s-scale N:
+    @[[ "{{N}}" =~ ^[0-9]+$ ]] || { echo "k8s-scale: N is a number of replicas (0 allowed), got '{{N}}'" >&2; exit 1; }
+    {{kubectl}} scale deploy sticky-svc --replicas={{N}}
+
+# Kubernetes: delete everything k8s-up created
+k8s-down:
+    {{kubectl}} delete -k k8s/ --ignore-not-found
+
+# goose from this machine against any running stack (default http://localhost:8080, `just local`'s gateway; -H to change)
+load-local *args:
+    LOADTEST_HOST="${LOADTEST_HOST:-http://localhost:8080}" cargo run --release -p loadtest -- {{args}}
+
+# Build the images (FROM scratch + static binary); PROFILE=dev reuses the test build
+images:
+    @scripts/images.sh
+
+# Build the images, start 5 sticky-svc + the gateway on port 80 (GATEWAY_PORT), wait until healthy
+up:
+    @scripts/stack.sh preflight
+    @scripts/images.sh
+    @scripts/stack.sh up
+
+# Stop and remove every container and network of the stack
+down:
+    @scripts/stack.sh down
+
+# Run N sticky-svc replicas (0 allowed); the gateway follows within a second
+scale N:
+    @scripts/stack.sh scale {{N}}
+
+# The article's curl: which replica served USER, and how long it took
+ping USER="ricky":
+    @scripts/stack.sh ping "{{USER}}"
+
+# goose inside the compose network (ARGS replace --host http://gateway:8080 --users 100 --run-time 20s)
+load *ARGS:
+    @scripts/stack.sh load {{ARGS}}
+
+# Follow the logs of every container
+logs:
+    @scripts/stack.sh logs
+
+# The same stack without Docker: 5 sticky-svc + gateway as local processes (Ctrl-C stops all)
+local:
+    @scripts/local.sh
+
+# Docker end to end: images from the dev build, testcontainers tests, then the compose run
+e2e:
+    @scripts/e2e.sh
+
+# Kubernetes: build the images and load them into the kind/k3d/minikube cluster in use
+k8s-images: images
+    scripts/k8s-images.sh

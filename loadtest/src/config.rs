@@ -114,7 +114,7 @@ pub struct Cli {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub max_cold_overhead: Duration,
     /// Where goose's report.html and report.json and our summary.json are written.
-    #[arg(long, default_value = "target/loadtest")]
+    #[arg(long, env = "LOADTEST_OUT_DIR", default_value = "target/loadtest")]
     pub out_dir: PathBuf,
     /// Goose report files instead of `<out-dir>/report.{html,json}`; repeatable, the
     /// extension picks the format (.html, .json, .md).

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The compose stack's verbs, called by the justfile (`just up`, `just scale 3`, ...):
+#
+#   scripts/stack.sh preflight     Docker and compose present, the gateway port free
+#   scripts/stack.sh up            start 5 replicas + gateway, wait until healthy, print the curl
+#   scripts/stack.sh scale N       N sticky-svc replicas (0 allowed)
+#   scripts/stack.sh ping [USER]   the article's curl, with the status and the time it took
+#   scripts/stack.sh load [ARGS]   goose inside the compose network (sticky/loadtest image)
+#   scripts/stack.sh logs          follow every container's log
+#   scripts/stack.sh down          stop and remove everything, then check nothing is left
+#   scripts/stack.sh compose ARGS  the detected compose command, with the project's flags
+#
+# Works with `docker compose` (v2) and `docker-compose` v1.29: whichever exists, v2 first.
+# Settings (environment): GATEWAY_PORT (80), GATEWAY_ADMIN_PORT (15000), FIRST_CALL_COST (5s),
+# COMPOSE_PROJECT_NAME (sticky), LOAD_USERS (100), LOAD_RUN_TIME (20s).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+project="${COMPOSE_PROJECT_NAME:-sticky}"
+port="${GATEWAY_PORT:-80}"
+admin_port="${GATEWAY_ADMIN_PORT:-15000}"
+replicas_default=5
+# Long enough for five replicas and the gateway to pass two health checks on a busy machine.
+wait_seconds="${STACK_WAIT_SECONDS:-90}"
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
+
+require_docker() {
+  command -v docker >/dev/null 2>&1 || die "Docker is not installed. Install Docker Engine \
+(https://docs.docker.com/engine/install/), or run the same stack as local processes: just local"
+  docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon: is it running, and may \
+$(id -un) use it (the docker group)? Without Docker: just local"
+}
+
+# Sets the array `compose_cmd`.
+detect_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    compose_cmd=(docker compose)
+  elif command -v docker-compose >/dev/null 2>&1; then
+    compose_cmd=(docker-compose)
+  else
+    die "neither \`docker compose\` (v2) nor \`docker-compose\` is installed"
+  fi
+}
+
+compose() {
+  "${compose_cmd[@]}" --project-name "$project" --file "$root/compose.yaml" "$@"
+}
+
+# True when something accepts connections on 127.0.0.1:$1.
+port_taken() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+gateway_running() {
+  [[ -n "$(compose ps -q gateway 2>/dev/null)" ]]
+}
+
+preflight() {
+  require_docker
+  detect_compose
+  # Our own running gateway holds the ports: `just up` again is fine.
+  if gateway_running; then
+    return
+  fi
+  if port_taken "$port"; then
+    die "port $port is taken by another program (\`ss -ltnp 'sport = :$port'\` shows which). \
+Pick another: GATEWAY_PORT=8080 just up"
+  fi
+  if port_taken "$admin_port"; then
+    die "port $admin_port (gateway admin) is taken. Pick another: GATEWAY_ADMIN_PORT=15001 just up"
+  fi
+}
+
+# Waits until every container of the project is running and healthy, and `want` replicas of
+# sticky-svc exist.
+wait_healthy() {
+  local want="$1" deadline=$((SECONDS + wait_seconds)) ids states
+  while :; do
+    ids="$(compose ps -q sticky-svc)"
+    local count
+    count="$(grep -c . <<<"$ids" || true)"
+    ids="$(compose ps -q)"
+    states=""
+    if [[ -n "$ids" ]]; then
+      # Health status where a check is defined, else the plain state.
+      # shellcheck disable=SC2086
+      states="$(docker inspect --format \
+        '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' \
+        $ids)"
+    fi
+    if [[ "$count" -eq "$want" ]] && ! grep -qv ' healthy$' <<<"$states"; then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      say "stack: not healthy after ${wait_seconds}s:" >&2
+      say "$states" >&2
+      compose logs --tail=20 >&2 || true
+      exit 1
+    fi
+    sleep 1
+  done
+}
+
+up_failed() {
+  local log="$1"
+  cat "$log" >&2
+  if grep -qiE 'address already in use|port is already allocated' "$log"; then
+    die "port $port or $admin_port is taken: pick others, e.g. GATEWAY_PORT=8080 just up"
+  fi
+  if grep -qiE 'permission denied' "$log" && ((port < 1024)); then
+    die "Docker may not bind port $port here (rootless Docker?): GATEWAY_PORT=8080 just up"
+  fi
+  if grep -qiE 'no such image|pull access denied|not found' "$log"; then
+    die "an image is missing: run \`just images\` (just up does it for you)"
+  fi
+  die "compose up failed"
+}
+
+up() {
+  preflight
+  local log
+  log="$(mktemp)"
+  trap 'rm -f "$log"' RETURN
+  # --scale on the command line: every compose version honours it (v1.29 ignores
+  # deploy.replicas without --compatibility).
+  if ! compose up --detach --remove-orphans --scale "sticky-svc=$replicas_default" >"$log" 2>&1; then
+    up_failed "$log"
+  fi
+  wait_healthy "$replicas_default"
+  local host=localhost
+  [[ "$port" == 80 ]] || host="localhost:$port"
+  say ""
+  say "sticky is up: $replicas_default sticky-svc replicas behind the gateway on http://$host"
+  say "  curl -H \"x-user: ricky\" http://$host/ping     # or: just ping ricky"
+  say "The first call of a user takes ${FIRST_CALL_COST:-5s}; the next ones hit that replica's cache."
+  say "Then: just scale 0, just scale 5, just load, just logs, just down"
+}
+
+scale() {
+  local n="${1:-}"
+  [[ "$n" =~ ^[0-9]+$ ]] || die "usage: just scale N (N replicas of sticky-svc, 0 allowed)"
+  require_docker
+  detect_compose
+  gateway_running || die "the stack is not running: just up"
+  compose up --detach --no-deps --no-recreate --scale "sticky-svc=$n" sticky-svc
+  wait_healthy "$n"
+  say "sticky-svc: $n replica(s). The gateway re-resolves sticky-svc every second (DNS);"
+  say "users of a replica that is gone move, and pay their first call again where they land."
+}
+
+ping() {
+  local user="${1:-ricky}" host=localhost
+  [[ "$port" == 80 ]] || host="localhost:$port"
+  command -v curl >/dev/null 2>&1 || die "curl is not installed"
+  say "\$ curl -H \"x-user: $user\" http://$host/ping"
+  curl --silent --show-error --max-time 30 -H "x-user: $user" \
+    --write-out '[%{http_code} in %{time_total}s]\n' "http://$host/ping"
+}
+
+load() {
+  require_docker
+  detect_compose
+  docker image inspect "sticky/loadtest:0.1.0" >/dev/null 2>&1 ||
+    die "no sticky/loadtest image: the loadtest crate builds it (just images), once it is in the workspace"
+  gateway_running || die "the stack is not running: just up"
+  # `run` starts a one-off container in the stack's network; its exit code is goose's verdict.
+  compose --profile load run --rm loadtest "$@"
+}
+
+down() {
+  require_docker
+  detect_compose
+  compose --profile load down --remove-orphans --volumes --timeout 15
+  local left
+  left="$(docker ps -aq --filter "label=com.docker.compose.project=$project")"
+  [[ -z "$left" ]] || die "containers left behind: $left"
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  preflight) preflight ;;
+  up) up ;;
+  scale) scale "$@" ;;
+  ping) ping "$@" ;;
+  load) load "$@" ;;
+  logs) require_docker; detect_compose; compose logs --follow --tail=100 ;;
+  down) down ;;
+  compose) require_docker; detect_compose; compose "$@" ;;
+  *) die "unknown verb '$cmd' (preflight, up, scale N, ping [USER], load, logs, down, compose ...)" ;;
+esac
