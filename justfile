@@ -22,3 +22,12 @@ fmt-check:
 # Clippy on every target, warnings are errors
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Run sticky-svc alone; flags pass through: just run-svc --first-call-cost 1s
+[positional-arguments]
+run-svc *args:
+    cargo run -p sticky-svc -- "$@"
+
+# Warm /ping throughput and p99 of sticky-svc against nginx (installs wrk and nginx via apt)
+bench-svc:
+    bench/svc-vs-nginx.sh

@@ -12,6 +12,7 @@
 mod elapsed;
 mod rejection;
 mod reply;
+mod service;
 mod user;
 
 use std::num::NonZeroUsize;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use thiserror::Error;
@@ -34,6 +35,7 @@ use crate::shutdown::Readiness;
 
 pub use rejection::Rejection;
 pub use reply::{Ping, X_CACHE, X_SERVED_BY, wants_json};
+pub use service::{App, AppFuture};
 pub use user::{MAX_USER_BYTES, UserError, X_USER};
 
 /// The state could not be built from the given settings.
@@ -110,8 +112,13 @@ impl AppState {
     }
 }
 
-/// The router; [`crate::serve::serve`] runs it, tests drive it with `oneshot`.
-pub fn app(state: AppState) -> Router {
+/// The application; [`crate::serve::serve`] runs it, tests drive it with `oneshot`.
+pub fn app(state: AppState) -> App {
+    App::new(state)
+}
+
+/// Every route through axum; [`App`] sends warm-path `GET /ping` around it.
+fn router(state: AppState) -> Router {
     Router::new()
         .route("/ping", get(ping))
         .route("/healthz", get(healthz))
@@ -123,10 +130,14 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The workload. Takes the whole request rather than `HeaderMap`, whose extractor clones.
+/// The workload through axum. Takes the whole request: the `HeaderMap` extractor clones.
 async fn ping(State(state): State<AppState>, request: Request) -> Response {
+    answer(&state, request.headers()).await
+}
+
+/// The workload: validate `x-user`, pay or skip the first-call cost, answer.
+async fn answer(state: &AppState, headers: &HeaderMap) -> Response {
     let started = Instant::now();
-    let headers = request.headers();
     let json = wants_json(headers);
     let user = match user::user(headers) {
         Ok(user) => user,

@@ -183,6 +183,8 @@ impl Cache {
         match self.slots.entry(Arc::clone(&key)) {
             Entry::Occupied(entry) => {
                 // Another caller started (or finished) this user between our read and now.
+                // The slot reserved above is given back; a user it evicted, if any, stays
+                // evicted: rare, and only costs that user one more first call.
                 let slot = entry.get().clone();
                 drop(entry);
                 self.order().pending -= 1;

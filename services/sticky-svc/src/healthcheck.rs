@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 #[derive(Debug, Error)]
 pub enum HealthcheckError {
     /// Nothing answered at the address.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         /// Where the server was expected.
         addr: SocketAddr,
@@ -23,7 +23,7 @@ pub enum HealthcheckError {
         source: std::io::Error,
     },
     /// The exchange failed after connecting.
-    #[error("request to {addr} failed: {source}")]
+    #[error("request to {addr} failed")]
     Io {
         /// The server's address.
         addr: SocketAddr,

@@ -6,16 +6,47 @@
 //! the cost once; break the stickiness and users pay it again on every replica they land on.
 //!
 //! Modules:
-//! - [`api`]: the router and its handlers, `x-user` validation, the response formats.
+//! - [`api`]: the application ([`App`]: `GET /ping` straight to the workload, the rest through
+//!   an axum router), `x-user` validation, the response formats.
 //! - [`cache`]: the bounded single-flight cache, its eviction policy.
 //! - [`config`]: the command line and its environment twins.
 //! - [`healthcheck`]: the `healthcheck` subcommand, a tiny HTTP/1.1 probe for shell-less images.
 //! - [`metrics`]: the Prometheus registry.
-//! - [`serve`]: the hyper server, its header limit and the drain on shutdown.
+//! - [`mod@serve`]: the hyper server, its header limit and the drain on shutdown.
 //! - [`shutdown`]: readiness and the SIGTERM/SIGINT listener.
 //!
-//! `main.rs` only parses the command line, sets up logging and calls [`api::app`] and
-//! [`serve::serve`]; tests drive the same router in process and over real sockets.
+//! `main.rs` only parses the command line, sets up logging and calls [`app`] and [`serve()`];
+//! tests drive the same application in process (tower `oneshot`) and over real sockets.
+//!
+//! ```no_run
+//! use std::num::NonZeroUsize;
+//! use std::time::Duration;
+//!
+//! use sticky_svc::shutdown::Readiness;
+//! use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let readiness = Readiness::new();
+//! let workload = Workload {
+//!     host: "sticky-svc-0".into(),
+//!     first_call_cost: Duration::from_secs(5),
+//!     cache_capacity: NonZeroUsize::new(100_000).unwrap(),
+//! };
+//! let state = AppState::new(workload, readiness.clone())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let options = ServeOptions {
+//!     grace: Duration::from_secs(10),
+//!     max_header_bytes: 16 * 1024,
+//!     readiness,
+//! };
+//! // Serve until Ctrl-C, then drain.
+//! let shutdown = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! serve(listener, app(state), options, shutdown).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod api;
 pub mod cache;
@@ -25,5 +56,5 @@ pub mod metrics;
 pub mod serve;
 pub mod shutdown;
 
-pub use api::{AppState, Workload, app};
+pub use api::{App, AppState, Workload, app};
 pub use serve::{ServeOptions, serve};

@@ -17,7 +17,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -26,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::api::App;
 use crate::shutdown::Readiness;
 
 /// How long a client may take to send a request's head, and to start the next one on a
@@ -39,7 +39,7 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 #[derive(Debug, Error)]
 pub enum ServeError {
     /// The listener's own address could not be read.
-    #[error("cannot read the listening address: {0}")]
+    #[error("cannot read the listening address")]
     LocalAddr(#[source] std::io::Error),
     /// A header limit below hyper's minimum was asked for.
     #[error("max header bytes must be at least {MIN_HEADER_BYTES}, got {0}")]
@@ -67,7 +67,7 @@ pub struct Drained {
 /// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module docs).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drained, ServeError> {
@@ -158,7 +158,7 @@ async fn accepted_stream(accepted: std::io::Result<(TcpStream, SocketAddr)>) -> 
 fn spawn_connection(
     stream: TcpStream,
     builder: &auto::Builder<TokioExecutor>,
-    app: &Router,
+    app: &App,
     mut drain: watch::Receiver<bool>,
 ) {
     let connection = builder

@@ -12,7 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Signal handlers could not be installed.
 #[derive(Debug, Error)]
-#[error("cannot listen for {signal}: {source}")]
+#[error("cannot listen for {signal}")]
 pub struct SignalError {
     signal: &'static str,
     #[source]

@@ -3,11 +3,11 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
 use http_body_util::BodyExt;
+use sticky_svc::api::App;
 use sticky_svc::shutdown::Readiness;
 use sticky_svc::{AppState, Workload, app};
 use tokio::time::Instant;
@@ -28,7 +28,7 @@ fn get(path: &str) -> axum::http::request::Builder {
     Request::builder().uri(path)
 }
 
-async fn call(router: &Router, request: axum::http::request::Builder) -> (Response<()>, String) {
+async fn call(router: &App, request: axum::http::request::Builder) -> (Response<()>, String) {
     let response = router
         .clone()
         .oneshot(request.body(Body::empty()).unwrap())
@@ -42,7 +42,7 @@ async fn call(router: &Router, request: axum::http::request::Builder) -> (Respon
     )
 }
 
-async fn ping(router: &Router, user: &str) -> (Response<()>, String) {
+async fn ping(router: &App, user: &str) -> (Response<()>, String) {
     call(router, get("/ping").header("x-user", user)).await
 }
 
@@ -150,6 +150,13 @@ async fn head_answers_like_get_without_a_body() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-cache"], "miss");
     assert!(body.is_empty());
+    // GET takes the fast path around axum's router, HEAD goes through it: same cache, same answer.
+    let (fast, body) = call(&router, get("/ping?from=test").header("x-user", "r")).await;
+    assert_eq!(fast.headers()["x-cache"], "hit");
+    assert_eq!(fast.headers()["x-served-by"], "sticky-svc-0");
+    assert!(body.starts_with("Call was processed by host sticky-svc-0 for user r and it took"));
+    let (trailing, _) = call(&router, get("/ping/").header("x-user", "r")).await;
+    assert_eq!(trailing.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -177,7 +177,7 @@ async fn oversized_headers_are_refused_with_431() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_cold_calls_and_turns_readiness_off() {
-    let server = start(&["--first-call-cost", "600ms", "--shutdown-grace", "5s"]).await;
+    let server = start(&["--first-call-cost", "1500ms", "--shutdown-grace", "5s"]).await;
     let mut idle = Client::connect(server.addr).await;
     assert_eq!(idle.get("/readyz", None).await.status, StatusCode::OK);
 
