@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
@@ -116,6 +117,11 @@ pub struct Cluster {
     pub upstream: Upstream,
     /// Its label in metrics.
     pub labels: ClusterLabels,
+    metrics: Arc<Metrics>,
+    /// This cluster's series of `upstream_latency`, looked up on first use (not at start, so
+    /// a cluster that never forwarded shows no series, as before), then kept: observing skips
+    /// the family's lock and label hashing.
+    latency: OnceLock<Histogram>,
     state: Arc<ArcSwap<ClusterState>>,
     trips: mpsc::UnboundedSender<SocketAddr>,
     tasks: Vec<AbortHandle>,
@@ -166,7 +172,7 @@ impl Cluster {
             policy: spec.policy,
             ejections: Ejections::new(spec.outlier.clone().unwrap_or_else(never_eject)),
             endpoints: Vec::new(),
-            metrics,
+            metrics: metrics.clone(),
             labels: labels.clone(),
             trip_policy: spec.outlier.clone(),
             active: spec.active.clone(),
@@ -182,6 +188,8 @@ impl Cluster {
             spec,
             upstream,
             labels,
+            metrics,
+            latency: OnceLock::new(),
             state,
             trips,
             tasks,
@@ -192,6 +200,18 @@ impl Cluster {
     /// The current state (one atomic load and reference count).
     pub fn state(&self) -> Arc<ClusterState> {
         self.state.load_full()
+    }
+
+    /// Records the time one attempt waited for response headers.
+    pub fn observe_latency(&self, seconds: f64) {
+        self.latency
+            .get_or_init(|| {
+                self.metrics
+                    .upstream_latency
+                    .get_or_create(&self.labels)
+                    .clone()
+            })
+            .observe(seconds);
     }
 
     /// Reports that the endpoint at `index` of `state` crossed an outlier threshold.

@@ -104,7 +104,7 @@ impl Proxy {
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id);
         labels.code = response.status().as_u16();
-        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics.count_request(&labels);
         response
     }
 
@@ -338,10 +338,7 @@ impl Proxy {
             None => send.await,
         };
         endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.metrics
-            .upstream_latency
-            .get_or_create(&cluster.labels)
-            .observe(started.elapsed().as_secs_f64());
+        cluster.observe_latency(started.elapsed().as_secs_f64());
         if let Some(policy) = &cluster.spec.outlier {
             let outcome = match &result {
                 Ok(response) => Outcome::from_status(response.status().as_u16()),
