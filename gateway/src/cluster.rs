@@ -296,7 +296,7 @@ impl Control {
                 _ = probe_tick.tick(), if self.active.is_some() => {
                     if let (Some(check), Some(prober)) = (&self.active, &prober) {
                         for endpoint in &self.endpoints {
-                            let probe = probe(prober.clone(), endpoint.authority.clone(), check.clone());
+                            let probe = probe(prober.clone(), endpoint.addr, endpoint.authority.clone(), check.clone());
                             let (tx, addr) = (probe_tx.clone(), endpoint.addr);
                             tokio::spawn(async move {
                                 let _ = tx.send((addr, probe.await));
@@ -376,7 +376,12 @@ impl Control {
 }
 
 /// One active check: GET `check.path`; a 2xx within `check.timeout` passes.
-async fn probe(prober: Upstream, authority: Authority, check: ActiveCheck) -> bool {
+async fn probe(
+    prober: Upstream,
+    addr: SocketAddr,
+    authority: Authority,
+    check: ActiveCheck,
+) -> bool {
     let Ok(request) = http::Request::get(check.path.as_str())
         .header(http::header::HOST, authority.as_str())
         .header(http::header::USER_AGENT, "sticky-gateway-health-check")
@@ -384,7 +389,7 @@ async fn probe(prober: Upstream, authority: Authority, check: ActiveCheck) -> bo
     else {
         return false;
     };
-    match tokio::time::timeout(check.timeout, prober.send(&authority, request)).await {
+    match tokio::time::timeout(check.timeout, prober.send(addr, &authority, request)).await {
         Ok(Ok(response)) => response.status().is_success(),
         _ => false,
     }

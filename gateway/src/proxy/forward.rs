@@ -287,7 +287,7 @@ impl Proxy {
                         again = second_chance(index, &mut retried, &mut tried, &mut tried_len);
                         continue;
                     }
-                    return Ok(response.map(boxed));
+                    return Ok(response);
                 }
                 Err(UpstreamError::Connect) => {
                     last_error = ProxyError::UpstreamConnect;
@@ -326,11 +326,13 @@ impl Proxy {
         index: usize,
         request: Request<Body>,
         route: &Route,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let endpoint = &state.endpoints[index];
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let send = cluster.upstream.send(&endpoint.authority, request);
+        let send = cluster
+            .upstream
+            .send(endpoint.addr, &endpoint.authority, request);
         let result = match route.retries.per_try_timeout.filter(|t| !t.is_zero()) {
             Some(t) => tokio::time::timeout(t, send)
                 .await
