@@ -237,6 +237,10 @@ impl Proxy {
             Payload::Stream(_) => 1,
         };
         let mut body = Some(body);
+        // The head is cloned for each attempt that may be followed by another (the client
+        // consumes what it sends); the last possible one, and a lone one, take it.
+        let idempotent = parts.method.is_idempotent();
+        let mut parts = Some(parts);
         let mut tried = [usize::MAX; MAX_TRIED];
         let mut tried_len = 0usize;
         let mut again: Option<usize> = None; // the endpoint to retry next, if fixed
@@ -276,7 +280,15 @@ impl Proxy {
                 Some(Payload::Stream(stream)) => stream,
                 None => return Err(last_error),
             };
-            let request = Request::from_parts(parts.clone(), request_body);
+            let head = if attempt + 1 == max_attempts {
+                parts.take()
+            } else {
+                parts.clone()
+            };
+            let Some(head) = head else {
+                return Err(last_error);
+            };
+            let request = Request::from_parts(head, request_body);
             let outcome = self.try_once(cluster, &state, index, request, route).await;
             let retryable = attempt + 1 < max_attempts;
             match outcome {
@@ -307,8 +319,7 @@ impl Proxy {
                     // retried after a broken connection even when `retryOn` does not say
                     // `reset`: it is what a keep-alive connection closed by a replica that is
                     // shutting down looks like, and resending a GET is safe.
-                    let safe = parts.method.is_idempotent();
-                    if !(retryable && (route.retry_on.reset || safe)) {
+                    if !(retryable && (route.retry_on.reset || idempotent)) {
                         return Err(last_error);
                     }
                     again = second_chance(index, &mut retried, &mut tried, &mut tried_len);
