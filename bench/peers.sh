@@ -16,7 +16,7 @@
 # ratios, goals, a plot) replaces the marked section of docs/benchmarks.md (DOC= to change,
 # DOC= empty to only print).
 #
-#   bench/peers.sh                        # 2 x (3 rounds x 4 targets x 5 s): about 3 minutes
+#   bench/peers.sh                        # 2 x (3 rounds x 4 targets x 5 s): about 3.5 minutes
 #   ROUNDS=5 DURATION=3s WORKERS=1 bench/peers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
