@@ -22,7 +22,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,6 +40,9 @@ use super::{Body, boxed};
 
 /// Most idle connections kept per endpoint; more are closed when released.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// How often, at most, releasing a connection also sweeps the whole idle list.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The `connectionPool` settings that shape a cluster's pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,14 +132,36 @@ impl Conn {
 
 /// Idle connections by endpoint, most recently used last. Boxed: a connection's state is a
 /// few hundred bytes that would otherwise be copied at every move between pool and request.
-type IdleMap = HashMap<SocketAddr, Vec<(Box<Conn>, Instant)>>;
+#[derive(Default)]
+struct Idle {
+    by_endpoint: HashMap<SocketAddr, Vec<(Box<Conn>, Instant)>>,
+    swept: Option<Instant>,
+}
+
+impl Idle {
+    /// Drops connections idle for `timeout` or closed by their peer, and endpoints left with
+    /// none (an endpoint gone from discovery would otherwise keep its sockets forever). Nobody
+    /// polls an idle connection, so each is polled here once with a no-op waker: that reads a
+    /// pending end of stream, and the next real poll registers the real waker again.
+    fn sweep(&mut self, now: Instant, timeout: Duration) {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.by_endpoint.retain(|_, list| {
+            list.retain_mut(|(conn, since)| {
+                conn.drive(&mut cx);
+                conn.alive() && now.duration_since(*since) < timeout
+            });
+            !list.is_empty()
+        });
+        self.swept = Some(now);
+    }
+}
 
 /// A cluster's pool.
 #[derive(Clone)]
 pub struct Upstream {
     connect_timeout: Duration,
     idle_timeout: Duration,
-    idle: Arc<Mutex<IdleMap>>,
+    idle: Arc<Mutex<Idle>>,
     limit: Option<Arc<Semaphore>>,
 }
 
@@ -198,6 +223,7 @@ impl Upstream {
                     let pool = Release {
                         idle: Arc::downgrade(&self.idle),
                         addr,
+                        idle_timeout: self.idle_timeout,
                     };
                     return Ok(response.map(|body| {
                         boxed(PooledBody {
@@ -224,7 +250,7 @@ impl Upstream {
         let mut expired = Vec::new();
         let found = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let list = idle.get_mut(&addr)?;
+            let list = idle.by_endpoint.get_mut(&addr)?;
             let mut found = None;
             while let Some((conn, since)) = list.pop() {
                 if conn.alive() && since.elapsed() < self.idle_timeout {
@@ -257,8 +283,9 @@ impl Upstream {
 
 /// Where a connection goes back to; weak, so a dropped cluster's pool is not kept alive.
 struct Release {
-    idle: std::sync::Weak<Mutex<IdleMap>>,
+    idle: std::sync::Weak<Mutex<Idle>>,
     addr: SocketAddr,
+    idle_timeout: Duration,
 }
 
 impl Release {
@@ -266,10 +293,17 @@ impl Release {
         let Some(idle) = self.idle.upgrade() else {
             return;
         };
+        let now = Instant::now();
         let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.entry(self.addr).or_default();
+        if idle
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
+        {
+            idle.sweep(now, self.idle_timeout);
+        }
+        let list = idle.by_endpoint.entry(self.addr).or_default();
         if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push((conn, Instant::now()));
+            list.push((conn, now));
         }
     }
 }
@@ -325,93 +359,4 @@ impl Drop for PooledBody {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    /// A server that answers `answers` requests per connection, the last with
-    /// `connection: close`, then closes it. Returns its address and a count of accepts.
-    async fn server(answers: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    for n in 1..=answers {
-                        let mut seen = Vec::new();
-                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(read) => seen.extend_from_slice(&buf[..read]),
-                            }
-                        }
-                        let close = if n == answers {
-                            "connection: close\r\n"
-                        } else {
-                            ""
-                        };
-                        let answer =
-                            format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{close}\r\nok");
-                        stream.write_all(answer.as_bytes()).await.unwrap();
-                    }
-                });
-            }
-        });
-        (addr, accepted)
-    }
-
-    async fn get(pool: &Upstream, addr: SocketAddr) -> Result<Bytes, UpstreamError> {
-        let authority = Authority::try_from(addr.to_string()).unwrap();
-        let request = Request::get("http://example.invalid/x?y=1")
-            .body(super::super::full(Bytes::new()))
-            .unwrap();
-        let response = pool.send(addr, &authority, request).await?;
-        Ok(response.into_body().collect().await.unwrap().to_bytes())
-    }
-
-    #[tokio::test]
-    async fn reuses_a_connection_until_the_peer_closes_it() {
-        let (addr, accepted) = server(2).await;
-        let pool = Upstream::new(&PoolSettings::default());
-        for _ in 0..6 {
-            assert_eq!(get(&pool, addr).await.unwrap(), "ok");
-        }
-        assert_eq!(
-            accepted.load(Ordering::SeqCst),
-            3,
-            "two requests per connection"
-        );
-    }
-
-    #[tokio::test]
-    async fn nothing_listening_is_a_connect_failure() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let pool = Upstream::new(&PoolSettings::default());
-        assert_eq!(get(&pool, addr).await, Err(UpstreamError::Connect));
-    }
-
-    #[tokio::test]
-    async fn a_connection_closed_before_the_answer_is_a_reset() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf).await;
-            }
-        });
-        let pool = Upstream::new(&PoolSettings::default());
-        assert_eq!(get(&pool, addr).await, Err(UpstreamError::Reset));
-    }
-}
+mod tests;
