@@ -7,17 +7,13 @@
 #   bench/svc-instructions.sh              # 8 s of wrk at 16 connections, user "ricky"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 PORT=${PORT:-18091}
 DURATION=${DURATION:-8s}
 
-for tool in valgrind:valgrind wrk:wrk; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 && continue
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${tool##*:}" >/dev/null
-done
+need valgrind valgrind
+need wrk wrk
 
 cargo build --release --quiet -p sticky-svc
 work=$(mktemp -d)

@@ -12,6 +12,7 @@
 # Goal (issue 2): sticky-svc >= 0.8x nginx's requests/s, and p99 < 1 ms at 64 connections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 ROUNDS=${ROUNDS:-9}
 DURATION=${DURATION:-5s}
@@ -22,32 +23,14 @@ NGINX_PORT=${NGINX_PORT:-18081}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 
-need() {
-  command -v "$1" >/dev/null 2>&1 && return
-  echo "installing $2 (apt)" >&2
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
-}
 need wrk wrk
 need nginx nginx-light
 export PATH="$PATH:/usr/sbin"
 
-# Pin the servers to one CPU and wrk to another when `taskset` exists (taskset execs, so a
-# background job's $! is the server's own pid).
-pin_server=() pin_client=()
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt 1 ]; then
-  pin_server=(taskset -c "$SERVER_CPU")
-  pin_client=(taskset -c "$CLIENT_CPU")
-fi
+# Servers on one CPU, wrk on another, when `taskset` exists.
+pinning "$SERVER_CPU" "$CLIENT_CPU"
 
-for port in "$SVC_PORT" "$NGINX_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port is already in use; set SVC_PORT / NGINX_PORT" >&2
-    exit 1
-  fi
-done
+ports_free "$SVC_PORT" "$NGINX_PORT"
 
 cargo build --release --quiet -p sticky-svc
 SVC_BIN=target/x86_64-unknown-linux-gnu/release/sticky-svc
@@ -90,12 +73,8 @@ svc_pid=$!
 pids+=($!)
 nginx_master=$!
 
-for port in "$SVC_PORT" "$NGINX_PORT"; do
-  for _ in $(seq 50); do
-    curl -fs -o /dev/null -H "x-user: ricky" "http://127.0.0.1:$port/ping" && break
-    sleep 0.1
-  done
-done
+wait_http "$SVC_PORT"
+wait_http "$NGINX_PORT"
 
 wrk_args=(-t1 "-c$CONNECTIONS" --latency)
 if [ "$USERS" -gt 1 ]; then
@@ -105,20 +84,12 @@ else
   wrk_args+=(-H "x-user: ricky")
 fi
 
-nginx_worker=""
-for _ in $(seq 50); do
-  nginx_worker=$(pgrep -P "$nginx_master" | head -1 || true)
-  [ -n "$nginx_worker" ] && break
-  sleep 0.1
-done
+nginx_worker=$(children "$nginx_master")
 
 # Warm-up: pays every user's (0 s) first call and fills caches and branch predictors.
 for port in "$SVC_PORT" "$NGINX_PORT"; do
   "${pin_client[@]}" wrk "${wrk_args[@]}" -d2s "http://127.0.0.1:$port/ping" >/dev/null
 done
-
-# CPU time (user + system, in clock ticks) a process has used so far
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # requests/s, p99 (ms) and server CPU per request (µs) of one wrk run against port $1, pid $2.
 # CPU per request does not depend on how busy the rest of a shared machine is.
@@ -145,9 +116,7 @@ run() {
   echo "$rps $p99 $cpu"
 }
 
-median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-
-echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "machine: $(machine)"
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION, users=$USERS, rounds=$ROUNDS (A = sticky-svc, B = nginx)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %-10s %12s %10s %16s\n' round server "requests/s" "p99 ms" "CPU µs/request"

@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
@@ -116,6 +117,11 @@ pub struct Cluster {
     pub upstream: Upstream,
     /// Its label in metrics.
     pub labels: ClusterLabels,
+    metrics: Arc<Metrics>,
+    /// This cluster's series of `upstream_latency`, looked up on first use (not at start, so
+    /// a cluster that never forwarded shows no series, as before), then kept: observing skips
+    /// the family's lock and label hashing.
+    latency: OnceLock<Histogram>,
     state: Arc<ArcSwap<ClusterState>>,
     trips: mpsc::UnboundedSender<SocketAddr>,
     tasks: Vec<AbortHandle>,
@@ -166,7 +172,7 @@ impl Cluster {
             policy: spec.policy,
             ejections: Ejections::new(spec.outlier.clone().unwrap_or_else(never_eject)),
             endpoints: Vec::new(),
-            metrics,
+            metrics: metrics.clone(),
             labels: labels.clone(),
             trip_policy: spec.outlier.clone(),
             active: spec.active.clone(),
@@ -182,6 +188,8 @@ impl Cluster {
             spec,
             upstream,
             labels,
+            metrics,
+            latency: OnceLock::new(),
             state,
             trips,
             tasks,
@@ -192,6 +200,18 @@ impl Cluster {
     /// The current state (one atomic load and reference count).
     pub fn state(&self) -> Arc<ClusterState> {
         self.state.load_full()
+    }
+
+    /// Records the time one attempt waited for response headers.
+    pub fn observe_latency(&self, seconds: f64) {
+        self.latency
+            .get_or_init(|| {
+                self.metrics
+                    .upstream_latency
+                    .get_or_create(&self.labels)
+                    .clone()
+            })
+            .observe(seconds);
     }
 
     /// Reports that the endpoint at `index` of `state` crossed an outlier threshold.
@@ -276,7 +296,7 @@ impl Control {
                 _ = probe_tick.tick(), if self.active.is_some() => {
                     if let (Some(check), Some(prober)) = (&self.active, &prober) {
                         for endpoint in &self.endpoints {
-                            let probe = probe(prober.clone(), endpoint.authority.clone(), check.clone());
+                            let probe = probe(prober.clone(), endpoint.addr, endpoint.authority.clone(), check.clone());
                             let (tx, addr) = (probe_tx.clone(), endpoint.addr);
                             tokio::spawn(async move {
                                 let _ = tx.send((addr, probe.await));
@@ -356,7 +376,12 @@ impl Control {
 }
 
 /// One active check: GET `check.path`; a 2xx within `check.timeout` passes.
-async fn probe(prober: Upstream, authority: Authority, check: ActiveCheck) -> bool {
+async fn probe(
+    prober: Upstream,
+    addr: SocketAddr,
+    authority: Authority,
+    check: ActiveCheck,
+) -> bool {
     let Ok(request) = http::Request::get(check.path.as_str())
         .header(http::header::HOST, authority.as_str())
         .header(http::header::USER_AGENT, "sticky-gateway-health-check")
@@ -364,7 +389,7 @@ async fn probe(prober: Upstream, authority: Authority, check: ActiveCheck) -> bo
     else {
         return false;
     };
-    match tokio::time::timeout(check.timeout, prober.send(&authority, request)).await {
+    match tokio::time::timeout(check.timeout, prober.send(addr, &authority, request)).await {
         Ok(Ok(response)) => response.status().is_success(),
         _ => false,
     }

@@ -2,9 +2,14 @@
 //!
 //! Label values are `Arc<str>` handles owned by the snapshot (route, cluster and endpoint names
 //! are built once per config or endpoint change), so recording a request clones pointers and
-//! builds no string.
+//! builds no string. [`Metrics::count_request`] also skips the family's lock and SipHash of
+//! the label strings: each thread caches counter handles by label *identity* (pointers).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -87,6 +92,54 @@ pub struct Metrics {
     /// 1 when the last reload attempt succeeded, 0 when the running config is older than the
     /// files on disk because they were rejected.
     pub config_last_reload_ok: Gauge,
+    /// Tells this instance's entries apart in the per-thread counter cache (tests run several).
+    id: u64,
+}
+
+/// Source of [`Metrics`] ids; never reused, unlike addresses.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Most cached handles per thread; past it the cache starts over (reloads and endpoint churn
+/// make new label pointers, so old entries would otherwise pile up).
+const MAX_CACHED: usize = 4096;
+
+/// Metrics id, route, cluster and endpoint label pointers, status code.
+type CounterKey = (u64, usize, usize, usize, u16);
+
+thread_local! {
+    /// The value keeps the labels, so their `Arc`s (and thus the pointers in the key) stay
+    /// alive, and a pointer cannot be reused by another label while it is cached.
+    static REQUEST_COUNTERS: RefCell<HashMap<CounterKey, (RequestLabels, Counter), BuildHasherDefault<PointerHasher>>> =
+        RefCell::new(HashMap::default());
+}
+
+/// A multiply-rotate hasher for keys made of pointers and small integers (FxHash's scheme);
+/// the keys are not attacker-controlled, so SipHash's protection is not needed.
+#[derive(Default)]
+struct PointerHasher(u64);
+
+impl Hasher for PointerHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+fn address(label: &Arc<str>) -> usize {
+    Arc::as_ptr(label).cast::<u8>() as usize
 }
 
 impl Metrics {
@@ -105,6 +158,7 @@ impl Metrics {
             table_rebuilds: Family::default(),
             reloads: Family::default(),
             config_last_reload_ok: Gauge::default(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         };
         let r = registry.sub_registry_with_prefix("gateway");
         r.register(
@@ -152,6 +206,33 @@ impl Metrics {
         Arc::new(metrics)
     }
 
+    /// Counts one proxied request. Same as `requests.get_or_create(labels).inc()`, but a
+    /// repeated label set costs a pointer-keyed lookup in a per-thread cache instead of the
+    /// family's lock and a SipHash of the label strings (the cached handle shares the family
+    /// entry's atomic; entries are never removed from the family, so it cannot go stale).
+    pub fn count_request(&self, labels: &RequestLabels) {
+        let key = (
+            self.id,
+            address(&labels.route),
+            address(&labels.cluster),
+            address(&labels.endpoint),
+            labels.code,
+        );
+        REQUEST_COUNTERS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some((_, counter)) = cache.get(&key) {
+                counter.inc();
+                return;
+            }
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+            let counter = self.requests.get_or_create(labels).clone();
+            counter.inc();
+            cache.insert(key, (labels.clone(), counter));
+        });
+    }
+
     /// Counts one reload.
     pub fn reloaded(&self, result: ReloadResult) {
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
@@ -192,5 +273,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gateway_config_last_reload_ok 0"), "{text}");
+    }
+
+    #[test]
+    fn cached_request_counters_count_into_their_own_registry() {
+        let (mut one, mut two) = (Registry::default(), Registry::default());
+        let (a, b) = (Metrics::new(&mut one), Metrics::new(&mut two));
+        let labels = |code| RequestLabels {
+            route: "vs/0".into(),
+            cluster: "c".into(),
+            endpoint: "10.0.0.1:80".into(),
+            code,
+        };
+        let ok = labels(200);
+        for _ in 0..3 {
+            a.count_request(&ok);
+        }
+        b.count_request(&ok);
+        // Same strings, other pointers: another cache entry, the same series.
+        a.count_request(&labels(200));
+        a.count_request(&labels(503));
+        let series = |code: u16| {
+            format!(
+                "gateway_requests_total{{route=\"vs/0\",cluster=\"c\",endpoint=\"10.0.0.1:80\",code=\"{code}\"}}"
+            )
+        };
+        let (text_a, text_b) = (render(&one), render(&two));
+        assert!(text_a.contains(&format!("{} 4", series(200))), "{text_a}");
+        assert!(text_a.contains(&format!("{} 1", series(503))), "{text_a}");
+        assert!(text_b.contains(&format!("{} 1", series(200))), "{text_b}");
+        assert!(!text_b.contains("code=\"503\""), "{text_b}");
     }
 }

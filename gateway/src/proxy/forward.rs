@@ -104,7 +104,7 @@ impl Proxy {
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id);
         labels.code = response.status().as_u16();
-        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics.count_request(&labels);
         response
     }
 
@@ -237,6 +237,10 @@ impl Proxy {
             Payload::Stream(_) => 1,
         };
         let mut body = Some(body);
+        // The head is cloned for each attempt that may be followed by another (the client
+        // consumes what it sends); the last possible one, and a lone one, take it.
+        let idempotent = parts.method.is_idempotent();
+        let mut parts = Some(parts);
         let mut tried = [usize::MAX; MAX_TRIED];
         let mut tried_len = 0usize;
         let mut again: Option<usize> = None; // the endpoint to retry next, if fixed
@@ -276,7 +280,15 @@ impl Proxy {
                 Some(Payload::Stream(stream)) => stream,
                 None => return Err(last_error),
             };
-            let request = Request::from_parts(parts.clone(), request_body);
+            let head = if attempt + 1 == max_attempts {
+                parts.take()
+            } else {
+                parts.clone()
+            };
+            let Some(head) = head else {
+                return Err(last_error);
+            };
+            let request = Request::from_parts(head, request_body);
             let outcome = self.try_once(cluster, &state, index, request, route).await;
             let retryable = attempt + 1 < max_attempts;
             match outcome {
@@ -287,7 +299,7 @@ impl Proxy {
                         again = second_chance(index, &mut retried, &mut tried, &mut tried_len);
                         continue;
                     }
-                    return Ok(response.map(boxed));
+                    return Ok(response);
                 }
                 Err(UpstreamError::Connect) => {
                     last_error = ProxyError::UpstreamConnect;
@@ -307,8 +319,7 @@ impl Proxy {
                     // retried after a broken connection even when `retryOn` does not say
                     // `reset`: it is what a keep-alive connection closed by a replica that is
                     // shutting down looks like, and resending a GET is safe.
-                    let safe = parts.method.is_idempotent();
-                    if !(retryable && (route.retry_on.reset || safe)) {
+                    if !(retryable && (route.retry_on.reset || idempotent)) {
                         return Err(last_error);
                     }
                     again = second_chance(index, &mut retried, &mut tried, &mut tried_len);
@@ -326,11 +337,13 @@ impl Proxy {
         index: usize,
         request: Request<Body>,
         route: &Route,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let endpoint = &state.endpoints[index];
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let send = cluster.upstream.send(&endpoint.authority, request);
+        let send = cluster
+            .upstream
+            .send(endpoint.addr, &endpoint.authority, request);
         let result = match route.retries.per_try_timeout.filter(|t| !t.is_zero()) {
             Some(t) => tokio::time::timeout(t, send)
                 .await
@@ -338,10 +351,7 @@ impl Proxy {
             None => send.await,
         };
         endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.metrics
-            .upstream_latency
-            .get_or_create(&cluster.labels)
-            .observe(started.elapsed().as_secs_f64());
+        cluster.observe_latency(started.elapsed().as_secs_f64());
         if let Some(policy) = &cluster.spec.outlier {
             let outcome = match &result {
                 Ok(response) => Outcome::from_status(response.status().as_u16()),

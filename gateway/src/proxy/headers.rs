@@ -8,6 +8,7 @@
 //! - `x-request-id` is kept when the client sent a sane one, otherwise a UUIDv4 is generated,
 //!   and it is echoed on the response so a user can quote it.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -35,6 +36,11 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the few names present is much cheaper
+    // than the ten hashed lookups below.
+    if !headers.keys().any(needs_stripping) {
+        return;
+    }
     // Names listed in Connection are removed too; collect them first (rare, so the Vec is empty
     // and does not allocate in the common case).
     let mut listed: Vec<HeaderName> = Vec::new();
@@ -66,16 +72,55 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `name` is in [`HOP_BY_HOP`] or is `te`: a `match` on the lowercase text, which
+/// compiles to a length switch and a compare, cheaper than comparing against each name.
+fn needs_stripping(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+    )
+}
+
 /// Adds the forwarding headers for a request from `client` that arrived over `scheme`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
     let appended = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
         Some(Ok(prior)) if !prior.is_empty() => HeaderValue::try_from(format!("{prior}, {client}")),
-        _ => HeaderValue::try_from(client.to_string()),
+        _ => Ok(client_address(client)),
     };
     if let Ok(value) = appended {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+thread_local! {
+    /// The last client address formatted on this thread: a connection's requests (and a busy
+    /// client's connections) come from one address, so most requests reuse its text.
+    static LAST_CLIENT: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `client` as a header value, formatted once per run of requests from the same address.
+fn client_address(client: IpAddr) -> HeaderValue {
+    LAST_CLIENT.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, value)) = last.as_ref()
+            && *ip == client
+        {
+            return value.clone();
+        }
+        let value = HeaderValue::try_from(client.to_string())
+            .expect("an IP address is a valid header value");
+        *last = Some((client, value.clone()));
+        value
+    })
 }
 
 /// Returns the request's id, generating and setting one when it is missing or unfit.
@@ -171,10 +216,31 @@ mod tests {
     }
 
     #[test]
+    fn the_quick_check_knows_every_stripped_name() {
+        for name in HOP_BY_HOP.iter().chain([&header::TE]) {
+            assert!(needs_stripping(name), "{name}");
+        }
+        for name in [
+            "x-user",
+            "host",
+            "content-length",
+            "trailers",
+            "connections",
+        ] {
+            assert!(!needs_stripping(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
     fn te_trailers_survives() {
         let mut h = map(&[("te", "gzip, trailers")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.get("te").unwrap(), "trailers");
+        // A lone hop-by-hop header among ordinary ones is found by the quick scan too.
+        let mut h = map(&[("x-user", "ricky"), ("host", "a"), ("upgrade", "h2c")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("upgrade").is_none());
+        assert_eq!(h.len(), 2);
     }
 
     #[test]
@@ -189,6 +255,12 @@ mod tests {
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "::1".parse().unwrap(), "http");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+        // The per-thread cache follows the address.
+        for client in ["10.0.0.1", "10.0.0.1", "10.0.0.2", "::1"] {
+            let mut h = HeaderMap::new();
+            add_forwarded(&mut h, client.parse().unwrap(), "http");
+            assert_eq!(h.get("x-forwarded-for").unwrap(), client);
+        }
     }
 
     #[test]

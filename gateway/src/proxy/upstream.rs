@@ -6,19 +6,43 @@
 //! `connectionPool.tcp.maxConnections` + `http.http1MaxPendingRequests` bound the requests in
 //! flight to the cluster; past that the request is refused with 503 at once, like Envoy's
 //! circuit breaker overflow, instead of queueing without bound.
+//!
+//! An upstream connection is driven by the task of the request using it (as nginx's event loop
+//! serves both sides of a request), not by a task of its own: hyper's usual client spawns one
+//! task per connection and hands requests and responses across through channels, which costs
+//! two task wake-ups per request (and cross-thread ones with several workers). Here the request
+//! future polls the connection while it waits for the response head, and the response body
+//! polls it while it streams; when the body is done the connection goes back to the idle list.
+//! An idle connection is polled by nobody: a close by the peer is seen at its next use, and a
+//! request that was not sent on such a connection is sent on a fresh one (as hyper-util's pool
+//! does), so it never reaches the retry policy.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
-use http::{Request, Response, Version};
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{HeaderValue, Request, Response, Version};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::Body;
+use super::{Body, boxed};
+
+/// Most idle connections kept per endpoint; more are closed when released.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// How often, at most, releasing a connection also sweeps the whole idle list.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The `connectionPool` settings that shape a cluster's pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,56 +83,280 @@ pub enum UpstreamError {
     Timeout,
 }
 
+/// One HTTP/1.1 connection: the handle to send on and the state machine that does the I/O.
+struct Conn {
+    sender: http1::SendRequest<Body>,
+    /// `None` once the connection has ended (peer closed, error). It is dropped then, not
+    /// kept: dropping it hands a request still queued in it back (`TrySendError`) and makes
+    /// `sender` report closed, where a finished but live one would leave both waiting forever.
+    io: Option<http1::Connection<TokioIo<TcpStream>, Body>>,
+}
+
+impl Conn {
+    /// Does the connection's pending I/O; drops it when it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(io) = self.io.as_mut()
+            && Pin::new(io).poll(cx).is_ready()
+        {
+            self.io = None;
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.io.is_some() && !self.sender.is_closed()
+    }
+
+    /// Sends `request` and waits for the response head, driving the connection meanwhile.
+    /// `Err(Some(request))`: the request was not sent (the connection had closed).
+    async fn exchange(
+        &mut self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, Option<Request<Body>>> {
+        let ready = poll_fn(|cx| {
+            self.drive(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await;
+        if ready.is_err() {
+            return Err(Some(request));
+        }
+        let mut send = std::pin::pin!(self.sender.try_send_request(request));
+        poll_fn(|cx| {
+            self.drive(cx);
+            send.as_mut().poll(cx)
+        })
+        .await
+        .map_err(|mut e| e.take_message())
+    }
+}
+
+/// Idle connections by endpoint, most recently used last. Boxed: a connection's state is a
+/// few hundred bytes that would otherwise be copied at every move between pool and request.
+#[derive(Default)]
+struct Idle {
+    by_endpoint: HashMap<SocketAddr, Vec<(Box<Conn>, Instant)>>,
+    swept: Option<Instant>,
+}
+
+impl Idle {
+    /// Drops connections idle for `timeout` or closed by their peer, and endpoints left with
+    /// none (an endpoint gone from discovery would otherwise keep its sockets forever). Nobody
+    /// polls an idle connection, so each is polled here once with a no-op waker: that reads a
+    /// pending end of stream, and the next real poll registers the real waker again.
+    fn sweep(&mut self, now: Instant, timeout: Duration) {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.by_endpoint.retain(|_, list| {
+            list.retain_mut(|(conn, since)| {
+                conn.drive(&mut cx);
+                conn.alive() && now.duration_since(*since) < timeout
+            });
+            !list.is_empty()
+        });
+        self.swept = Some(now);
+    }
+}
+
 /// A cluster's pool.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    idle: Arc<Mutex<Idle>>,
     limit: Option<Arc<Semaphore>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Upstream {
     /// A pool with these settings.
     pub fn new(settings: &PoolSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .build(connector);
-        let limit = settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
-        Self { client, limit }
+        Self {
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.idle_timeout,
+            idle: Arc::default(),
+            limit: settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+        }
     }
 
-    /// Sends `request` to the endpoint at `authority`, keeping the request's path and query.
-    /// The request goes upstream as HTTP/1.1 whatever the client spoke.
+    /// Sends `request` to the endpoint at `addr` (whose text is `authority`), keeping the
+    /// request's path and query. The request goes upstream as HTTP/1.1 whatever the client
+    /// spoke.
     pub async fn send(
         &self,
+        addr: SocketAddr,
         authority: &Authority,
         mut request: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let _permit = match &self.limit {
             Some(limit) => Some(limit.try_acquire().map_err(|_| UpstreamError::Overflow)?),
             None => None,
         };
+        // Origin form on the wire; an HTTP/1.0 client may have sent no Host.
         let path = request
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority.clone());
-        parts.path_and_query = Some(path);
-        *request.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+        *request.uri_mut() = Uri::from(path);
         *request.version_mut() = Version::HTTP_11;
-        self.client.request(request).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Connect
-            } else {
-                UpstreamError::Reset
+        if !request.headers().contains_key(HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(HOST, host);
+        }
+
+        let (mut conn, mut reused) = match self.checkout(addr) {
+            Some(conn) => (conn, true),
+            None => (self.connect(addr).await?, false),
+        };
+        loop {
+            match conn.exchange(request).await {
+                Ok(response) => {
+                    let pool = Release {
+                        idle: Arc::downgrade(&self.idle),
+                        addr,
+                        idle_timeout: self.idle_timeout,
+                    };
+                    return Ok(response.map(|body| {
+                        boxed(PooledBody {
+                            body,
+                            conn: Some(conn),
+                            pool,
+                            done: false,
+                        })
+                    }));
+                }
+                // Closed while idle, before anything was sent: a fresh connection, once.
+                Err(Some(unsent)) if reused => {
+                    request = unsent;
+                    conn = self.connect(addr).await?;
+                    reused = false;
+                }
+                Err(_) => return Err(UpstreamError::Reset),
             }
-        })
+        }
+    }
+
+    /// The most recently used idle connection to `addr` that is still open and fresh.
+    fn checkout(&self, addr: SocketAddr) -> Option<Box<Conn>> {
+        let mut expired = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let list = idle.by_endpoint.get_mut(&addr)?;
+            let mut found = None;
+            while let Some((conn, since)) = list.pop() {
+                if conn.alive() && since.elapsed() < self.idle_timeout {
+                    found = Some(conn);
+                    break;
+                }
+                expired.push(conn);
+            }
+            found
+        };
+        drop(expired); // closes their sockets outside the lock
+        found
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Box<Conn>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::Connect)?
+            .map_err(|_| UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, io) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| UpstreamError::Connect)?;
+        Ok(Box::new(Conn {
+            sender,
+            io: Some(io),
+        }))
     }
 }
+
+/// Where a connection goes back to; weak, so a dropped cluster's pool is not kept alive.
+struct Release {
+    idle: std::sync::Weak<Mutex<Idle>>,
+    addr: SocketAddr,
+    idle_timeout: Duration,
+}
+
+impl Release {
+    fn put(&self, conn: Box<Conn>) {
+        let Some(idle) = self.idle.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
+        {
+            idle.sweep(now, self.idle_timeout);
+        }
+        let list = idle.by_endpoint.entry(self.addr).or_default();
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push((conn, now));
+        }
+    }
+}
+
+/// A response body that drives its connection while it streams, and returns the connection
+/// to the pool when it was read to the end.
+struct PooledBody {
+    body: Incoming,
+    conn: Option<Box<Conn>>,
+    pool: Release,
+    done: bool,
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(conn) = this.conn.as_mut() {
+            conn.drive(cx);
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.done = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Reusable only when the whole response was read; otherwise the rest of it would be
+        // read as the next response's head.
+        if let Some(conn) = self.conn.take()
+            && (self.done || self.body.is_end_stream())
+            && conn.alive()
+        {
+            self.pool.put(conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

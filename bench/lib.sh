@@ -1,0 +1,151 @@
+# Shell functions shared by the bench/ scripts. Source it from a script that has `cd`-ed to the
+# repository root and runs with `set -euo pipefail`.
+
+# need COMMAND PACKAGE: installs the Debian PACKAGE when COMMAND is missing (apt-get update once
+# first, as a fresh machine has no package lists).
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2 (apt)" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ -z "${_apt_updated:-}" ]; then
+    $sudo apt-get update -qq
+    _apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+}
+
+# ports_free PORT...: fails naming the first port something already listens on.
+ports_free() {
+  local port
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port is already in use; choose other ports (see the script's variables)" >&2
+      return 1
+    fi
+  done
+}
+
+# wait_http PORT [PATH]: waits up to 10 s for an HTTP answer (any status) on 127.0.0.1:PORT.
+wait_http() {
+  local _
+  for _ in $(seq 100); do
+    curl -s -o /dev/null -H "x-user: ricky" "http://127.0.0.1:$1${2:-/ping}" && return
+    sleep 0.1
+  done
+  echo "nothing answers on port $1" >&2
+  return 1
+}
+
+# ticks PID...: CPU time (user + system, in clock ticks) the processes have used so far, all
+# their threads included.
+ticks() {
+  local pid sum=0
+  for pid in "$@"; do
+    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$sum"
+}
+
+# peak_rss_kib PID...: the sum of the processes' peak resident set (VmHWM), in KiB.
+peak_rss_kib() {
+  local pid sum=0
+  for pid in "$@"; do
+    sum=$((sum + $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")))
+  done
+  echo "$sum"
+}
+
+# children PID: the pids of PID's direct children (nginx's workers), waiting up to 5 s for
+# at least one.
+children() {
+  local _ kids
+  for _ in $(seq 50); do
+    kids=$(pgrep -P "$1" | paste -sd' ' || true)
+    [ -n "$kids" ] && break
+    sleep 0.1
+  done
+  echo "$kids"
+}
+
+# median: the median of the numbers on stdin, one per line.
+median() {
+  sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+
+# machine: one line naming the CPUs, memory and kernel.
+machine() {
+  echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
+    "$(awk '/^MemTotal:/ {printf "%.0f GiB RAM", $2 / 1048576}' /proc/meminfo)), Linux $(uname -r)"
+}
+
+# pinning SERVER_CPUS CLIENT_CPUS: sets the arrays pin_server and pin_client to `taskset -c …`
+# prefixes when taskset exists and the machine has more than one CPU (taskset execs, so a
+# background job's $! is the program's own pid); empty otherwise.
+pinning() {
+  pin_server=() pin_client=()
+  if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt 1 ]; then
+    pin_server=(taskset -c "$1")
+    pin_client=(taskset -c "$2")
+  fi
+}
+
+# start_backends FIRST_PORT COUNT [PREFIX...]: starts COUNT sticky-svc replicas `svc-0`… on
+# 127.0.0.1:FIRST_PORT… (one worker each, first-call cost 0 s, so the bench measures the warm
+# path), run under the optional PREFIX command (taskset). Appends their pids to the array
+# `pids` and sets the array `backend_pids`.
+start_backends() {
+  local first=$1 count=$2 i
+  shift 2
+  backend_pids=()
+  for i in $(seq 0 $((count - 1))); do
+    "$@" target/x86_64-unknown-linux-gnu/release/sticky-svc --listen "127.0.0.1:$((first + i))" \
+      --workers 1 --first-call-cost 0s --host-name "svc-$i" --log-filter warn &
+    pids+=($!)
+    backend_pids+=($!)
+  done
+  for i in $(seq 0 $((count - 1))); do wait_http $((first + i)); done
+}
+
+# gateway_yaml FIRST_PORT COUNT: the Istio YAML of the gateway in front of those replicas: a
+# STATIC ServiceEntry, the article's VirtualService and a DestinationRule hashing `x-user`.
+gateway_yaml() {
+  local first=$1 count=$2 i
+  cat <<YAML
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: sticky-svc}
+spec:
+  hosts: [sticky-svc.default.svc.cluster.local]
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  resolution: STATIC
+  endpoints:
+YAML
+  for i in $(seq 0 $((count - 1))); do
+    echo "  - {address: 127.0.0.1, ports: {http: $((first + i))}}"
+  done
+  cat <<YAML
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: sticky-svc}
+spec:
+  hosts: ['*']
+  http:
+  - route:
+    - destination:
+        host: sticky-svc.default.svc.cluster.local
+        port: {number: 8080}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: sticky-svc}
+spec:
+  host: sticky-svc.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      consistentHash:
+        httpHeaderName: x-user
+YAML
+}

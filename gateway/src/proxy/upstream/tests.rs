@@ -1,0 +1,117 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// A server that answers `answers` requests per connection, the last with
+/// `connection: close` when `announce` (else it closes 100 ms later, unannounced), then
+/// closes it. Returns its address and a count of accepts.
+async fn server(answers: usize, announce: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                for n in 1..=answers {
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => seen.extend_from_slice(&buf[..read]),
+                        }
+                    }
+                    let close = if n == answers && announce {
+                        "connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{close}\r\nok");
+                    stream.write_all(answer.as_bytes()).await.unwrap();
+                }
+                if !announce {
+                    // Close a while after the answer, as an idle timeout would.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn get(pool: &Upstream, addr: SocketAddr) -> Result<Bytes, UpstreamError> {
+    let authority = Authority::try_from(addr.to_string()).unwrap();
+    let request = Request::get("http://example.invalid/x?y=1")
+        .body(super::super::full(Bytes::new()))
+        .unwrap();
+    let response = pool.send(addr, &authority, request).await?;
+    Ok(response.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn reuses_a_connection_until_the_peer_closes_it() {
+    let (addr, accepted) = server(2, true).await;
+    let pool = Upstream::new(&PoolSettings::default());
+    for _ in 0..6 {
+        assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "two requests per connection"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_drops_connections_closed_by_the_peer_or_idle_too_long() {
+    let (addr, _) = server(1, false).await;
+    let pool = Upstream::new(&PoolSettings::default());
+    assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    let idle = |pool: &Upstream| pool.idle.lock().unwrap().by_endpoint.len();
+    assert_eq!(idle(&pool), 1, "pooled: the close was not announced");
+    tokio::time::sleep(Duration::from_millis(300)).await; // the server closes
+    let hour = Duration::from_secs(3600);
+    pool.idle.lock().unwrap().sweep(Instant::now(), hour);
+    assert_eq!(idle(&pool), 0, "the peer's close was noticed");
+
+    let (addr, accepted) = server(5, false).await;
+    assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    pool.idle.lock().unwrap().sweep(Instant::now(), hour);
+    assert_eq!(idle(&pool), 1, "an open, fresh connection stays");
+    assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "and is used again");
+    pool.idle
+        .lock()
+        .unwrap()
+        .sweep(Instant::now(), Duration::ZERO);
+    assert_eq!(idle(&pool), 0, "past the idle timeout it goes");
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_connect_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let pool = Upstream::new(&PoolSettings::default());
+    assert_eq!(get(&pool, addr).await, Err(UpstreamError::Connect));
+}
+
+#[tokio::test]
+async fn a_connection_closed_before_the_answer_is_a_reset() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+        }
+    });
+    let pool = Upstream::new(&PoolSettings::default());
+    assert_eq!(get(&pool, addr).await, Err(UpstreamError::Reset));
+}
