@@ -119,3 +119,11 @@ e2e:
 # Kubernetes: build the images and load them into the kind/k3d/minikube cluster in use
 k8s-images: images
     scripts/k8s-images.sh
+
+# The gateway against nginx and HAProxy in front of 5 sticky-svc replicas, 1 and 2 workers; stickiness checked (installs wrk, nginx, haproxy via apt; ~3.5 min; rewrites its section of docs/benchmarks.md)
+bench-peers:
+    bench/peers.sh
+
+# Instructions per proxied request in the gateway (callgrind; deterministic, unlike requests/s)
+bench-gateway-instructions:
+    bench/peers-instructions.sh
