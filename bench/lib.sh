@@ -149,3 +149,36 @@ spec:
         httpHeaderName: x-user
 YAML
 }
+
+# scratch: a temporary folder in `work` and an empty `pids` list; on exit every process in
+# `pids` is stopped and the folder removed.
+scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap scratch_cleanup EXIT
+}
+
+scratch_cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# nginx_head WORKERS: the start of an nginx.conf that keeps every file in `work`, up to and
+# including the opening of its `http` block (no access log).
+nginx_head() {
+  cat <<NGINX
+worker_processes $1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+NGINX
+}

@@ -24,14 +24,7 @@ gateway_port=$((BASE_PORT + 10)) admin_port=$((BASE_PORT + 11))
 ports_free $(seq "$BASE_PORT" $((BASE_PORT + REPLICAS - 1))) "$gateway_port" "$admin_port"
 
 cargo build --release --quiet -p gateway -p sticky-svc
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 start_backends "$BASE_PORT" "$REPLICAS"
 gateway_yaml "$BASE_PORT" "$REPLICAS" >"$work/istio.yaml"

@@ -60,14 +60,7 @@ fi
 report_python=python3
 [ -x "$venv/bin/python" ] && report_python=$venv/bin/python
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 pinning "$PROXY_CPU" "$OTHER_CPU"
 start_backends "$BASE_PORT" "$REPLICAS" "${pin_client[@]}"
@@ -80,19 +73,8 @@ for i in $(seq 0 $((REPLICAS - 1))); do
 done
 
 nginx_conf() {
+  nginx_head "$1"
   cat <<NGINX
-worker_processes $1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fastcgi;
-  uwsgi_temp_path $work/uwsgi;
-  scgi_temp_path $work/scgi;
   upstream sticky {
     hash \$http_x_user consistent;
 $upstreams    keepalive 64;

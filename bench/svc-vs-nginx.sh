@@ -35,35 +35,19 @@ ports_free "$SVC_PORT" "$NGINX_PORT"
 cargo build --release --quiet -p sticky-svc
 SVC_BIN=target/x86_64-unknown-linux-gnu/release/sticky-svc
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+scratch
 
 body="Call was processed by host bench for user ricky and it took 1.2µs"
-cat >"$work/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/body;
-  proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fastcgi;
-  uwsgi_temp_path $work/uwsgi;
-  scgi_temp_path $work/scgi;
+{
+nginx_head 1
+cat <<NGINX
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / { default_type text/plain; return 200 "$body\n"; }
   }
 }
 NGINX
+} >"$work/nginx.conf"
 
 "${pin_server[@]}" "$SVC_BIN" --listen "127.0.0.1:$SVC_PORT" --workers 1 --first-call-cost 0s \
   --host-name bench --log-filter warn &
