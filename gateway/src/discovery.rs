@@ -44,13 +44,20 @@ pub fn endpoint_set(mut endpoints: Vec<Endpoint>) -> EndpointSet {
     endpoints.into()
 }
 
-/// How often a DNS name is resolved again: its TTL, clamped to `[min, max]`.
+/// How often a DNS name is resolved again: its TTL, clamped to `[min, max]`; and how long a
+/// failing name keeps its last answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshBounds {
     /// Never sooner than this (also the retry delay after a failed lookup).
     pub min: Duration,
     /// Never later than this, whatever the TTL says.
     pub max: Duration,
+    /// `None` (the default, as Envoy): a failing lookup keeps the last set for as long as it
+    /// fails. `Some(grace)`: once lookups have failed for `grace` since the last answer, the
+    /// set is emptied. For DNS servers that answer nothing at all for a name that is gone, as
+    /// Docker's embedded DNS does for a scaled-to-zero service when it cannot reach an upstream
+    /// resolver (an offline laptop): without it the gateway would keep dead addresses.
+    pub failure_grace: Option<Duration>,
 }
 
 impl Default for RefreshBounds {
@@ -58,6 +65,7 @@ impl Default for RefreshBounds {
         Self {
             min: Duration::from_secs(1),
             max: Duration::from_secs(5),
+            failure_grace: None,
         }
     }
 }
@@ -164,7 +172,8 @@ fn tune(opts: &mut ResolverOpts) {
     // Every lookup must reach the server: the watch loop decides when to ask again.
     opts.cache_size = 0;
     opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    opts.timeout = Duration::from_secs(2);
+    // Cluster DNS (CoreDNS, Docker's) answers in milliseconds; a slow answer is a failure.
+    opts.timeout = Duration::from_secs(1);
     opts.attempts = 2;
 }
 
@@ -184,7 +193,7 @@ pub struct DnsTarget {
 /// The first lookup happens at once. A set is published only when it differs from the last one,
 /// so subscribers rebuild tables only on real changes. When any target fails, nothing is
 /// published (a partial answer would move users needlessly) and the lookup is retried after
-/// `bounds.min`.
+/// `bounds.min`; past `bounds.failure_grace`, if set, the set is emptied.
 pub async fn watch_dns(
     resolver: DnsResolver,
     targets: Vec<DnsTarget>,
@@ -192,9 +201,11 @@ pub async fn watch_dns(
     tx: watch::Sender<EndpointSet>,
 ) {
     let mut last: Option<EndpointSet> = None;
+    let mut answered = Instant::now();
     loop {
         let delay = match resolve_all(&resolver, &targets).await {
             Ok((set, ttl)) => {
+                answered = Instant::now();
                 if last.as_ref() != Some(&set) {
                     tracing::info!(
                         host = %targets.first().map(|t| t.host.as_str()).unwrap_or(""),
@@ -207,7 +218,16 @@ pub async fn watch_dns(
                 bounds.clamp(ttl)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "keeping the last endpoint set");
+                let failing = answered.elapsed();
+                let expired = bounds.failure_grace.is_some_and(|grace| failing >= grace);
+                if expired && last.as_ref().is_some_and(|set| !set.is_empty()) {
+                    tracing::warn!(error = %e, ?failing, "DNS failing past the grace: no endpoints");
+                    let empty = EndpointSet::from(Vec::new());
+                    tx.send_replace(empty.clone());
+                    last = Some(empty);
+                } else if !expired {
+                    tracing::warn!(error = %e, "keeping the last endpoint set");
+                }
                 bounds.min
             }
         };

@@ -70,6 +70,10 @@ struct RunArgs {
     /// Re-resolve DNS no later than this, whatever the TTL.
     #[arg(long, env = "GATEWAY_DNS_MAX_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
     dns_max_refresh: Duration,
+    /// Once DNS lookups of a name have failed (no answer, SERVFAIL) this long, drop its
+    /// endpoints instead of keeping the last answer (default: keep them, as Envoy).
+    #[arg(long, env = "GATEWAY_DNS_FAILURE_GRACE", value_parser = humantime::parse_duration)]
+    dns_failure_grace: Option<Duration>,
     /// Connections served at once; more get 429.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -202,6 +206,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         dns_refresh: RefreshBounds {
             min: args.dns_min_refresh,
             max: args.dns_max_refresh,
+            failure_grace: args.dns_failure_grace,
         },
         limits: Limits {
             max_connections: args.max_connections,

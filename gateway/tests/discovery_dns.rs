@@ -35,11 +35,16 @@ async fn wait_for(rx: &mut watch::Receiver<EndpointSet>, len: usize) -> Endpoint
 }
 
 fn start(server: SocketAddr) -> watch::Receiver<EndpointSet> {
+    start_with(server, None)
+}
+
+fn start_with(server: SocketAddr, failure_grace: Option<Duration>) -> watch::Receiver<EndpointSet> {
     let resolver = DnsResolver::with_name_server(server);
     let (tx, rx) = watch::channel(EndpointSet::from(Vec::new()));
     let bounds = RefreshBounds {
         min: Duration::from_millis(50),
         max: Duration::from_millis(200),
+        failure_grace,
     };
     let targets = vec![DnsTarget {
         host: NAME.to_owned(),
@@ -97,4 +102,17 @@ async fn a_failing_server_keeps_the_last_good_set() {
     assert_eq!(rx.borrow().len(), 2, "a timeout is not an empty answer");
     *records.lock().unwrap() = ips(3);
     wait_for(&mut rx, 3).await;
+}
+
+#[tokio::test]
+async fn past_the_failure_grace_a_silent_server_means_no_endpoints() {
+    let records: Records = Arc::new(Mutex::new(ips(3)));
+    let server = dns_server(NAME, records.clone()).await;
+    let mut rx = start_with(server, Some(Duration::from_millis(500)));
+    wait_for(&mut rx, 3).await;
+    *records.lock().unwrap() = None; // Docker's DNS with no upstream: no answer at all
+    // A lookup times out after 2 × 1 s; the set empties at the first failure past the grace.
+    wait_for(&mut rx, 0).await;
+    *records.lock().unwrap() = ips(2);
+    wait_for(&mut rx, 2).await;
 }

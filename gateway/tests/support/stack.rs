@@ -230,6 +230,7 @@ pub fn options(config: &Path, dns: Option<SocketAddr>) -> RunOptions {
         dns_refresh: RefreshBounds {
             min: Duration::from_millis(50),
             max: Duration::from_millis(200),
+            failure_grace: None,
         },
         limits: Limits {
             grace: Duration::from_secs(5),
