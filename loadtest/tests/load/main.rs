@@ -7,6 +7,9 @@
 
 mod binary;
 mod gateway;
+/// The gateway crate's own test stack (Istio YAML for static replicas, a running gateway).
+#[path = "../../../gateway/tests/support/stack.rs"]
+mod gateway_stack;
 mod proxy;
 mod scenarios;
 mod stack;
