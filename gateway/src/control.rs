@@ -9,18 +9,20 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::{Admin, Status};
 use crate::config::{self, LoadOptions, Severity};
 use crate::discovery::{DiscoveryError, DnsResolver, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::{Metrics, ReloadResult};
-use crate::proxy::listener::{self, Limits};
+use crate::proxy::listener::{self, Connections, Limits};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::reload::{self, Trigger};
 use crate::snapshot::{Context, Snapshot};
@@ -32,6 +34,9 @@ pub struct RunOptions {
     pub config: Vec<PathBuf>,
     /// The proxy listener.
     pub listen: SocketAddr,
+    /// Worker threads serving the proxy listener's connections, each with its own event loop;
+    /// at least 1.
+    pub workers: usize,
     /// The admin listener.
     pub admin: SocketAddr,
     /// Namespace and cluster domain for short names.
@@ -58,6 +63,14 @@ pub enum RunError {
     /// The config has errors (each finding on its own line).
     #[error("the configuration has errors:\n{0}")]
     Config(String),
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread {index}: {source}")]
+    Worker {
+        /// Which worker.
+        index: usize,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -91,6 +104,7 @@ pub struct Gateway {
 impl Gateway {
     /// Loads the config (refusing one with errors) and binds both listeners.
     pub async fn bind(options: RunOptions) -> Result<Self, RunError> {
+        crate::proxy::upstream::set_workers(options.workers.max(1));
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let resolver = match options.dns_server {
@@ -223,26 +237,167 @@ impl Gateway {
             },
         ));
 
-        let status = self.status.clone();
-        listener::serve(
-            self.listener,
-            self.options.limits,
-            move |req, peer| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, peer).await }
-            },
-            async move {
-                shutdown.await;
-                status.set_ready(false);
-                tracing::info!("shutting down: draining in-flight requests");
-            },
-        )
-        .await;
+        // The proxy: worker threads, each with a single-threaded event loop, as nginx's worker
+        // processes and Envoy's workers. A request and its upstream connection are always
+        // handled by one thread, with no work stealing and no cross-thread wake-ups, and the
+        // control path (this thread) never delays them. This thread accepts and hands each new
+        // connection to the worker with the fewest open ones, as HAProxy does: the kernel's
+        // SO_REUSEPORT hash leaves two workers 40/60 with a few dozen keep-alive clients.
+        let listener = self.listener;
+        let permits = Arc::new(Semaphore::new(self.options.limits.max_connections));
+        let workers = self.options.workers.max(1);
+        let mut handoff = Vec::with_capacity(workers);
+        let mut finished = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let (to_worker, accepted) = tokio::sync::mpsc::unbounded_channel();
+            let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let open = Arc::new(AtomicUsize::new(0));
+            let worker = Worker {
+                index,
+                accepted,
+                limits: self.options.limits,
+                proxy: proxy.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("gateway-worker-{index}"))
+                .spawn(move || {
+                    worker.run();
+                    drop(done);
+                })
+                .map_err(|source| RunError::Worker { index, source })?;
+            handoff.push((to_worker, open));
+            finished.push(done_rx);
+        }
+
+        tokio::pin!(shutdown);
+        let mut next = 0;
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        listener::accept_failed(&error).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Leaves this event loop (stays non-blocking) for the worker's.
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let permit = permits.clone().try_acquire_owned().ok();
+            // Fewest open connections; ties go round robin.
+            let mut job = Some(Accepted {
+                stream,
+                peer,
+                permit,
+                open: None,
+            });
+            for _attempt in 0..handoff.len() {
+                let Some(index) = (0..handoff.len())
+                    .map(|i| (next + i) % handoff.len())
+                    .filter(|&i| !handoff[i].0.is_closed())
+                    .min_by_key(|&i| handoff[i].1.load(Ordering::Relaxed))
+                else {
+                    break;
+                };
+                next = (index + 1) % handoff.len();
+                let (to_worker, open) = &handoff[index];
+                let mut accepted = job.take().expect("a connection to hand off");
+                open.fetch_add(1, Ordering::Relaxed);
+                accepted.open = Some(open.clone());
+                match to_worker.send(accepted) {
+                    Ok(()) => break,
+                    Err(tokio::sync::mpsc::error::SendError(back)) => job = Some(back),
+                }
+            }
+            if job.is_some() {
+                tracing::error!("every worker thread has stopped");
+                break;
+            }
+        }
+        self.status.set_ready(false);
+        tracing::info!("shutting down: draining in-flight requests");
+        drop(listener);
+        drop(handoff); // each worker drains, then ends
+        for worker in finished {
+            let _ = worker.await;
+        }
         reloader.abort();
         let _ = admin_stop.send(());
         let _ = admin_task.await;
         tracing::info!("gateway stopped");
         Ok(())
+    }
+}
+
+/// A connection accepted by the control thread, on its way to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    /// `None`: past `max_connections`, answered 429.
+    permit: Option<OwnedSemaphorePermit>,
+    /// The worker's count of open connections, decremented when this one closes.
+    open: Option<Arc<AtomicUsize>>,
+}
+
+/// One worker thread: serves the connections handed to it.
+struct Worker {
+    index: usize,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    limits: Limits,
+    proxy: Arc<Proxy>,
+}
+
+impl Worker {
+    /// Serves what it is handed until the hand-off closes (shutdown), then drains up to the
+    /// grace period. Tasks still running after that are dropped with the event loop.
+    fn run(self) {
+        crate::proxy::upstream::enter_worker(self.index);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(worker = self.index, %error, "cannot start the event loop");
+                return;
+            }
+        };
+        let Self {
+            index,
+            mut accepted,
+            limits,
+            proxy,
+        } = self;
+        runtime.block_on(async move {
+            let connections = Connections::new(limits, move |req, peer| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer).await }
+            });
+            while let Some(Accepted {
+                stream,
+                peer,
+                permit,
+                open,
+            }) = accepted.recv().await
+            {
+                let closed = move || {
+                    if let Some(open) = open {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    }
+                };
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => connections.serve(stream, peer, permit, closed),
+                    Err(error) => {
+                        tracing::warn!(worker = index, %error, "cannot register a connection");
+                        closed();
+                    }
+                }
+            }
+            connections.drain().await;
+        });
     }
 }
 

@@ -49,7 +49,8 @@ struct RunArgs {
     /// Admin listener (/healthz /readyz /metrics /config /clusters /lookup).
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
-    /// Runtime worker threads; default: the number of cores.
+    /// Threads serving the proxy listener, each with its own event loop and socket
+    /// (SO_REUSEPORT); default: the number of CPUs. The control path has one more thread.
     #[arg(long, env = "GATEWAY_WORKERS")]
     workers: Option<usize>,
     /// Serve only the VirtualServices bound to this Gateway (`name` or `namespace/name`).
@@ -184,18 +185,21 @@ fn logging(format: LogFormat, default: &str) {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     logging(args.log_format, "info");
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = args.workers {
-        anyhow::ensure!(workers > 0, "--workers must be at least 1");
-        runtime.worker_threads(workers);
-    }
-    let runtime = runtime
+    let workers = match args.workers {
+        Some(0) => anyhow::bail!("--workers must be at least 1"),
+        Some(workers) => workers,
+        None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    };
+    // The control path (config reloads, discovery, health checks, admin) on this thread; the
+    // proxy on `workers` threads of their own (see `Gateway::serve`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     let options = RunOptions {
         config: args.config,
         listen: args.listen,
+        workers,
         admin: args.admin,
         load: LoadOptions {
             namespace: args.namespace,

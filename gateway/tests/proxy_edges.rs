@@ -169,3 +169,35 @@ async fn active_checks_take_a_dead_endpoint_out_and_bring_it_back() {
     let _again = stack::Backend::start("svc-1", victim, Duration::ZERO).await;
     wait(3).await;
 }
+
+/// One raw HTTP/1.1 request on `stream` (kept open); returns the status code.
+async fn raw_status(stream: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_connection_limit_is_the_ports_whatever_the_workers() {
+    let backends = backends(1, Duration::ZERO).await;
+    let gw = RunningGateway::start_with(&static_config(&[backends[0].addr], BY_USER), None, |o| {
+        o.workers = 4;
+        o.limits.max_connections = 3;
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        assert_eq!(raw_status(&mut stream).await, 200);
+        open.push(stream);
+    }
+    // Four workers with three connections each would take this one; the limit is shared.
+    let mut fourth = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(raw_status(&mut fourth).await, 429);
+    drop(open);
+}

@@ -13,8 +13,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Body, ProxyError};
 
@@ -53,71 +53,120 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper's floor is 8 KiB; it answers 431 past the buffer.
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new(limits, handler);
     tokio::pin!(shutdown);
-
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_failed(&e).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let permit = permits.clone().try_acquire_owned().ok();
+        connections.serve(stream, peer, permit, || {});
+    }
+    drop(listener);
+    connections.drain().await;
+}
+
+/// Logs a failed accept and backs off: EMFILE and friends would otherwise spin.
+pub async fn accept_failed(error: &std::io::Error) {
+    tracing::warn!(%error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The connections of one event loop: each accepted socket served (HTTP/1.1 or h2c) on a task
+/// of the loop that calls [`Connections::serve`], all drained together.
+pub struct Connections<H> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: GracefulShutdown,
+    grace: Duration,
+    handler: H,
+}
+
+impl<H, F> Connections<H>
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    /// Connections served with `handler` under `limits` (header size and timeout, grace).
+    pub fn new(limits: Limits, handler: H) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            // hyper's floor is 8 KiB; it answers 431 past the buffer.
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Self {
+            builder: Arc::new(builder),
+            graceful: GracefulShutdown::new(),
+            grace: limits.grace,
+            handler,
+        }
+    }
+
+    /// Serves `stream` on a task of the current event loop; `closed` runs when it ends. With
+    /// no `permit` (the listener's connection limit is reached) every request on it is
+    /// answered `429 too many connections` and it is closed within 5 s.
+    pub fn serve(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+        closed: impl FnOnce() + Send + 'static,
+    ) {
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(stream);
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let handler = handler.clone();
+        match permit {
+            Some(permit) => {
+                let handler = self.handler.clone();
                 let service = service_fn(move |req| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(req, peer).await) }
                 });
-                let conn = builder
+                let conn = self
+                    .builder
                     .serve_connection_with_upgrades(io, service)
                     .into_owned();
-                let conn = graceful.watch(conn);
+                let conn = self.graceful.watch(conn);
                 tokio::spawn(async move {
                     let _permit = permit;
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    closed();
                 });
             }
-            Err(_) => {
+            None => {
                 let service = service_fn(|_req| async {
                     Ok::<_, Infallible>(ProxyError::TooManyConnections.response())
                 });
-                let conn = builder.serve_connection(io, service).into_owned();
+                let conn = self.builder.serve_connection(io, service).into_owned();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    closed();
                 });
             }
         }
     }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(limits.grace) => {
-            tracing::warn!(grace = ?limits.grace, "connections still open after the grace period");
+
+    /// Lets in-flight requests finish, up to the grace period, closing idle connections.
+    pub async fn drain(self) {
+        tokio::select! {
+            () = self.graceful.shutdown() => {}
+            () = tokio::time::sleep(self.grace) => {
+                tracing::warn!(grace = ?self.grace, "connections still open after the grace period");
+            }
         }
     }
 }

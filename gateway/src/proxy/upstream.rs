@@ -16,11 +16,17 @@
 //! An idle connection is polled by nobody: a close by the peer is seen at its next use, and a
 //! request that was not sent on such a connection is sent on a fresh one (as hyper-util's pool
 //! does), so it never reaches the retry policy.
+//!
+//! Each worker thread has its own idle list ([`enter_worker`]): a socket is registered with
+//! the event loop of the worker that opened it, so it is only ever reused by that worker;
+//! handing it to another would route every readiness event through the first worker's loop.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -43,6 +49,24 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
 /// How often, at most, releasing a connection also sweeps the whole idle list.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Idle lists per pool: one per worker thread, set once at start-up ([`set_workers`]).
+static WORKERS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The idle list this thread uses: its worker index (0 on threads that are not workers).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Pools built from now on keep `workers` idle lists, one per worker thread.
+pub fn set_workers(workers: usize) {
+    WORKERS.store(workers.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as worker `index`: the pools it uses give it its own idle list.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
 
 /// The `connectionPool` settings that shape a cluster's pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +156,9 @@ impl Conn {
 
 /// Idle connections by endpoint, most recently used last. Boxed: a connection's state is a
 /// few hundred bytes that would otherwise be copied at every move between pool and request.
+/// Aligned to a cache line so two workers' lists never share one.
 #[derive(Default)]
+#[repr(align(64))]
 struct Idle {
     by_endpoint: HashMap<SocketAddr, Vec<(Box<Conn>, Instant)>>,
     swept: Option<Instant>,
@@ -161,7 +187,9 @@ impl Idle {
 pub struct Upstream {
     connect_timeout: Duration,
     idle_timeout: Duration,
-    idle: Arc<Mutex<Idle>>,
+    /// One idle list per worker thread; a worker only locks its own, so the lock is never
+    /// contended on the request path (other threads, e.g. in tests, share list 0).
+    idle: Arc<[Mutex<Idle>]>,
     limit: Option<Arc<Semaphore>>,
 }
 
@@ -181,7 +209,9 @@ impl Upstream {
         Self {
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
-            idle: Arc::default(),
+            idle: (0..WORKERS.load(Ordering::Relaxed))
+                .map(|_| Mutex::default())
+                .collect(),
             limit: settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
         }
     }
@@ -213,7 +243,8 @@ impl Upstream {
             request.headers_mut().insert(HOST, host);
         }
 
-        let (mut conn, mut reused) = match self.checkout(addr) {
+        let slot = WORKER.with(Cell::get) % self.idle.len();
+        let (mut conn, mut reused) = match self.checkout(slot, addr) {
             Some(conn) => (conn, true),
             None => (self.connect(addr).await?, false),
         };
@@ -222,6 +253,7 @@ impl Upstream {
                 Ok(response) => {
                     let pool = Release {
                         idle: Arc::downgrade(&self.idle),
+                        slot,
                         addr,
                         idle_timeout: self.idle_timeout,
                     };
@@ -246,10 +278,12 @@ impl Upstream {
     }
 
     /// The most recently used idle connection to `addr` that is still open and fresh.
-    fn checkout(&self, addr: SocketAddr) -> Option<Box<Conn>> {
+    fn checkout(&self, slot: usize, addr: SocketAddr) -> Option<Box<Conn>> {
         let mut expired = Vec::new();
         let found = {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut idle = self.idle[slot]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let list = idle.by_endpoint.get_mut(&addr)?;
             let mut found = None;
             while let Some((conn, since)) = list.pop() {
@@ -283,7 +317,9 @@ impl Upstream {
 
 /// Where a connection goes back to; weak, so a dropped cluster's pool is not kept alive.
 struct Release {
-    idle: std::sync::Weak<Mutex<Idle>>,
+    idle: std::sync::Weak<[Mutex<Idle>]>,
+    /// The idle list of the worker whose event loop the connection is registered with.
+    slot: usize,
     addr: SocketAddr,
     idle_timeout: Duration,
 }
@@ -294,7 +330,9 @@ impl Release {
             return;
         };
         let now = Instant::now();
-        let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = idle[self.slot]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if idle
             .swept
             .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)

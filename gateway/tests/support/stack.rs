@@ -223,6 +223,7 @@ pub fn options(config: &Path, dns: Option<SocketAddr>) -> RunOptions {
     RunOptions {
         config: vec![PathBuf::from(config)],
         listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
         admin: "127.0.0.1:0".parse().unwrap(),
         load: LoadOptions::default(),
         gateway: None,

@@ -73,20 +73,20 @@ async fn the_sweep_drops_connections_closed_by_the_peer_or_idle_too_long() {
     let (addr, _) = server(1, false).await;
     let pool = Upstream::new(&PoolSettings::default());
     assert_eq!(get(&pool, addr).await.unwrap(), "ok");
-    let idle = |pool: &Upstream| pool.idle.lock().unwrap().by_endpoint.len();
+    let idle = |pool: &Upstream| pool.idle[0].lock().unwrap().by_endpoint.len();
     assert_eq!(idle(&pool), 1, "pooled: the close was not announced");
     tokio::time::sleep(Duration::from_millis(300)).await; // the server closes
     let hour = Duration::from_secs(3600);
-    pool.idle.lock().unwrap().sweep(Instant::now(), hour);
+    pool.idle[0].lock().unwrap().sweep(Instant::now(), hour);
     assert_eq!(idle(&pool), 0, "the peer's close was noticed");
 
     let (addr, accepted) = server(5, false).await;
     assert_eq!(get(&pool, addr).await.unwrap(), "ok");
-    pool.idle.lock().unwrap().sweep(Instant::now(), hour);
+    pool.idle[0].lock().unwrap().sweep(Instant::now(), hour);
     assert_eq!(idle(&pool), 1, "an open, fresh connection stays");
     assert_eq!(get(&pool, addr).await.unwrap(), "ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "and is used again");
-    pool.idle
+    pool.idle[0]
         .lock()
         .unwrap()
         .sweep(Instant::now(), Duration::ZERO);
