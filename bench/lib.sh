@@ -47,6 +47,15 @@ ticks() {
   echo "$sum"
 }
 
+# system_ticks PID...: the kernel-mode share of `ticks` (system calls, the TCP stack).
+system_ticks() {
+  local pid sum=0
+  for pid in "$@"; do
+    sum=$((sum + $(awk '{print $15}' "/proc/$pid/stat")))
+  done
+  echo "$sum"
+}
+
 # peak_rss_kib PID...: the sum of the processes' peak resident set (VmHWM), in KiB.
 peak_rss_kib() {
   local pid sum=0

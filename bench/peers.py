@@ -76,8 +76,8 @@ def summarize(results_path, clk_tck):
     runs = collections.defaultdict(list)
     with open(results_path, encoding="utf-8") as f:
         for line in f:
-            w, target, rnd, requests, duration_us, p50, p99, p999, errors, status, ticks = \
-                line.split()
+            w, target, rnd, requests, duration_us, p50, p99, p999, errors, status, ticks, \
+                sys_ticks = line.split()
             requests, duration = int(requests), int(duration_us) / 1e6
             runs[(int(w), target)].append({
                 "round": int(rnd),
@@ -85,12 +85,13 @@ def summarize(results_path, clk_tck):
                 "p50": float(p50) / 1000, "p99": float(p99) / 1000, "p999": float(p999) / 1000,
                 "errors": int(errors) + int(status),
                 "cpu100k": int(ticks) / clk_tck / max(requests, 1) * 1e5,
+                "kernel": int(sys_ticks) / max(int(ticks), 1) * 100,
                 "busy": int(ticks) / clk_tck / duration,
             })
     medians = {}
     for key, rows in runs.items():
         m = {k: statistics.median(r[k] for r in rows)
-             for k in ("rps", "p50", "p99", "p999", "cpu100k", "busy")}
+             for k in ("rps", "p50", "p99", "p999", "cpu100k", "kernel", "busy")}
         m["errors"] = sum(r["errors"] for r in rows)
         m["rounds"] = len(rows)
         medians[key] = m
@@ -119,7 +120,8 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
                  f"{meta['users']} users (`bench/peers.lua`), {meta['rounds']} rounds of "
                  "direct, nginx, HAProxy, gateway in turn after a warm-up of each; medians over "
                  "rounds. CPU is the proxy's own (all its processes and threads) from "
-                 "`/proc/<pid>/stat`; busy = CPU seconds per second of the run (1.0 = one "
+                 "`/proc/<pid>/stat`, kernel % its share spent in the kernel (system calls, "
+                 "loopback TCP); busy = CPU seconds per second of the run (1.0 = one "
                  f"core); peak RSS is `VmHWM` (nginx: master + workers). {meta['pinning']}")
     lines.append("")
     goals = []
@@ -127,8 +129,8 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
         lines.append(f"#### {workers} worker{'s' if workers > 1 else ''} per proxy")
         lines.append("")
         lines.append("| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MiB "
-                     "| CPU s / 100k requests | busy |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                     "| CPU s / 100k requests | kernel % | busy |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for target, name in TARGETS:
             m = medians.get((workers, target))
             if m is None:
@@ -137,7 +139,7 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
             rss_text = f"{kib / 1024:.1f}" if kib else "–"
             lines.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
                          f"{m['p999']:.2f} | {m['errors']} | {rss_text} | {m['cpu100k']:.2f} | "
-                         f"{m['busy']:.2f} |")
+                         f"{m['kernel']:.0f} | {m['busy']:.2f} |")
         lines.append("")
         g, n, h = (medians.get((workers, t)) for t in ("gateway", "nginx", "haproxy"))
         if not (g and n and h):
