@@ -5,6 +5,7 @@
 # over tens of thousands of requests: noise below 1%).
 #
 #   bench/svc-instructions.sh              # 8 s of wrk at 16 connections, user "ricky"
+#   KEEP=.cache/svc.callgrind bench/svc-instructions.sh   # keep the profile for callgrind_annotate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -33,5 +34,6 @@ kill -INT "$server"
 wait "$server" || true
 total=$(callgrind_annotate "$work/callgrind.out" 2>/dev/null |
   awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+[ -n "${KEEP:-}" ] && cp "$work/callgrind.out" "$KEEP"
 echo "requests: $requests"
 echo "instructions per request: $((total / requests))"

@@ -49,6 +49,7 @@ impl Backend {
         let options = ServeOptions {
             grace: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
+            header_read_timeout: sticky_svc::serve::HEADER_READ_TIMEOUT,
             readiness,
         };
         let (stop, stopped) = oneshot::channel::<()>();

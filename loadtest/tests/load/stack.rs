@@ -88,6 +88,7 @@ pub async fn replica(name: String, cost: Duration) -> Upstream {
     let options = ServeOptions {
         grace: Duration::from_secs(1),
         max_header_bytes: 16 * 1024,
+        header_read_timeout: sticky_svc::serve::HEADER_READ_TIMEOUT,
         readiness,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -46,6 +46,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_HEADER_BYTES", default_value = "16384", value_parser = header_bytes)]
     pub max_header_bytes: usize,
 
+    /// Time a connection may go with no request in flight (a slow request head, an idle
+    /// keep-alive connection) before it is closed; a request in flight is never cut
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+
     /// Tokio worker threads; 1 runs a single-threaded runtime [default: number of CPUs]
     #[arg(long, env = "WORKERS")]
     pub workers: Option<NonZeroUsize>,

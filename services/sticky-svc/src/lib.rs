@@ -37,6 +37,7 @@
 //! let options = ServeOptions {
 //!     grace: Duration::from_secs(10),
 //!     max_header_bytes: 16 * 1024,
+//!     header_read_timeout: Duration::from_secs(30),
 //!     readiness,
 //! };
 //! // Serve until Ctrl-C, then drain.

@@ -95,6 +95,7 @@ async fn serve_until_signal(listen: SocketAddr, args: ServeArgs) -> anyhow::Resu
     let options = ServeOptions {
         grace: args.shutdown_grace,
         max_header_bytes: args.max_header_bytes,
+        header_read_timeout: args.header_read_timeout,
         readiness,
     };
     let shutdown = async {

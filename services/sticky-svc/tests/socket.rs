@@ -37,6 +37,7 @@ async fn start(flags: &[&str]) -> Server {
     let options = ServeOptions {
         grace: cli.serve.shutdown_grace,
         max_header_bytes: cli.serve.max_header_bytes,
+        header_read_timeout: cli.serve.header_read_timeout,
         readiness,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -223,5 +224,79 @@ async fn the_grace_period_bounds_the_drain() {
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "{took:?}"
+    );
+}
+
+/// Reads until the server closes the connection; how long that took (`None`: not in `limit`).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test]
+async fn a_trickled_request_head_is_cut_at_the_header_read_timeout() {
+    let server = start(&["--header-read-timeout", "400ms"]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    // Half a head, then silence: the request never starts.
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: test\r\nx-us")
+        .await
+        .unwrap();
+    let took = closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the server closes a connection that never finishes its head");
+    assert!(
+        took >= Duration::from_millis(350),
+        "not before the timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "soon after it: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_long_call_is_not_cut() {
+    let server = start(&[
+        "--header-read-timeout",
+        "400ms",
+        "--first-call-cost",
+        "1200ms",
+    ])
+    .await;
+    // A cold call three times the timeout: in flight, so it is answered.
+    let mut client = Client::connect(server.addr).await;
+    let cold = client.get("/ping", Some("ricky")).await;
+    assert_eq!(cold.status, StatusCode::OK);
+    assert_eq!(cold.headers["x-cache"], "miss");
+    // Busy keep-alive connections stay open: requests every 200 ms for 1.2 s.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            client.get("/ping", Some("ricky")).await.status,
+            StatusCode::OK
+        );
+    }
+    // An idle one is closed once the timeout has passed with nothing in flight.
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(b"GET /ping HTTP/1.1\r\nhost: test\r\nx-user: ricky\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut idle, Duration::from_secs(5))
+        .await
+        .expect("an idle keep-alive connection is closed");
+    assert!(
+        took >= Duration::from_millis(350),
+        "not before the timeout: {took:?}"
     );
 }
