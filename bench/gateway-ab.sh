@@ -2,7 +2,8 @@
 # Two (or more) gateway binaries side by side, in front of the same 5 sticky-svc replicas,
 # alternated A B A B so the drift of a shared machine hits all alike: requests/s, p99 and the
 # gateway's CPU µs per request of each run, then the medians. For judging a change to the
-# request path: build the old binary, copy it aside, build the new one.
+# request path: build the old binary, copy it aside, build the new one. `BINARY@HTTP2` runs that
+# binary with HTTP/2 to the replicas (ServiceEntry port protocol HTTP2).
 #
 #   cp target/x86_64-unknown-linux-gnu/release/gateway /tmp/gateway-old   # before the change
 #   W=2 bench/gateway-ab.sh /tmp/gateway-old target/x86_64-unknown-linux-gnu/release/gateway
@@ -29,15 +30,17 @@ if [ "$W" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
   pin=(taskset -c 0) other=(taskset -c 1)
 fi
 start_backends "$BASE_PORT" "$REPLICAS" "${other[@]}"
-gateway_yaml "$BASE_PORT" "$REPLICAS" >"$work/istio.yaml"
 
 names=() ports=() gateways=() i=0
-for bin in "$@"; do
+for arg in "$@"; do
+  bin=${arg%@*} protocol=HTTP
+  [ "$arg" != "$bin" ] && protocol=${arg##*@}
   port=$((BASE_PORT + 20 + 2 * i))
   ports_free "$port" $((port + 1))
-  RUST_LOG=warn "${pin[@]}" "$bin" run --config "$work/istio.yaml" --listen "127.0.0.1:$port" \
+  gateway_yaml "$BASE_PORT" "$REPLICAS" "$protocol" >"$work/istio-$i.yaml"
+  RUST_LOG=warn "${pin[@]}" "$bin" run --config "$work/istio-$i.yaml" --listen "127.0.0.1:$port" \
     --admin "127.0.0.1:$((port + 1))" --workers "$W" &
-  pids+=($!) gateways+=($!) ports+=("$port") names+=("$i:$(basename "$bin")")
+  pids+=($!) gateways+=($!) ports+=("$port") names+=("$i:$(basename "$bin")@$protocol")
   i=$((i + 1))
 done
 for port in "${ports[@]}"; do wait_http "$port"; done

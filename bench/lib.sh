@@ -116,10 +116,12 @@ start_backends() {
   for i in $(seq 0 $((count - 1))); do wait_http $((first + i)); done
 }
 
-# gateway_yaml FIRST_PORT COUNT: the Istio YAML of the gateway in front of those replicas: a
-# STATIC ServiceEntry, the article's VirtualService and a DestinationRule hashing `x-user`.
+# gateway_yaml FIRST_PORT COUNT [PROTOCOL]: the Istio YAML of the gateway in front of those
+# replicas: a STATIC ServiceEntry (port protocol PROTOCOL, default HTTP; HTTP2 makes the gateway
+# speak HTTP/2 to the replicas), the article's VirtualService and a DestinationRule hashing
+# `x-user`.
 gateway_yaml() {
-  local first=$1 count=$2 i
+  local first=$1 count=$2 protocol=${3:-HTTP} i
   cat <<YAML
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry
@@ -127,7 +129,7 @@ metadata: {name: sticky-svc}
 spec:
   hosts: [sticky-svc.default.svc.cluster.local]
   ports:
-  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 8080, name: http, protocol: $protocol}
   resolution: STATIC
   endpoints:
 YAML

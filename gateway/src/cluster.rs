@@ -176,6 +176,7 @@ impl Cluster {
             labels: labels.clone(),
             trip_policy: spec.outlier.clone(),
             active: spec.active.clone(),
+            http2: spec.pool.http2,
             probes: HashMap::new(),
         };
         if let Source::Static(set) = &spec.source {
@@ -241,6 +242,8 @@ struct Control {
     labels: ClusterLabels,
     trip_policy: Option<OutlierPolicy>,
     active: Option<ActiveCheck>,
+    /// Probes speak the cluster's protocol (HTTP/2 or HTTP/1.1).
+    http2: bool,
     probes: HashMap<SocketAddr, ProbeState>,
 }
 
@@ -267,6 +270,7 @@ impl Control {
         let prober = self.active.as_ref().map(|c| {
             Upstream::new(&PoolSettings {
                 connect_timeout: c.timeout,
+                http2: self.http2,
                 ..PoolSettings::default()
             })
         });

@@ -83,6 +83,12 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bad/h2-upgrade-policy.yaml",
+        &[
+            "10:26: error: DestinationRule/sticky-svc: spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: \"ALWAYS\" is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE",
+        ],
+    ),
+    (
         "bad/maglev-table-size-not-prime.yaml",
         &[
             "12:22: error: DestinationRule/sticky-svc: spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: 65536 is not prime",

@@ -201,3 +201,107 @@ async fn the_connection_limit_is_the_ports_whatever_the_workers() {
     assert_eq!(raw_status(&mut fourth).await, 429);
     drop(open);
 }
+
+/// A backend on `listener::serve` that answers with the HTTP version it was spoken to in and
+/// the `:authority`/`Host` it saw, with a trailer (as gRPC sends its status).
+async fn version_backend() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    use gateway::proxy::listener::{Limits, serve};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        Limits::default(),
+        |req: http::Request<hyper::body::Incoming>, _peer| async move {
+            let host = req
+                .uri()
+                .authority()
+                .map(ToString::to_string)
+                .or_else(|| {
+                    req.headers()
+                        .get("host")
+                        .map(|h| h.to_str().unwrap().to_owned())
+                })
+                .unwrap_or_default();
+            let text = format!("{:?} {host}", req.version());
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            let body = Frames(
+                [
+                    hyper::body::Frame::data(Bytes::from(text)),
+                    hyper::body::Frame::trailers(trailers),
+                ]
+                .into(),
+            );
+            http::Response::new(gateway::proxy::boxed(body))
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+/// A body of ready frames (data, then trailers).
+struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+/// The body and trailers the gateway answers to an h2c client for `/x` with `Host: api.test`.
+async fn via_h2c(gw: std::net::SocketAddr) -> (String, Option<http::HeaderMap>) {
+    let stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://api.test/x")
+        .header("x-user", "ricky")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let collected = res.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (
+        String::from_utf8(collected.to_bytes().to_vec()).unwrap(),
+        trailers,
+    )
+}
+
+#[tokio::test]
+async fn grpc_and_http2_ports_and_h2_upgrade_speak_http2_to_the_endpoints() {
+    let (backend, _stop) = version_backend().await;
+    let yaml = static_config(&[backend], BY_USER);
+    // A plain HTTP port: HTTP/1.1 upstream, whatever the client spoke.
+    let gw = RunningGateway::start(&yaml, None).await;
+    let (body, _) = via_h2c(gw.addr).await;
+    assert_eq!(body, "HTTP/1.1 api.test");
+    // A GRPC port: HTTP/2 upstream, the client's authority kept, trailers passed back.
+    let gw = RunningGateway::start(&yaml.replace("protocol: HTTP}", "protocol: GRPC}"), None).await;
+    let (body, trailers) = via_h2c(gw.addr).await;
+    assert_eq!(body, "HTTP/2.0 api.test");
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    // An HTTP/1.1 client to an HTTP2 port: still HTTP/2 upstream.
+    let gw =
+        RunningGateway::start(&yaml.replace("protocol: HTTP}", "protocol: HTTP2}"), None).await;
+    let answer = Http::new().get(gw.addr, "/x", Some("ricky")).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.starts_with("HTTP/2.0 "), "{}", answer.body);
+    // An HTTP port with `h2UpgradePolicy: UPGRADE`: HTTP/2; several requests share it.
+    let upgrade =
+        format!("{BY_USER}\n    connectionPool:\n      http:\n        h2UpgradePolicy: UPGRADE");
+    let gw = RunningGateway::start(&static_config(&[backend], &upgrade), None).await;
+    for _ in 0..3 {
+        assert_eq!(via_h2c(gw.addr).await.0, "HTTP/2.0 api.test");
+    }
+}

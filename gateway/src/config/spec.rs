@@ -274,6 +274,7 @@ pub struct HttpSettings {
     pub http1_max_pending_requests: Option<i64>,
     pub max_requests_per_connection: Option<i64>,
     pub idle_timeout: Option<String>,
+    pub h2_upgrade_policy: Option<String>,
 }
 
 /// `OutlierDetection`.

@@ -17,6 +17,10 @@
 //! request that was not sent on such a connection is sent on a fresh one (as hyper-util's pool
 //! does), so it never reaches the retry policy.
 //!
+//! HTTP/2 clusters (`PoolSettings::http2`) share one connection per endpoint and worker, with
+//! every request a stream on it, as Envoy does: hyper drives it on a task of its own, so the
+//! streams of all requests to that endpoint are written and read together.
+//!
 //! Each worker thread has its own idle list ([`enter_worker`]): a socket is registered with
 //! the event loop of the worker that opened it, so it is only ever reused by that worker;
 //! handing it to another would route every readiness event through the first worker's loop.
@@ -37,8 +41,8 @@ use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderValue, Request, Response, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -77,6 +81,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Requests in flight to the cluster before overflow; `None`: unbounded.
     pub max_in_flight: Option<usize>,
+    /// HTTP/2 (cleartext, prior knowledge) to the endpoints instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Default for PoolSettings {
@@ -85,6 +91,7 @@ impl Default for PoolSettings {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
             max_in_flight: None,
+            http2: false,
         }
     }
 }
@@ -190,7 +197,16 @@ pub struct Upstream {
     /// One idle list per worker thread; a worker only locks its own, so the lock is never
     /// contended on the request path (other threads, e.g. in tests, share list 0).
     idle: Arc<[Mutex<Idle>]>,
+    /// HTTP/2 clusters: the shared connection per endpoint, per worker.
+    streams: Option<Arc<[Mutex<Streams>]>>,
     limit: Option<Arc<Semaphore>>,
+}
+
+/// A worker's HTTP/2 connections, one per endpoint. Aligned like [`Idle`].
+#[derive(Default)]
+#[repr(align(64))]
+struct Streams {
+    by_endpoint: HashMap<SocketAddr, http2::SendRequest<Body>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -212,6 +228,11 @@ impl Upstream {
             idle: (0..WORKERS.load(Ordering::Relaxed))
                 .map(|_| Mutex::default())
                 .collect(),
+            streams: settings.http2.then(|| {
+                (0..WORKERS.load(Ordering::Relaxed))
+                    .map(|_| Mutex::default())
+                    .collect()
+            }),
             limit: settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
         }
     }
@@ -229,6 +250,9 @@ impl Upstream {
             Some(limit) => Some(limit.try_acquire().map_err(|_| UpstreamError::Overflow)?),
             None => None,
         };
+        if let Some(streams) = &self.streams {
+            return self.send_h2(streams, addr, authority, request).await;
+        }
         // Origin form on the wire; an HTTP/1.0 client may have sent no Host.
         let path = request
             .uri()
@@ -275,6 +299,80 @@ impl Upstream {
                 Err(_) => return Err(UpstreamError::Reset),
             }
         }
+    }
+
+    /// [`Upstream::send`] over HTTP/2: the request becomes a stream on the worker's connection
+    /// to `addr` (made on first use, made again once closed). The client's `Host` becomes the
+    /// `:authority` (the endpoint's address when there is none).
+    async fn send_h2(
+        &self,
+        streams: &[Mutex<Streams>],
+        addr: SocketAddr,
+        authority: &Authority,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let slot = WORKER.with(Cell::get) % streams.len();
+        let host = request
+            .headers_mut()
+            .remove(HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .unwrap_or_else(|| authority.clone());
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() = Uri::builder()
+            .scheme("http")
+            .authority(host)
+            .path_and_query(path)
+            .build()
+            .map_err(|_| UpstreamError::Reset)?;
+        *request.version_mut() = Version::HTTP_2;
+
+        let cached = {
+            let streams = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
+            streams.by_endpoint.get(&addr).cloned()
+        };
+        let mut sender = match cached {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => {
+                let sender = self.connect_h2(addr).await?;
+                let mut streams = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
+                // Connections closed by their peers (endpoints gone, too) are forgotten here.
+                streams.by_endpoint.retain(|_, sender| !sender.is_closed());
+                streams.by_endpoint.insert(addr, sender.clone());
+                sender
+            }
+        };
+        if sender.ready().await.is_err() {
+            return Err(UpstreamError::Reset);
+        }
+        match sender.send_request(request).await {
+            Ok(response) => Ok(response.map(boxed)),
+            Err(_) => Err(UpstreamError::Reset),
+        }
+    }
+
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<http2::SendRequest<Body>, UpstreamError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::Connect)?
+            .map_err(|_| UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| UpstreamError::Connect)?;
+        // Runs until the peer closes it, an error, or the pool is dropped with its cluster
+        // (hyper ends a connection once every `SendRequest` is gone and no stream is open).
+        // `idleTimeout` is not applied to HTTP/2 connections.
+        tokio::spawn(connection);
+        Ok(sender)
     }
 
     /// The most recently used idle connection to `addr` that is still open and fresh.

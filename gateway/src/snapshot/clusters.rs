@@ -8,6 +8,10 @@
 //! - `consistentHash` without an algorithm builds Maglev with 65 537 slots (Istio would program
 //!   a ring hash of 1024): Maglev balances better and moves fewer keys for the same memory.
 //! - No `loadBalancer` at all means `LEAST_REQUEST`, Istio's default.
+//! - HTTP/2 to the endpoints (cleartext, prior knowledge) when the ServiceEntry port's
+//!   protocol is `HTTP2`, `GRPC` or `GRPC-WEB`, or the DestinationRule says
+//!   `h2UpgradePolicy: UPGRADE`; HTTP/1.1 otherwise. A host with no ServiceEntry (a Kubernetes
+//!   Service, whose port names we do not see) needs `h2UpgradePolicy: UPGRADE` for HTTP/2.
 //! - Subset labels select ServiceEntry endpoints by their labels. DNS answers carry no labels,
 //!   so a labelled subset of a DNS host gets every address, with a warning.
 
@@ -61,12 +65,17 @@ pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, 
     let labels = subset.map(|s| &s.labels).filter(|l| !l.is_empty());
     let source = source(&dest.host, port, entry, labels)?;
     let (lb_policy, hash_key) = balancer_policy(policy.load_balancer.as_ref())?;
+    let h2_port = entry
+        .and_then(|se| se.ports.iter().find(|p| p.number == port))
+        .and_then(|p| p.protocol.as_deref())
+        .is_some_and(|protocol| matches!(protocol, "HTTP2" | "GRPC" | "GRPC-WEB"));
+    let http2 = h2_port || policy.connection_pool.h2_upgrade == Some(true);
     Ok(ClusterSpec {
         name: cluster_name(&dest.host, dest.subset.as_deref(), port).into(),
         source,
         policy: lb_policy,
         hash_key,
-        pool: pool_settings(&policy.connection_pool),
+        pool: pool_settings(&policy.connection_pool, http2),
         outlier: policy.outlier_detection.as_ref().map(outlier_policy),
         active: None,
     })
@@ -246,7 +255,7 @@ fn balancer_policy(
     })
 }
 
-fn pool_settings(pool: &ConnectionPool) -> PoolSettings {
+fn pool_settings(pool: &ConnectionPool, http2: bool) -> PoolSettings {
     let max_in_flight = match (pool.max_connections, pool.http1_max_pending_requests) {
         (None, None) => None,
         (conns, pending) => {
@@ -257,6 +266,7 @@ fn pool_settings(pool: &ConnectionPool) -> PoolSettings {
         connect_timeout: pool.connect_timeout,
         idle_timeout: pool.idle_timeout,
         max_in_flight,
+        http2,
     }
 }
 

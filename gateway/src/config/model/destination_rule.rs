@@ -70,6 +70,9 @@ pub struct ConnectionPool {
     pub max_requests_per_connection: Option<u32>,
     /// `http.idleTimeout` (1h).
     pub idle_timeout: Duration,
+    /// `http.h2UpgradePolicy`: `Some(true)` for `UPGRADE`, `Some(false)` for `DO_NOT_UPGRADE`,
+    /// `None` for `DEFAULT` or unset (the port's protocol decides).
+    pub h2_upgrade: Option<bool>,
 }
 
 impl Default for ConnectionPool {
@@ -80,6 +83,7 @@ impl Default for ConnectionPool {
             http1_max_pending_requests: None,
             max_requests_per_connection: None,
             idle_timeout: Duration::from_secs(3600),
+            h2_upgrade: None,
         }
     }
 }
@@ -226,6 +230,18 @@ fn connection_pool(
         ) {
             pool.idle_timeout = d;
         }
+        pool.h2_upgrade = match http.h2_upgrade_policy.as_deref() {
+            None | Some("DEFAULT") => None,
+            Some("UPGRADE") => Some(true),
+            Some("DO_NOT_UPGRADE") => Some(false),
+            Some(other) => {
+                p.error(
+                    format!("{at}.h2UpgradePolicy"),
+                    format!("{other:?} is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE"),
+                );
+                None
+            }
+        };
     }
     pool
 }

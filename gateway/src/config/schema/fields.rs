@@ -285,7 +285,7 @@ static HTTP_SETTINGS: Msg = Msg(&[
     sup("maxRequestsPerConnection", S),
     ign("maxRetries", S),
     sup("idleTimeout", S),
-    ign("h2UpgradePolicy", S),
+    sup("h2UpgradePolicy", S),
     ign("useClientProtocol", S),
     ign("maxConcurrentStreams", S),
     ign("http2KeepAlive", Ty::Msg(&CONNECTION_KEEPALIVE)),
