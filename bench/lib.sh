@@ -37,24 +37,23 @@ wait_http() {
   return 1
 }
 
-# ticks PID...: CPU time (user + system, in clock ticks) the processes have used so far, all
-# their threads included.
-ticks() {
-  local pid sum=0
+# stat_sum AWK_EXPR PID...: the sum over the processes of an expression of /proc/<pid>/stat's
+# fields.
+stat_sum() {
+  local expr=$1 pid sum=0
+  shift
   for pid in "$@"; do
-    sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    sum=$((sum + $(awk "{print $expr}" "/proc/$pid/stat")))
   done
   echo "$sum"
 }
 
+# ticks PID...: CPU time (user + system, in clock ticks) the processes have used so far, all
+# their threads included.
+ticks() { stat_sum '$14 + $15' "$@"; }
+
 # system_ticks PID...: the kernel-mode share of `ticks` (system calls, the TCP stack).
-system_ticks() {
-  local pid sum=0
-  for pid in "$@"; do
-    sum=$((sum + $(awk '{print $15}' "/proc/$pid/stat")))
-  done
-  echo "$sum"
-}
+system_ticks() { stat_sum '$15' "$@"; }
 
 # peak_rss_kib PID...: the sum of the processes' peak resident set (VmHWM), in KiB.
 peak_rss_kib() {

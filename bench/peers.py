@@ -23,7 +23,8 @@ import sys
 BEGIN = "<!-- bench-peers:begin (written by bench/peers.sh; edit outside the markers) -->"
 END = "<!-- bench-peers:end -->"
 TARGETS = [("direct", "direct (ceiling)"), ("nginx", "nginx"), ("haproxy", "HAProxy"),
-           ("gateway", "gateway")]
+           ("gateway", "gateway"), ("haproxy-h2", "HAProxy, HTTP/2 upstream"),
+           ("gateway-h2", "gateway, HTTP/2 upstream")]
 
 
 def sticky(args):
@@ -151,17 +152,38 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
                      f"(median of per-round ratios {pn:.2f}; CPU per request {cn:.2f}× as "
                      f"efficient); gateway / HAProxy **{rh:.2f}** (per-round {ph:.2f}; CPU "
                      f"{ch:.2f}×).")
+        gh, hh = medians.get((workers, "gateway-h2")), medians.get((workers, "haproxy-h2"))
+        if gh and hh:
+            lines.append("")
+            lines.append(f"With HTTP/2 to the replicas: gateway / HAProxy (both HTTP/2) "
+                         f"**{gh['rps'] / hh['rps']:.2f}** (per-round "
+                         f"{paired_ratio(runs, workers, 'gateway-h2', 'haproxy-h2'):.2f}); "
+                         f"gateway (HTTP/2) / HAProxy (HTTP/1.1) **{gh['rps'] / h['rps']:.2f}**; "
+                         f"gateway HTTP/2 / HTTP/1.1 upstream **{gh['rps'] / g['rps']:.2f}**.")
         lines.append("")
         want = 1.2 if workers == 1 else 1.0
-        best = max(n["rps"], h["rps"])
-        g_rss, n_rss = rss.get((workers, "gateway")), rss.get((workers, "nginx"))
-        goals.append(f"- {workers} worker(s): requests/s ≥ {want}× the better peer "
-                     f"({g['rps'] / best:.2f}×): {verdict(g['rps'] >= want * best)}; p99 no "
-                     f"worse than either ({g['p99']:.2f} ms vs {n['p99']:.2f} / "
-                     f"{h['p99']:.2f}): {verdict(g['p99'] <= min(n['p99'], h['p99']))}; "
-                     f"zero errors: {verdict(g['errors'] == 0)}; peak RSS ≤ 2× nginx's"
-                     + (f" ({g_rss / n_rss:.2f}×): {verdict(g_rss <= 2 * n_rss)}"
-                        if g_rss and n_rss else ": not measured"))
+        # Like for like (HTTP/1.1 to the replicas, as nginx can only do), then each proxy
+        # with the upstream protocol that serves it best (HAProxy's `proto h2` and the
+        # gateway's HTTP2 port when they were measured).
+        h2 = {t: medians.get((workers, t)) for t in ("gateway-h2", "haproxy-h2")}
+        comparisons = [("HTTP/1.1 upstream for all (like for like)", g, [n, h])]
+        if h2["gateway-h2"] and h2["haproxy-h2"]:
+            best_gateway = max(g, h2["gateway-h2"], key=lambda m: m["rps"])
+            comparisons.append(("each proxy's best upstream protocol", best_gateway,
+                                [n, max(h, h2["haproxy-h2"], key=lambda m: m["rps"])]))
+        for label, gm, peers in comparisons:
+            best = max(p["rps"] for p in peers)
+            p99s = [p["p99"] for p in peers]
+            g_key = "gateway" if gm is g else "gateway-h2"
+            g_rss, n_rss = rss.get((workers, g_key)), rss.get((workers, "nginx"))
+            goals.append(f"- {workers} worker(s), {label}: requests/s ≥ {want}× the better "
+                         f"peer ({gm['rps'] / best:.2f}×): {verdict(gm['rps'] >= want * best)}; "
+                         f"p99 no worse than either ({gm['p99']:.2f} ms vs "
+                         f"{' / '.join(f'{v:.2f}' for v in p99s)}): "
+                         f"{verdict(gm['p99'] <= min(p99s))}; zero errors: "
+                         f"{verdict(gm['errors'] == 0)}; peak RSS ≤ 2× nginx's"
+                         + (f" ({g_rss / n_rss:.2f}×): {verdict(g_rss <= 2 * n_rss)}"
+                            if g_rss and n_rss else ": not measured"))
     lines.append("#### Stickiness (checked in the same run)")
     lines.append("")
     lines.append("| proxy | workers | users × requests | users split | failed | requests per "

@@ -7,7 +7,9 @@
 # consistent`, `http-reuse always`, `nbthread N`) and the gateway (`gateway run --workers N`,
 # STATIC ServiceEntry + DestinationRule `consistentHash.httpHeaderName: x-user`), plus direct
 # access to one replica as the ceiling. All three proxies set x-forwarded-for,
-# x-forwarded-proto and x-request-id, so each does the same header work.
+# x-forwarded-proto and x-request-id, so each does the same header work. Two more rows give
+# HAProxy (`proto h2`) and the gateway (ServiceEntry port protocol HTTP2) HTTP/2 to the
+# replicas, each proxy's other upstream protocol; nginx proxies HTTP only over HTTP/1.x.
 #
 # First a stickiness check of each proxy (STICKY_USERS users x STICKY_REPEAT requests, each
 # user's answers must name one replica in `x-served-by`); then, after a warm-up of each, wrk
@@ -16,21 +18,21 @@
 # ratios, goals, a plot) replaces the marked section of docs/benchmarks.md (DOC= to change,
 # DOC= empty to only print).
 #
-#   bench/peers.sh                        # 2 x (3 rounds x 4 targets x 5 s): about 3.5 minutes
+#   bench/peers.sh                        # 2 x (3 rounds x 6 targets x 4 s): about 4 minutes
 #   ROUNDS=5 DURATION=3s WORKERS=1 bench/peers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5s}
+DURATION=${DURATION:-4s}
 WARMUP=${WARMUP:-2s}
 CONNECTIONS=${CONNECTIONS:-64}
 USERS=${USERS:-1000}
 WORKERS=${WORKERS:-1 2}
 STICKY_USERS=${STICKY_USERS:-300}
 STICKY_REPEAT=${STICKY_REPEAT:-3}
-BASE_PORT=${BASE_PORT:-18100} # replicas BASE_PORT…+4; proxies +10…+13
+BASE_PORT=${BASE_PORT:-18100} # replicas BASE_PORT…+4; proxies +10…+16
 PROXY_CPU=${PROXY_CPU:-0}     # one-worker proxies run here…
 OTHER_CPU=${OTHER_CPU:-1}     # …and replicas and wrk here
 DOC=${DOC-docs/benchmarks.md}
@@ -45,8 +47,10 @@ export PATH="$PATH:/usr/sbin"
 
 nginx_port=$((BASE_PORT + 10)) haproxy_port=$((BASE_PORT + 11))
 gateway_port=$((BASE_PORT + 12)) admin_port=$((BASE_PORT + 13))
+haproxy_h2_port=$((BASE_PORT + 14)) gateway_h2_port=$((BASE_PORT + 15)) admin_h2_port=$((BASE_PORT + 16))
 ports_free $(seq "$BASE_PORT" $((BASE_PORT + REPLICAS - 1))) \
-  "$nginx_port" "$haproxy_port" "$gateway_port" "$admin_port"
+  "$nginx_port" "$haproxy_port" "$gateway_port" "$admin_port" \
+  "$haproxy_h2_port" "$gateway_h2_port" "$admin_h2_port"
 
 cargo build --release --quiet -p gateway -p sticky-svc
 GATEWAY_BIN=target/x86_64-unknown-linux-gnu/release/gateway
@@ -65,6 +69,7 @@ scratch
 pinning "$PROXY_CPU" "$OTHER_CPU"
 start_backends "$BASE_PORT" "$REPLICAS" "${pin_client[@]}"
 gateway_yaml "$BASE_PORT" "$REPLICAS" >"$work/istio.yaml"
+gateway_yaml "$BASE_PORT" "$REPLICAS" HTTP2 >"$work/istio-h2.yaml"
 
 upstreams="" servers=""
 for i in $(seq 0 $((REPLICAS - 1))); do
@@ -96,6 +101,7 @@ $upstreams    keepalive 64;
 NGINX
 }
 
+# haproxy_conf THREADS PORT [SERVER_OPTIONS]
 haproxy_conf() {
   cat <<HAPROXY
 global
@@ -109,7 +115,7 @@ defaults
   http-reuse always
   option forwardfor
 frontend bench
-  bind 127.0.0.1:$haproxy_port
+  bind 127.0.0.1:$2
   unique-id-format %[uuid()]
   http-request set-header x-request-id %[unique-id]
   http-request set-header x-forwarded-proto http
@@ -118,7 +124,7 @@ frontend bench
 backend sticky
   balance hdr(x-user)
   hash-type consistent
-$servers
+$(sed "/^\$/d; s/\$/${3:+ $3}/" <<<"$servers")
 HAPROXY
 }
 
@@ -142,7 +148,7 @@ run() {
     "$((sys_after - sys_before))" >>"$work/results"
   awk -v w="$w" -v t="$target" -v r="$round" -v n="$requests" -v d="$duration" -v p="$p99" \
     -v e=$((errors + status)) -v c=$((after - before)) -v hz="$(getconf CLK_TCK)" \
-    'BEGIN {printf "%s worker(s) round %s %-8s %9.0f requests/s  p99 %7.2f ms  errors %d  CPU %.2f s/100k\n",
+    'BEGIN {printf "%s worker(s) round %s %-10s %9.0f requests/s  p99 %7.2f ms  errors %d  CPU %.2f s/100k\n",
       w, r, t, n / d * 1e6, p / 1000, e, c / hz / n * 1e5}'
 }
 
@@ -151,28 +157,35 @@ for w in $WORKERS; do
   proxy_pin=("${pin_server[@]}")
   [ "$w" -gt 1 ] && proxy_pin=()
   nginx_conf "$w" >"$work/nginx.conf"
-  haproxy_conf "$w" >"$work/haproxy.cfg"
+  haproxy_conf "$w" "$haproxy_port" >"$work/haproxy.cfg"
+  haproxy_conf "$w" "$haproxy_h2_port" "proto h2" >"$work/haproxy-h2.cfg"
   "${proxy_pin[@]}" nginx -p "$work" -c "$work/nginx.conf" &
   nginx_master=$!
   "${proxy_pin[@]}" haproxy -db -f "$work/haproxy.cfg" &
   haproxy_pid=$!
+  "${proxy_pin[@]}" haproxy -db -f "$work/haproxy-h2.cfg" &
+  haproxy_h2_pid=$!
   RUST_LOG=warn "${proxy_pin[@]}" "$GATEWAY_BIN" run --config "$work/istio.yaml" \
     --listen "127.0.0.1:$gateway_port" --admin "127.0.0.1:$admin_port" --workers "$w" &
   gateway_pid=$!
-  pids+=("$nginx_master" "$haproxy_pid" "$gateway_pid")
-  wait_http "$nginx_port"
-  wait_http "$haproxy_port"
-  wait_http "$gateway_port"
+  RUST_LOG=warn "${proxy_pin[@]}" "$GATEWAY_BIN" run --config "$work/istio-h2.yaml" \
+    --listen "127.0.0.1:$gateway_h2_port" --admin "127.0.0.1:$admin_h2_port" --workers "$w" &
+  gateway_h2_pid=$!
+  pids+=("$nginx_master" "$haproxy_pid" "$gateway_pid" "$haproxy_h2_pid" "$gateway_h2_pid")
+  for port in "$nginx_port" "$haproxy_port" "$gateway_port" "$haproxy_h2_port" "$gateway_h2_port"; do
+    wait_http "$port"
+  done
   read -ra nginx_pids <<<"$nginx_master $(children "$nginx_master")"
 
-  python3 bench/peers.py sticky --port "$nginx_port" --users "$STICKY_USERS" \
-    --repeat "$STICKY_REPEAT" --out "$work/sticky" --workers "$w" --target nginx || true
-  python3 bench/peers.py sticky --port "$haproxy_port" --users "$STICKY_USERS" \
-    --repeat "$STICKY_REPEAT" --out "$work/sticky" --workers "$w" --target haproxy || true
-  python3 bench/peers.py sticky --port "$gateway_port" --users "$STICKY_USERS" \
-    --repeat "$STICKY_REPEAT" --out "$work/sticky" --workers "$w" --target gateway || true
+  for target in nginx:$nginx_port haproxy:$haproxy_port gateway:$gateway_port \
+    haproxy-h2:$haproxy_h2_port gateway-h2:$gateway_h2_port; do
+    python3 bench/peers.py sticky --port "${target#*:}" --users "$STICKY_USERS" \
+      --repeat "$STICKY_REPEAT" --out "$work/sticky" --workers "$w" --target "${target%%:*}" ||
+      true
+  done
 
-  for port in "$BASE_PORT" "$nginx_port" "$haproxy_port" "$gateway_port"; do
+  for port in "$BASE_PORT" "$nginx_port" "$haproxy_port" "$gateway_port" "$haproxy_h2_port" \
+    "$gateway_h2_port"; do
     "${pin_client[@]}" wrk "${wrk_args[@]}" "-d$WARMUP" "http://127.0.0.1:$port/ping" >/dev/null
   done
   for round in $(seq "$ROUNDS"); do
@@ -180,15 +193,20 @@ for w in $WORKERS; do
     run "$w" nginx "$round" "$nginx_port" "${nginx_pids[@]}"
     run "$w" haproxy "$round" "$haproxy_port" "$haproxy_pid"
     run "$w" gateway "$round" "$gateway_port" "$gateway_pid"
+    run "$w" haproxy-h2 "$round" "$haproxy_h2_port" "$haproxy_h2_pid"
+    run "$w" gateway-h2 "$round" "$gateway_h2_port" "$gateway_h2_pid"
   done
   {
     echo "$w direct $(peak_rss_kib "${backend_pids[0]}")"
     echo "$w nginx $(peak_rss_kib "${nginx_pids[@]}")"
     echo "$w haproxy $(peak_rss_kib "$haproxy_pid")"
     echo "$w gateway $(peak_rss_kib "$gateway_pid")"
+    echo "$w haproxy-h2 $(peak_rss_kib "$haproxy_h2_pid")"
+    echo "$w gateway-h2 $(peak_rss_kib "$gateway_h2_pid")"
   } >>"$work/rss"
-  kill "$nginx_master" "$haproxy_pid" "$gateway_pid"
-  wait "$nginx_master" "$haproxy_pid" "$gateway_pid" 2>/dev/null || true
+  kill "$nginx_master" "$haproxy_pid" "$gateway_pid" "$haproxy_h2_pid" "$gateway_h2_pid"
+  wait "$nginx_master" "$haproxy_pid" "$gateway_pid" "$haproxy_h2_pid" "$gateway_h2_pid" \
+    2>/dev/null || true
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "load average after: $load_after"
