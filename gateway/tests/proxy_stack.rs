@@ -70,8 +70,21 @@ async fn a_thousand_users_stick_spread_and_pay_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_a_backend_under_load_fails_no_request_and_moves_only_its_users() {
+    stop_a_backend_under_load("HTTP").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_http2_to_the_backends() {
+    stop_a_backend_under_load("HTTP2").await;
+}
+
+/// 8 clients loop over 200 users; one of 5 backends stops (drains) meanwhile. `protocol` is
+/// the ServiceEntry port's, so HTTP2 has the gateway speak HTTP/2 to the backends.
+async fn stop_a_backend_under_load(protocol: &str) {
     let mut backends = backends(5, COST).await;
-    let gw = RunningGateway::start(&static_config(&addrs(&backends), BY_USER), None).await;
+    let yaml = static_config(&addrs(&backends), BY_USER)
+        .replace("protocol: HTTP}", &format!("protocol: {protocol}}}"));
+    let gw = RunningGateway::start(&yaml, None).await;
     let http = Http::new();
     let users = users(200);
     let before = homes(&http, gw.addr, &users).await;

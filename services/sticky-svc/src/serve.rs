@@ -8,10 +8,11 @@
 //! 1. [`Readiness`] turns `/readyz` to 503.
 //! 2. The listener stays open, so probes and late requests still get answers (a refused
 //!    connection would look like a crash to the load balancer). Connections accepted now serve
-//!    one request and close.
+//!    one request and close (HTTP/2 ones: `GOAWAY` after their first answer).
 //! 3. Every open connection is told to shut down gracefully: idle keep-alive connections close,
 //!    busy ones finish their current call (a cold one included) and close.
-//! 4. When no connection is left, or the grace period ends, `serve` returns.
+//! 4. When no connection is left, or the grace period ends, `serve` returns. Connections still
+//!    open at the end of the grace period are closed then, not left running.
 //!
 //! Slow clients: a connection with no request in flight for `header_read_timeout` is closed
 //! ([`guard`]), which bounds both a trickled request head and an idle keep-alive connection.
@@ -103,7 +104,7 @@ pub async fn serve(
 
     // Each connection task holds a receiver: it learns of the drain through it, and the
     // sender sees every connection gone when the receiver count drops to zero.
-    let (drain, _) = watch::channel(false);
+    let (drain, _) = watch::channel(Phase::Serving);
     let guard = IdleGuard::start(options.header_read_timeout);
     info!(%addr, "listening");
     tokio::pin!(shutdown);
@@ -119,7 +120,7 @@ pub async fn serve(
     }
 
     options.readiness.drain();
-    drain.send_replace(true);
+    drain.send_replace(Phase::Draining);
     info!(open = drain.receiver_count(), grace = ?options.grace, "draining");
     let deadline = tokio::time::sleep(options.grace);
     tokio::pin!(deadline);
@@ -138,7 +139,8 @@ pub async fn serve(
             }
             () = &mut deadline => {
                 let abandoned = drain.receiver_count();
-                warn!(abandoned, "grace period over; abandoning open connections");
+                warn!(abandoned, "grace period over; closing the connections still open");
+                drain.send_replace(Phase::Closed);
                 return Ok(Drained { abandoned });
             }
         }
@@ -164,14 +166,28 @@ async fn accepted_stream(accepted: std::io::Result<(TcpStream, SocketAddr)>) -> 
     }
 }
 
+/// Where the server is in its life; every connection task watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Shutdown started: connections finish their current request and close.
+    Draining,
+    /// The grace period is over: connections still open are dropped.
+    Closed,
+}
+
 fn spawn_connection(
     stream: TcpStream,
     builder: &auto::Builder<TokioExecutor>,
     app: &App,
     guard: &IdleGuard,
-    mut drain: watch::Receiver<bool>,
+    mut drain: watch::Receiver<Phase>,
 ) {
     let watch = guard.watch();
+    let opened_while_serving = *drain.borrow() == Phase::Serving;
+    if !opened_while_serving {
+        watch.report_answers();
+    }
     let service = {
         let (app, guard, watch) = (app.clone(), guard.clone(), watch.clone());
         hyper::service::service_fn(move |req| {
@@ -187,18 +203,26 @@ fn spawn_connection(
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    let opened_before_drain = !*drain.borrow();
     tokio::spawn(async move {
         tokio::pin!(connection);
-        if opened_before_drain {
-            tokio::select! {
-                result = connection.as_mut() => return log_end(result),
-                _ = drain.wait_for(|draining| *draining) => connection.as_mut().graceful_shutdown(),
-                () = watch.expired() => return debug!("idle connection closed"),
+        tokio::select! {
+            result = connection.as_mut() => return log_end(result),
+            // Drain: finish what is in flight, then close.
+            _ = drain.wait_for(|phase| *phase != Phase::Serving), if opened_while_serving => {
+                connection.as_mut().graceful_shutdown();
             }
+            // Opened during the drain: one answer, then close. (Shutting down before the
+            // first request would close it unanswered.)
+            () = watch.answered(), if !opened_while_serving => {
+                connection.as_mut().graceful_shutdown();
+            }
+            () = watch.expired() => return debug!("idle connection closed"),
         }
         tokio::select! {
             result = connection.as_mut() => log_end(result),
+            _ = drain.wait_for(|phase| *phase == Phase::Closed) => {
+                debug!("connection closed at the end of the grace period");
+            }
             () = watch.expired() => debug!("idle connection closed"),
         }
         // `drain` is dropped only now: the server counts this connection until it ends.

@@ -213,8 +213,10 @@ async fn shutdown_drains_in_flight_cold_calls_and_turns_readiness_off() {
 #[tokio::test]
 async fn the_grace_period_bounds_the_drain() {
     let server = start(&["--first-call-cost", "30s", "--shutdown-grace", "300ms"]).await;
-    let mut busy = Client::connect(server.addr).await;
-    let _cold = tokio::spawn(async move { busy.get("/ping", Some("stuck")).await });
+    let mut busy = TcpStream::connect(server.addr).await.unwrap();
+    busy.write_all(b"GET /ping HTTP/1.1\r\nhost: test\r\nx-user: stuck\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let _ = server.stop.send(());
@@ -224,6 +226,13 @@ async fn the_grace_period_bounds_the_drain() {
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "{took:?}"
+    );
+    // The abandoned connection is closed then, not left running its 30 s call.
+    assert!(
+        closed_within(&mut busy, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "the connection still open after the grace period is closed"
     );
 }
 

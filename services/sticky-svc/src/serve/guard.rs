@@ -10,7 +10,7 @@
 //! period, never from before it, so a connection is closed between `timeout` and `timeout` +
 //! two sweep periods after its last request, never early.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,9 @@ pub struct Watch {
     /// Coarse time (ms) the connection last had no request in flight.
     idle_since_ms: AtomicU64,
     expired: Notify,
+    /// Whether finished requests are signalled on `answered` (see [`Watch::report_answers`]).
+    report_answers: AtomicBool,
+    answered: Notify,
 }
 
 /// Marks one request in flight until dropped (also when the request is cancelled).
@@ -76,6 +79,8 @@ impl IdleGuard {
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(self.shared.idle_from()),
             expired: Notify::new(),
+            report_answers: AtomicBool::new(false),
+            answered: Notify::new(),
         });
         self.shared
             .connections
@@ -133,6 +138,17 @@ impl Watch {
     pub async fn expired(&self) {
         self.expired.notified().await;
     }
+
+    /// From now on, each finished request wakes [`Watch::answered`] (off by default: it is
+    /// only wanted for connections that must close after one answer).
+    pub fn report_answers(&self) {
+        self.report_answers.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves once a request has been answered (after [`Watch::report_answers`]).
+    pub async fn answered(&self) {
+        self.answered.notified().await;
+    }
 }
 
 impl Drop for InFlight {
@@ -142,5 +158,8 @@ impl Drop for InFlight {
             .idle_since_ms
             .store(self.guard.idle_from(), Ordering::Relaxed);
         self.watch.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.watch.report_answers.load(Ordering::Relaxed) {
+            self.watch.answered.notify_one();
+        }
     }
 }
