@@ -147,10 +147,6 @@ fn ignored_fields_are_reported_with_their_path() {
     assert_eq!(
         ignored,
         [
-            (
-                37,
-                "spec.trafficPolicy.connectionPool.http.http2MaxRequests"
-            ),
             (39, "spec.trafficPolicy.connectionPool.http.maxRetries"),
             (45, "spec.trafficPolicy.tls"),
         ]

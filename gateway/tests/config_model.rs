@@ -162,7 +162,7 @@ spec:
         ringHash: {minimumRingSize: 4096}
     connectionPool:
       tcp: {maxConnections: 100, connectTimeout: 250ms}
-      http: {http1MaxPendingRequests: 10, maxRequestsPerConnection: 1, idleTimeout: 30s, h2UpgradePolicy: UPGRADE}
+      http: {http1MaxPendingRequests: 10, maxRequestsPerConnection: 1, idleTimeout: 30s, h2UpgradePolicy: UPGRADE, http2MaxRequests: 50}
     outlierDetection: {consecutive5xxErrors: 2, consecutiveGatewayErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 50, minHealthPercent: 20}
     portLevelSettings:
       - port: {number: 9090}
@@ -203,6 +203,7 @@ spec:
             connect_timeout: Duration::from_millis(250),
             max_connections: Some(100),
             http1_max_pending_requests: Some(10),
+            http2_max_requests: Some(50),
             max_requests_per_connection: Some(1),
             idle_timeout: Duration::from_secs(30),
             h2_upgrade: Some(true),

@@ -305,3 +305,40 @@ async fn grpc_and_http2_ports_and_h2_upgrade_speak_http2_to_the_endpoints() {
         assert_eq!(via_h2c(gw.addr).await.0, "HTTP/2.0 api.test");
     }
 }
+
+/// `concurrent` cold calls (500 ms each, different users) at once through a cluster with this
+/// `connectionPool` and port protocol; how many were answered 503.
+async fn overflowed(pool: &str, protocol: &str, concurrent: usize) -> usize {
+    let backends = backends(1, Duration::from_millis(500)).await;
+    let lb = format!("{BY_USER}\n    connectionPool:\n{pool}");
+    let yaml = static_config(&[backends[0].addr], &lb)
+        .replace("protocol: HTTP}", &format!("protocol: {protocol}}}"));
+    let gw = RunningGateway::start(&yaml, None).await;
+    let http = Http::new();
+    let calls: Vec<_> = (0..concurrent)
+        .map(|i| {
+            let http = http.clone();
+            let addr = gw.addr;
+            tokio::spawn(async move { http.ping(addr, &format!("user-{i}")).await.status })
+        })
+        .collect();
+    let mut refused = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            200 => {}
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    refused
+}
+
+#[tokio::test]
+async fn circuit_breakers_bound_requests_in_flight_per_protocol() {
+    // HTTP/1.1: maxConnections + http1MaxPendingRequests in flight, the rest refused at once.
+    let h1 = "      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1}";
+    assert_eq!(overflowed(h1, "HTTP", 3).await, 1);
+    // HTTP/2: http2MaxRequests.
+    let h2 = "      http: {http2MaxRequests: 2}";
+    assert_eq!(overflowed(h2, "HTTP2", 3).await, 1);
+}

@@ -275,6 +275,7 @@ pub struct HttpSettings {
     pub max_requests_per_connection: Option<i64>,
     pub idle_timeout: Option<String>,
     pub h2_upgrade_policy: Option<String>,
+    pub http2_max_requests: Option<i64>,
 }
 
 /// `OutlierDetection`.

@@ -256,10 +256,16 @@ fn balancer_policy(
 }
 
 fn pool_settings(pool: &ConnectionPool, http2: bool) -> PoolSettings {
-    let max_in_flight = match (pool.max_connections, pool.http1_max_pending_requests) {
-        (None, None) => None,
-        (conns, pending) => {
-            Some(conns.unwrap_or(u32::MAX / 2) as usize + pending.unwrap_or(u32::MAX / 2) as usize)
+    // Envoy's circuit breakers: HTTP/1.1 requests wait for one of `maxConnections` connections
+    // in a queue of `http1MaxPendingRequests`; HTTP/2 ones are bounded by `http2MaxRequests`.
+    let max_in_flight = if http2 {
+        pool.http2_max_requests.map(|n| n as usize)
+    } else {
+        match (pool.max_connections, pool.http1_max_pending_requests) {
+            (None, None) => None,
+            (conns, pending) => Some(
+                conns.unwrap_or(u32::MAX / 2) as usize + pending.unwrap_or(u32::MAX / 2) as usize,
+            ),
         }
     };
     PoolSettings {

@@ -66,6 +66,8 @@ pub struct ConnectionPool {
     pub max_connections: Option<u32>,
     /// `http.http1MaxPendingRequests` (unlimited).
     pub http1_max_pending_requests: Option<u32>,
+    /// `http.http2MaxRequests` (unlimited): requests in flight to an HTTP/2 cluster.
+    pub http2_max_requests: Option<u32>,
     /// `http.maxRequestsPerConnection` (unlimited).
     pub max_requests_per_connection: Option<u32>,
     /// `http.idleTimeout` (1h).
@@ -81,6 +83,7 @@ impl Default for ConnectionPool {
             connect_timeout: Duration::from_secs(10),
             max_connections: None,
             http1_max_pending_requests: None,
+            http2_max_requests: None,
             max_requests_per_connection: None,
             idle_timeout: Duration::from_secs(3600),
             h2_upgrade: None,
@@ -219,6 +222,8 @@ fn connection_pool(
             &format!("{at}.http1MaxPendingRequests"),
             http.http1_max_pending_requests,
         );
+        pool.http2_max_requests =
+            p.limit(&format!("{at}.http2MaxRequests"), http.http2_max_requests);
         pool.max_requests_per_connection = p.limit(
             &format!("{at}.maxRequestsPerConnection"),
             http.max_requests_per_connection,

@@ -281,7 +281,7 @@ static TCP_SETTINGS: Msg = Msg(&[
 static TCP_KEEPALIVE: Msg = Msg(&[sup("probes", S), sup("time", S), sup("interval", S)]);
 static HTTP_SETTINGS: Msg = Msg(&[
     sup("http1MaxPendingRequests", S),
-    ign("http2MaxRequests", S),
+    sup("http2MaxRequests", S),
     sup("maxRequestsPerConnection", S),
     ign("maxRetries", S),
     sup("idleTimeout", S),
