@@ -360,11 +360,7 @@ impl Upstream {
         &self,
         addr: SocketAddr,
     ) -> Result<http2::SendRequest<Body>, UpstreamError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::Connect)?
-            .map_err(|_| UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.tcp(addr).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
@@ -399,12 +395,18 @@ impl Upstream {
         found
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Box<Conn>, UpstreamError> {
+    /// A TCP connection to `addr` within the connect timeout, with `TCP_NODELAY`.
+    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| UpstreamError::Connect)?
             .map_err(|_| UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Box<Conn>, UpstreamError> {
+        let stream = self.tcp(addr).await?;
         let (sender, io) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Connect)?;
