@@ -9,6 +9,7 @@
 #   bench/peers-instructions.sh                 # 8 s of wrk at 16 connections
 #   ANNOTATE=1 bench/peers-instructions.sh      # also the costliest functions (inclusive)
 #   KEEP=.cache/gw.callgrind bench/peers-instructions.sh   # keep the profile for callgrind_annotate
+#   PROTOCOL=HTTP2 bench/peers-instructions.sh  # HTTP/2 to the replicas
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -27,7 +28,7 @@ cargo build --release --quiet -p gateway -p sticky-svc
 scratch
 
 start_backends "$BASE_PORT" "$REPLICAS"
-gateway_yaml "$BASE_PORT" "$REPLICAS" >"$work/istio.yaml"
+gateway_yaml "$BASE_PORT" "$REPLICAS" "${PROTOCOL:-HTTP}" >"$work/istio.yaml"
 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   target/x86_64-unknown-linux-gnu/release/gateway run --config "$work/istio.yaml" \
   --listen "127.0.0.1:$gateway_port" --admin "127.0.0.1:$admin_port" --workers 1 2>/dev/null &

@@ -119,7 +119,8 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
     lines.append("")
     lines.append(f"Load: `wrk -t1 -c{meta['connections']}` for {meta['duration']} per run over "
                  f"{meta['users']} users (`bench/peers.lua`), {meta['rounds']} rounds of "
-                 "direct, nginx, HAProxy, gateway in turn after a warm-up of each; medians over "
+                 "direct, nginx, HAProxy, gateway, HAProxy and gateway with HTTP/2 upstream in "
+                 "turn after a warm-up of each; medians over "
                  "rounds. CPU is the proxy's own (all its processes and threads) from "
                  "`/proc/<pid>/stat`, kernel % its share spent in the kernel (system calls, "
                  "loopback TCP); busy = CPU seconds per second of the run (1.0 = one "
