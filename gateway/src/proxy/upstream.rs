@@ -251,8 +251,8 @@ impl Upstream {
             None => None,
         };
         if let Some(streams) = &self.streams {
-            // Boxed: inline, the HTTP/2 states would enlarge this future, which the HTTP/1.1
-            // path moves around on every request (measured: 8% more CPU per request).
+            // Boxed, so the HTTP/2 states do not enlarge this future, which the HTTP/1.1 path
+            // moves around on every request.
             return Box::pin(self.send_h2(streams, addr, authority, request)).await;
         }
         // Origin form on the wire; an HTTP/1.0 client may have sent no Host.
