@@ -145,13 +145,19 @@ async fn losing_a_replica_under_load_fails_nothing_and_moves_only_its_users() {
 
     let mut failed = Vec::new();
     let mut after: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    // Users whose replica stayed but who were served elsewhere once the table was rebuilt for
+    // four replicas: Maglev moves a few of them too (its disruption is small, not minimal).
+    let mut strays: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (user, at, reply) in &seen {
         match reply {
             Ok(r) if r.status == StatusCode::OK => {
                 let host = r.served_by.clone().unwrap_or_default();
                 let home = &before[user];
                 if *home != gone {
-                    assert_eq!(&host, home, "{user} moved although its replica stayed");
+                    if host != *home {
+                        assert!(*at > stopped_at, "{user} moved before any replica stopped");
+                        strays.entry(user).or_default().insert(host);
+                    }
                 } else if *at > stopped_at + Duration::from_secs(1) {
                     assert_ne!(host, gone, "{user} still served by the stopped replica");
                     after.entry(user).or_default().insert(host);
@@ -175,8 +181,10 @@ async fn losing_a_replica_under_load_fails_nothing_and_moves_only_its_users() {
         .max()
         .unwrap_or_default();
     eprintln!(
-        "{} requests, 0 failed; {moved} of 200 users moved; slowest answer {slowest:?}",
-        seen.len()
+        "{} requests, 0 failed; {moved} of 200 users moved with their replica, {} others \
+         with the table; slowest answer {slowest:?}",
+        seen.len(),
+        strays.len()
     );
     assert!(
         (20..=70).contains(&moved),
@@ -186,13 +194,23 @@ async fn losing_a_replica_under_load_fails_nothing_and_moves_only_its_users() {
         !after.is_empty(),
         "no request of a moved user after the stop"
     );
-    for (user, hosts) in &after {
+    for (user, hosts) in after.iter().chain(&strays) {
         assert_eq!(
             hosts.len(),
             1,
             "{user} moved to several replicas: {hosts:?}"
         );
     }
+    // Maglev (M = 65 537) moves 0.16% of the other keys on average when 1 of 5 endpoints
+    // leaves, 1.3% at worst over 115 address sets (checked with the gateway's own table);
+    // which of these 200 users are among them depends on the replicas' addresses. 3% of
+    // the users who stayed is the bound: a real stickiness bug moves far more.
+    let stayed = before.len() - moved;
+    assert!(
+        strays.len() * 100 <= stayed * 3,
+        "{} of {stayed} users moved although their replica stayed: {strays:?}",
+        strays.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
