@@ -83,7 +83,7 @@ pub async fn accept_failed(error: &std::io::Error) {
 /// The connections of one event loop: each accepted socket served (HTTP/1.1 or h2c) on a task
 /// of the loop that calls [`Connections::serve`], all drained together.
 pub struct Connections<H> {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: auto::Builder<TokioExecutor>,
     graceful: GracefulShutdown,
     grace: Duration,
     handler: H,
@@ -108,7 +108,7 @@ where
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
         Self {
-            builder: Arc::new(builder),
+            builder,
             graceful: GracefulShutdown::new(),
             grace: limits.grace,
             handler,

@@ -3,12 +3,11 @@
 //! This is the short load CI runs on every submission.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use loadtest::{Scenario, Violation, run};
 
 use crate::gateway_stack::{RunningGateway, static_config};
-use crate::stack::{COST, exclusive, replica};
+use crate::stack::{COST, exclusive, replica, short_config};
 
 /// Starts 5 replicas and the gateway in front of them (the gateway tests' own stack: a STATIC
 /// ServiceEntry, the article's VirtualService, a DestinationRule with this `loadBalancer`
@@ -22,16 +21,7 @@ async fn stack(load_balancer: &str) -> RunningGateway {
 }
 
 fn config(url: &str, users: usize, seconds: u64) -> loadtest::Config {
-    let mut config = loadtest::Config::new(url).unwrap();
-    config.scenario = Scenario::Sticky;
-    config.users = users;
-    config.run_time = Duration::from_secs(seconds);
-    config.hatch_rate = 200.0;
-    config.first_call_cost = COST;
-    config.pause = Duration::from_millis(50);
-    // Routing is judged here, not speed (a debug build on shared cores).
-    config.thresholds.max_warm_p99 = Duration::from_secs(2);
-    config
+    short_config(url, Scenario::Sticky, users, seconds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

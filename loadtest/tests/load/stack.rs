@@ -60,16 +60,7 @@ impl Stack {
 
     /// A short run of `scenario` against this stack: `users` users for `seconds` s.
     pub fn config(&self, scenario: Scenario, users: usize, seconds: u64) -> Config {
-        let mut config = Config::new(&self.url).unwrap();
-        config.scenario = scenario;
-        config.users = users;
-        config.run_time = Duration::from_secs(seconds);
-        config.hatch_rate = 200.0;
-        config.first_call_cost = COST;
-        config.pause = Duration::from_millis(50);
-        // The tests judge routing, not speed: a debug build sharing two cores with other
-        // builds can be slow (speed goals live in benchmarks, not in timed asserts).
-        config.thresholds.max_warm_p99 = Duration::from_secs(2);
+        let mut config = short_config(&self.url, scenario, users, seconds);
         config.thresholds.min_stickiness = (scenario == Scenario::Sticky).then_some(100.0);
         config.thresholds.max_lost_caches = (scenario == Scenario::Sticky).then_some(0);
         config
@@ -103,4 +94,20 @@ pub fn scratch(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A short run of `scenario` against `url`: `users` users for `seconds` s, first calls of
+/// [`COST`], a warm p99 bound loose enough for a debug build.
+pub fn short_config(url: &str, scenario: Scenario, users: usize, seconds: u64) -> Config {
+    let mut config = Config::new(url).unwrap();
+    config.scenario = scenario;
+    config.users = users;
+    config.run_time = Duration::from_secs(seconds);
+    config.hatch_rate = 200.0;
+    config.first_call_cost = COST;
+    config.pause = Duration::from_millis(50);
+    // The tests judge routing, not speed: a debug build sharing two cores with other
+    // builds can be slow (speed goals live in benchmarks, not in timed asserts).
+    config.thresholds.max_warm_p99 = Duration::from_secs(2);
+    config
 }

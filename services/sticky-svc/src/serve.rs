@@ -189,9 +189,9 @@ fn spawn_connection(
         watch.report_answers();
     }
     let service = {
-        let (app, guard, watch) = (app.clone(), guard.clone(), watch.clone());
+        let (app, watch) = (app.clone(), watch.clone());
         hyper::service::service_fn(move |req| {
-            let in_flight = guard.request(&watch);
+            let in_flight = watch.request();
             let call = app.clone().oneshot(req);
             async move {
                 let response = call.await;

@@ -33,6 +33,9 @@ struct Shared {
 
 /// What the guard knows of one connection.
 pub struct Watch {
+    /// The server's guard: its coarse clock. (Its list holds only weak references to watches,
+    /// so this is no cycle.)
+    shared: Arc<Shared>,
     in_flight: AtomicU32,
     /// Coarse time (ms) the connection last had no request in flight.
     idle_since_ms: AtomicU64,
@@ -45,7 +48,6 @@ pub struct Watch {
 /// Marks one request in flight until dropped (also when the request is cancelled).
 pub struct InFlight {
     watch: Arc<Watch>,
-    guard: Arc<Shared>,
 }
 
 impl IdleGuard {
@@ -76,6 +78,7 @@ impl IdleGuard {
     /// Starts watching a new connection: its idle time counts from now.
     pub fn watch(&self) -> Arc<Watch> {
         let watch = Arc::new(Watch {
+            shared: self.shared.clone(),
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(self.shared.idle_from()),
             expired: Notify::new(),
@@ -88,15 +91,6 @@ impl IdleGuard {
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(&watch));
         watch
-    }
-
-    /// Marks a request in flight on `watch`'s connection.
-    pub fn request(&self, watch: &Arc<Watch>) -> InFlight {
-        watch.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            watch: watch.clone(),
-            guard: self.shared.clone(),
-        }
     }
 }
 
@@ -134,6 +128,14 @@ impl Shared {
 }
 
 impl Watch {
+    /// Marks a request in flight on this connection until the returned value is dropped.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            watch: self.clone(),
+        }
+    }
+
     /// Resolves once the connection has been idle past the timeout.
     pub async fn expired(&self) {
         self.expired.notified().await;
@@ -156,7 +158,7 @@ impl Drop for InFlight {
         // The idle time restarts when the answer is ready (the write follows at once).
         self.watch
             .idle_since_ms
-            .store(self.guard.idle_from(), Ordering::Relaxed);
+            .store(self.watch.shared.idle_from(), Ordering::Relaxed);
         self.watch.in_flight.fetch_sub(1, Ordering::Relaxed);
         if self.watch.report_answers.load(Ordering::Relaxed) {
             self.watch.answered.notify_one();
