@@ -1,5 +1,6 @@
 //! The gateway's own answers and the protocol edges: 404 without a route, 413, h2c clients,
-//! cookie affinity with a generated cookie, a missing hash key.
+//! cookie affinity with a generated cookie, a missing hash key, HTTP/2 to the endpoints (versions,
+//! trailers, circuit breakers, refused streams, flow control).
 
 #[path = "support/stack.rs"]
 mod stack;
@@ -341,4 +342,96 @@ async fn circuit_breakers_bound_requests_in_flight_per_protocol() {
     // HTTP/2: http2MaxRequests.
     let h2 = "      http: {http2MaxRequests: 2}";
     assert_eq!(overflowed(h2, "HTTP2", 3).await, 1);
+}
+
+/// An HTTP/2 backend on the `h2` crate that refuses its first `refuse` streams unread
+/// (`REFUSED_STREAM`, as a server at its stream limit or shutting down does) and answers the
+/// others with the length of the body it read. Also returns how many streams it saw.
+async fn refusing_backend(
+    refuse: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let streams = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    if seen.fetch_add(1, SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let mut body = request.into_body();
+                        let mut len = 0;
+                        while let Some(Ok(chunk)) = body.data().await {
+                            len += chunk.len();
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        let mut send = respond
+                            .send_response(http::Response::new(()), false)
+                            .unwrap();
+                        let _ = send.send_data(Bytes::from(len.to_string()), true);
+                    });
+                }
+            });
+        }
+    });
+    (addr, streams)
+}
+
+/// POSTs `len` bytes through the gateway; the status and body of the answer.
+async fn post(gw: std::net::SocketAddr, len: usize) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = http::Request::post(format!("http://{gw}/upload"))
+        .header("x-user", "ricky")
+        .body(Full::new(Bytes::from(vec![7u8; len])))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_retried_when_retry_on_says_refused_stream() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let http2 = |backend| static_config(&[backend], BY_USER).replace("HTTP}", "HTTP2}");
+    // Istio's default retryOn has refused-stream: even a POST is sent again, body and all,
+    // since the endpoint did not process it.
+    let (backend, streams) = refusing_backend(1).await;
+    let gw = RunningGateway::start(&http2(backend), None).await;
+    assert_eq!(post(gw.addr, 60_000).await, (200, "60000".to_owned()));
+    assert_eq!(streams.load(SeqCst), 2);
+    // Without it, the refusal is the client's 503.
+    let (backend, streams) = refusing_backend(1).await;
+    let only_connect = http2(backend).replace(
+        "  - route:\n",
+        "  - retries: {attempts: 2, retryOn: connect-failure}\n    route:\n",
+    );
+    let gw = RunningGateway::start(&only_connect, None).await;
+    assert_eq!(post(gw.addr, 10).await.0, 503);
+    assert_eq!(streams.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_large_body_streams_to_an_http2_endpoint_within_its_window() {
+    // 1 MiB: sixteen times the endpoint's 64 KiB stream window, and past the retry buffer, so
+    // it streams once through the flow control.
+    let (backend, _) = refusing_backend(0).await;
+    let yaml = static_config(&[backend], BY_USER).replace("HTTP}", "HTTP2}");
+    let gw = RunningGateway::start(&yaml, None).await;
+    assert_eq!(post(gw.addr, 1 << 20).await, (200, "1048576".to_owned()));
 }

@@ -24,6 +24,9 @@ pub enum ProxyError {
     /// The upstream closed or reset the connection before answering.
     #[error("upstream reset before response")]
     UpstreamReset,
+    /// An HTTP/2 endpoint refused the stream unprocessed (503, as Envoy answers it).
+    #[error("upstream refused stream")]
+    UpstreamRefused,
     /// The route's `timeout` or the last `perTryTimeout` ran out.
     #[error("upstream request timeout")]
     Timeout,
@@ -46,9 +49,10 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyUpstream | ProxyError::UpstreamConnect | ProxyError::Overflow => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthyUpstream
+            | ProxyError::UpstreamConnect
+            | ProxyError::UpstreamRefused
+            | ProxyError::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -64,6 +68,7 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream => "no healthy upstream\n",
             ProxyError::UpstreamConnect => "upstream connect error\n",
             ProxyError::UpstreamReset => "upstream reset before response\n",
+            ProxyError::UpstreamRefused => "upstream refused stream\n",
             ProxyError::Timeout => "upstream request timeout\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::BadBody => "bad request body\n",

@@ -1,18 +1,23 @@
 //! `retries.retryOn`, parsed once per route into flags the request path tests.
 //!
-//! Envoy's meanings, for an HTTP/1.1 upstream: `connect-failure` (and `5xx`, `gateway-error`,
-//! `reset`, which include it) retries a failed connect; `reset` and `5xx` retry a connection
-//! that broke before the response headers or a per-try timeout; `5xx`, `gateway-error`,
+//! Envoy's meanings: `connect-failure` (and `5xx`, `gateway-error`, `reset`, which include it)
+//! retries a failed connect; `reset` and `5xx` retry a connection that broke before the response
+//! headers or a per-try timeout; `refused-stream` (and `reset`, `5xx`, which include it) retries
+//! a request an HTTP/2 endpoint refused unprocessed (`REFUSED_STREAM`, or a stream above the
+//! last one its `GOAWAY` accepts, as a draining replica sends); `5xx`, `gateway-error`,
 //! `retriable-4xx` (409) and listed status codes retry on the response status. gRPC-status
-//! conditions (`cancelled`, `unavailable`, …) and `refused-stream` (HTTP/2) never occur on an
-//! HTTP/1.1 upstream, so Istio's default (`connect-failure,refused-stream,unavailable,cancelled`)
-//! amounts to retrying connect failures.
+//! conditions (`cancelled`, `unavailable`, …) are read from trailers that come after the
+//! response has started, so they are not retried; Istio's default
+//! (`connect-failure,refused-stream,unavailable,cancelled`) amounts to retrying connect failures
+//! and refused streams.
 
 /// Parsed `retryOn`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetryOn {
     /// Retry when no connection could be made.
     pub connect_failure: bool,
+    /// Retry when an HTTP/2 endpoint refused the stream.
+    pub refused_stream: bool,
     /// Retry when the connection broke before the response, or the try timed out.
     pub reset: bool,
     /// Retry on any 5xx.
@@ -32,14 +37,17 @@ impl RetryOn {
         for c in conditions {
             match c.as_ref().trim() {
                 "connect-failure" => on.connect_failure = true,
+                "refused-stream" => on.refused_stream = true,
                 "reset" | "reset-before-request" => {
                     on.reset = true;
                     on.connect_failure = true;
+                    on.refused_stream = true;
                 }
                 "5xx" => {
                     on.any_5xx = true;
                     on.reset = true;
                     on.connect_failure = true;
+                    on.refused_stream = true;
                 }
                 "gateway-error" => {
                     on.gateway_error = true;
@@ -70,14 +78,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn istio_default_retries_connect_failures_only() {
+    fn istio_default_retries_connect_failures_and_refused_streams() {
         let on = RetryOn::parse(&[
             "connect-failure",
             "refused-stream",
             "unavailable",
             "cancelled",
         ]);
-        assert!(on.connect_failure);
+        assert!(on.connect_failure && on.refused_stream);
         assert!(!on.reset);
         assert!(!on.on_status(503));
     }
@@ -85,10 +93,16 @@ mod tests {
     #[test]
     fn status_conditions() {
         let on = RetryOn::parse(&["gateway-error", "retriable-4xx", "418"]);
-        assert!(on.connect_failure && !on.reset);
+        assert!(on.connect_failure && !on.reset && !on.refused_stream);
         assert!(on.on_status(502) && on.on_status(504) && !on.on_status(500));
         assert!(on.on_status(409) && on.on_status(418) && !on.on_status(404));
         let on = RetryOn::parse(&["5xx"]);
-        assert!(on.reset && on.on_status(500) && on.on_status(599) && !on.on_status(499));
+        assert!(
+            on.reset
+                && on.refused_stream
+                && on.on_status(500)
+                && on.on_status(599)
+                && !on.on_status(499)
+        );
     }
 }

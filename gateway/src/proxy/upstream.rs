@@ -18,8 +18,8 @@
 //! does), so it never reaches the retry policy.
 //!
 //! HTTP/2 clusters (`PoolSettings::http2`) share one connection per endpoint and worker, with
-//! every request a stream on it, as Envoy does: hyper drives it on a task of its own, so the
-//! streams of all requests to that endpoint are written and read together.
+//! every request a stream on it, as Envoy does: a task of its own drives it, so the streams of
+//! all requests to that endpoint are written and read together ([`http2`]).
 //!
 //! Each worker thread has its own idle list ([`enter_worker`]): a socket is registered with
 //! the event loop of the worker that opened it, so it is only ever reused by that worker;
@@ -41,12 +41,14 @@ use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderValue, Request, Response, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+use super::headers::X_REQUEST_ID;
 use super::{Body, boxed};
+use http2::Failure;
 
 /// Most idle connections kept per endpoint; more are closed when released.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -112,6 +114,10 @@ pub enum UpstreamError {
     /// `perTryTimeout` ran out before the response headers.
     #[error("per-try timeout")]
     Timeout,
+    /// An HTTP/2 endpoint refused the stream (`REFUSED_STREAM`, or `GOAWAY` before it): the
+    /// request was not processed.
+    #[error("refused stream")]
+    Refused,
 }
 
 /// One HTTP/1.1 connection: the handle to send on and the state machine that does the I/O.
@@ -206,7 +212,7 @@ pub struct Upstream {
 #[derive(Default)]
 #[repr(align(64))]
 struct Streams {
-    by_endpoint: HashMap<SocketAddr, http2::SendRequest<Body>>,
+    by_endpoint: HashMap<SocketAddr, http2::Connection>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -331,46 +337,54 @@ impl Upstream {
             .build()
             .map_err(|_| UpstreamError::Reset)?;
         *request.version_mut() = Version::HTTP_2;
+        // Unique per request: never worth a place in the endpoint's HPACK table.
+        if let Some(id) = request.headers_mut().get_mut(&X_REQUEST_ID) {
+            id.set_sensitive(true);
+        }
 
         let cached = {
             let streams = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
             streams.by_endpoint.get(&addr).cloned()
         };
-        let mut sender = match cached {
-            Some(sender) if !sender.is_closed() => sender,
-            _ => {
-                let sender = self.connect_h2(addr).await?;
-                let mut streams = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
-                // Connections closed by their peers (endpoints gone, too) are forgotten here.
-                streams.by_endpoint.retain(|_, sender| !sender.is_closed());
-                streams.by_endpoint.insert(addr, sender.clone());
-                sender
-            }
+        let (mut conn, mut fresh) = match cached {
+            Some(conn) if !conn.is_closed() => (conn, false),
+            _ => (self.connect_h2(streams, slot, addr).await?, true),
         };
-        if sender.ready().await.is_err() {
-            return Err(UpstreamError::Reset);
-        }
-        match sender.send_request(request).await {
-            Ok(response) => Ok(response.map(boxed)),
-            Err(_) => Err(UpstreamError::Reset),
+        loop {
+            match conn.exchange(request).await {
+                Ok(response) => return Ok(response),
+                // The connection went away while cached: a fresh one, once.
+                Err(Failure::Unsent(unsent)) if !fresh => {
+                    request = *unsent;
+                    conn = self.connect_h2(streams, slot, addr).await?;
+                    fresh = true;
+                }
+                Err(Failure::Unsent(_) | Failure::Reset) => return Err(UpstreamError::Reset),
+                Err(Failure::Refused) => return Err(UpstreamError::Refused),
+            }
         }
     }
 
+    /// A new HTTP/2 connection to `addr`, which becomes the worker's connection to it (requests
+    /// that find none at the same moment each make one; the last made is kept, the others close
+    /// when their stream is done). It runs
+    /// until the peer closes it, an error, or the pool is dropped with its cluster and its last
+    /// stream is done; `idleTimeout` is not applied to HTTP/2 connections.
     async fn connect_h2(
         &self,
+        streams: &[Mutex<Streams>],
+        slot: usize,
         addr: SocketAddr,
-    ) -> Result<http2::SendRequest<Body>, UpstreamError> {
+    ) -> Result<http2::Connection, UpstreamError> {
         let stream = self.tcp(addr).await?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
+        let conn = http2::Connection::handshake(stream)
             .await
             .map_err(|_| UpstreamError::Connect)?;
-        // Runs until the peer closes it, an error, or the pool is dropped with its cluster
-        // (hyper ends a connection once every `SendRequest` is gone and no stream is open).
-        // `idleTimeout` is not applied to HTTP/2 connections.
-        tokio::spawn(connection);
-        Ok(sender)
+        let mut streams = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
+        // Connections closed by their peers (endpoints gone, too) are forgotten here.
+        streams.by_endpoint.retain(|_, conn| !conn.is_closed());
+        streams.by_endpoint.insert(addr, conn.clone());
+        Ok(conn)
     }
 
     /// The most recently used idle connection to `addr` that is still open and fresh.
@@ -498,5 +512,6 @@ impl Drop for PooledBody {
     }
 }
 
+mod http2;
 #[cfg(test)]
 mod tests;

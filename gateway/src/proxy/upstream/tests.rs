@@ -115,3 +115,82 @@ async fn a_connection_closed_before_the_answer_is_a_reset() {
     let pool = Upstream::new(&PoolSettings::default());
     assert_eq!(get(&pool, addr).await, Err(UpstreamError::Reset));
 }
+
+/// An HTTP/2 server (on `h2`) that answers "ok" to `answers` streams per connection, then
+/// closes it gracefully (`GOAWAY`, as a replica that drains). Returns its address, a count of
+/// accepts and one of connections ended.
+async fn h2_server(answers: usize) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, ended) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
+    let (count, end) = (Arc::clone(&accepted), Arc::clone(&ended));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let end = end.clone();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(stream).await.unwrap();
+                let mut answered = 0;
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    let mut body = respond
+                        .send_response(http::Response::new(()), false)
+                        .unwrap();
+                    body.send_data(Bytes::from_static(b"ok"), true).unwrap();
+                    answered += 1;
+                    if answered == answers {
+                        conn.graceful_shutdown();
+                    }
+                }
+                end.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, accepted, ended)
+}
+
+fn http2_pool() -> Upstream {
+    Upstream::new(&PoolSettings {
+        http2: true,
+        ..PoolSettings::default()
+    })
+}
+
+/// Waits up to 2 s for `count` to reach `n`.
+async fn reaches(count: &AtomicUsize, n: usize) -> bool {
+    for _ in 0..200 {
+        if count.load(Ordering::SeqCst) == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_http2_connection_is_shared_and_closed_with_its_pool() {
+    let (addr, accepted, ended) = h2_server(usize::MAX).await;
+    let pool = http2_pool();
+    assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    let (a, b, c) = tokio::join!(get(&pool, addr), get(&pool, addr), get(&pool, addr));
+    assert_eq!(
+        (a.unwrap(), b.unwrap(), c.unwrap()),
+        ("ok".into(), "ok".into(), "ok".into())
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
+    drop(pool); // a cluster gone with a reload
+    assert!(
+        reaches(&ended, 1).await,
+        "the connection is closed, not left open"
+    );
+}
+
+#[tokio::test]
+async fn after_an_http2_goaway_requests_go_on_a_fresh_connection() {
+    let (addr, accepted, _) = h2_server(1).await;
+    let pool = http2_pool();
+    for n in 1..=3 {
+        assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+        assert!(reaches(&accepted, n).await);
+        tokio::time::sleep(Duration::from_millis(50)).await; // the GOAWAY arrives
+    }
+}
