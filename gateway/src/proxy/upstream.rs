@@ -19,7 +19,9 @@
 //!
 //! HTTP/2 clusters (`PoolSettings::http2`) share one connection per endpoint and worker, with
 //! every request a stream on it, as Envoy does: a task of its own drives it, so the streams of
-//! all requests to that endpoint are written and read together ([`http2`]).
+//! all requests to that endpoint are written and read together ([`http2`]). Requests that find
+//! it being made wait for it rather than each making one (a replica that comes back under load
+//! gets one connection per worker, not one per request in flight).
 //!
 //! Each worker thread has its own idle list ([`enter_worker`]): a socket is registered with
 //! the event loop of the worker that opened it, so it is only ever reused by that worker;
@@ -44,7 +46,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use super::headers::X_REQUEST_ID;
 use super::{Body, boxed};
@@ -212,7 +214,15 @@ pub struct Upstream {
 #[derive(Default)]
 #[repr(align(64))]
 struct Streams {
-    by_endpoint: HashMap<SocketAddr, http2::Connection>,
+    by_endpoint: HashMap<SocketAddr, Slot>,
+}
+
+/// A worker's HTTP/2 connection to one endpoint, or the news of the one being made.
+enum Slot {
+    Ready(http2::Connection),
+    /// Tells the connection once made, `None` if that failed; closed if its maker was
+    /// cancelled.
+    Connecting(watch::Receiver<Option<http2::Connection>>),
 }
 
 impl std::fmt::Debug for Upstream {
@@ -342,22 +352,24 @@ impl Upstream {
             id.set_sensitive(true);
         }
 
-        let cached = {
-            let streams = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
-            streams.by_endpoint.get(&addr).cloned()
-        };
-        let (mut conn, mut fresh) = match cached {
-            Some(conn) if !conn.is_closed() => (conn, false),
-            _ => (self.connect_h2(streams, slot, addr).await?, true),
-        };
+        let (mut conn, mut fresh) = self.h2_connection(streams, slot, addr).await?;
         loop {
             match conn.exchange(request).await {
                 Ok(response) => return Ok(response),
-                // The connection went away while cached: a fresh one, once.
+                // The connection went away while cached (a GOAWAY its task has not finished
+                // with yet): forget it, then a fresh one, once.
                 Err(Failure::Unsent(unsent)) if !fresh => {
                     request = *unsent;
-                    conn = self.connect_h2(streams, slot, addr).await?;
-                    fresh = true;
+                    {
+                        let mut streams =
+                            streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Some(Slot::Ready(cached)) = streams.by_endpoint.get(&addr)
+                            && cached.same(&conn)
+                        {
+                            streams.by_endpoint.remove(&addr);
+                        }
+                    }
+                    (conn, fresh) = self.h2_connection(streams, slot, addr).await?;
                 }
                 Err(Failure::Unsent(_) | Failure::Reset) => return Err(UpstreamError::Reset),
                 Err(Failure::Refused) => return Err(UpstreamError::Refused),
@@ -365,26 +377,71 @@ impl Upstream {
         }
     }
 
-    /// A new HTTP/2 connection to `addr`, which becomes the worker's connection to it (requests
-    /// that find none at the same moment each make one; the last made is kept, the others close
-    /// when their stream is done). It runs
-    /// until the peer closes it, an error, or the pool is dropped with its cluster and its last
-    /// stream is done; `idleTimeout` is not applied to HTTP/2 connections.
-    async fn connect_h2(
+    /// The worker's HTTP/2 connection to `addr`, and whether it was just made. Made on first
+    /// use and again once closed; requests that find it being made wait for it (and share its
+    /// connect failure) instead of each making one, as Envoy queues them on a connecting
+    /// connection. A connection runs until the peer closes it, an error, or the pool is dropped
+    /// with its cluster and its last stream is done; `idleTimeout` is not applied to HTTP/2
+    /// connections.
+    async fn h2_connection(
         &self,
         streams: &[Mutex<Streams>],
         slot: usize,
         addr: SocketAddr,
-    ) -> Result<http2::Connection, UpstreamError> {
+    ) -> Result<(http2::Connection, bool), UpstreamError> {
+        loop {
+            let waiting = {
+                let mut map = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
+                match map.by_endpoint.get(&addr) {
+                    Some(Slot::Ready(conn)) if !conn.is_closed() => {
+                        return Ok((conn.clone(), false));
+                    }
+                    // Being made by a request still waiting for it (not cancelled).
+                    Some(Slot::Connecting(made)) if made.has_changed().is_ok() => Ok(made.clone()),
+                    _ => {
+                        let (tell, made) = watch::channel(None);
+                        map.by_endpoint.insert(addr, Slot::Connecting(made));
+                        Err(tell)
+                    }
+                }
+            };
+            let mut made = match waiting {
+                Ok(made) => made,
+                Err(tell) => {
+                    let made = self.connect_h2(addr).await;
+                    let mut map = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
+                    // Connections closed by their peers (endpoints gone, too) go here.
+                    map.by_endpoint.retain(|_, slot| match slot {
+                        Slot::Ready(conn) => !conn.is_closed(),
+                        Slot::Connecting(made) => made.has_changed().is_ok(),
+                    });
+                    match &made {
+                        Ok(conn) => map.by_endpoint.insert(addr, Slot::Ready(conn.clone())),
+                        Err(_) => map.by_endpoint.remove(&addr),
+                    };
+                    drop(map);
+                    tell.send_replace(made.as_ref().ok().cloned());
+                    return made.map(|conn| (conn, true));
+                }
+            };
+            match made.changed().await {
+                Ok(()) => {
+                    return match made.borrow().clone() {
+                        Some(conn) => Ok((conn, true)),
+                        None => Err(UpstreamError::Connect),
+                    };
+                }
+                // The request making it was cancelled: make it here.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::Connection, UpstreamError> {
         let stream = self.tcp(addr).await?;
-        let conn = http2::Connection::handshake(stream)
+        http2::Connection::handshake(stream)
             .await
-            .map_err(|_| UpstreamError::Connect)?;
-        let mut streams = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
-        // Connections closed by their peers (endpoints gone, too) are forgotten here.
-        streams.by_endpoint.retain(|_, conn| !conn.is_closed());
-        streams.by_endpoint.insert(addr, conn.clone());
-        Ok(conn)
+            .map_err(|_| UpstreamError::Connect)
     }
 
     /// The most recently used idle connection to `addr` that is still open and fresh.

@@ -84,6 +84,11 @@ impl Connection {
         self.alive.is_closed()
     }
 
+    /// Whether both are handles to the same connection.
+    pub(super) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.alive, &other.alive)
+    }
+
     /// Sends `request` (absolute URI, HTTP/2 version, no connection-specific headers) on a new
     /// stream and waits for the response head. A request body is streamed by a task of its own,
     /// with the endpoint's flow control, so an early response does not wait for it.

@@ -167,15 +167,16 @@ async fn reaches(count: &AtomicUsize, n: usize) -> bool {
 }
 
 #[tokio::test]
-async fn an_http2_connection_is_shared_and_closed_with_its_pool() {
+async fn an_http2_connection_is_made_once_shared_and_closed_with_its_pool() {
     let (addr, accepted, ended) = h2_server(usize::MAX).await;
     let pool = http2_pool();
-    assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    // The first requests at once: they wait for the one connection being made.
     let (a, b, c) = tokio::join!(get(&pool, addr), get(&pool, addr), get(&pool, addr));
     assert_eq!(
         (a.unwrap(), b.unwrap(), c.unwrap()),
         ("ok".into(), "ok".into(), "ok".into())
     );
+    assert_eq!(get(&pool, addr).await.unwrap(), "ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all");
     drop(pool); // a cluster gone with a reload
     assert!(
@@ -193,4 +194,34 @@ async fn after_an_http2_goaway_requests_go_on_a_fresh_connection() {
         assert!(reaches(&accepted, n).await);
         tokio::time::sleep(Duration::from_millis(50)).await; // the GOAWAY arrives
     }
+}
+
+#[tokio::test]
+async fn requests_waiting_for_an_http2_connect_share_its_failure() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let pool = http2_pool();
+    let (a, b) = tokio::join!(get(&pool, addr), get(&pool, addr));
+    assert_eq!(
+        (a, b),
+        (Err(UpstreamError::Connect), Err(UpstreamError::Connect))
+    );
+    let streams = pool.streams.as_ref().unwrap();
+    assert!(streams[0].lock().unwrap().by_endpoint.is_empty());
+}
+
+#[tokio::test]
+async fn a_cancelled_http2_connect_is_taken_over_by_the_next_request() {
+    let (addr, accepted, _) = h2_server(usize::MAX).await;
+    let pool = http2_pool();
+    let streams = pool.streams.as_ref().unwrap();
+    // What a request cancelled while it made the connection leaves behind (per-try timeout,
+    // client gone): waiting on it would never end.
+    let (tell, made) = watch::channel(None);
+    drop(tell);
+    (streams[0].lock().unwrap().by_endpoint).insert(addr, Slot::Connecting(made));
+    let answer = tokio::time::timeout(Duration::from_secs(2), get(&pool, addr)).await;
+    assert_eq!(answer.expect("not stuck").unwrap(), "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
