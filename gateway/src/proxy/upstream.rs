@@ -87,6 +87,9 @@ pub struct PoolSettings {
     pub max_in_flight: Option<usize>,
     /// HTTP/2 (cleartext, prior knowledge) to the endpoints instead of HTTP/1.1.
     pub http2: bool,
+    /// `http.maxRequestsPerConnection`: requests (HTTP/2: streams) a connection carries before
+    /// it is retired, closed once its last request is done; `None`: unlimited.
+    pub max_requests_per_connection: Option<u32>,
 }
 
 impl Default for PoolSettings {
@@ -96,6 +99,7 @@ impl Default for PoolSettings {
             idle_timeout: Duration::from_secs(3600),
             max_in_flight: None,
             http2: false,
+            max_requests_per_connection: None,
         }
     }
 }
@@ -125,6 +129,8 @@ pub enum UpstreamError {
 /// One HTTP/1.1 connection: the handle to send on and the state machine that does the I/O.
 struct Conn {
     sender: http1::SendRequest<Body>,
+    /// Requests sent on it so far (`maxRequestsPerConnection`).
+    sent: u32,
     /// `None` once the connection has ended (peer closed, error). It is dropped then, not
     /// kept: dropping it hands a request still queued in it back (`TrySendError`) and makes
     /// `sender` report closed, where a finished but live one would leave both waiting forever.
@@ -208,6 +214,8 @@ pub struct Upstream {
     /// HTTP/2 clusters: the shared connection per endpoint, per worker.
     streams: Option<Arc<[Mutex<Streams>]>>,
     limit: Option<Arc<Semaphore>>,
+    /// `maxRequestsPerConnection` (`u32::MAX`: unlimited).
+    max_requests: u32,
 }
 
 /// A worker's HTTP/2 connections, one per endpoint. Aligned like [`Idle`].
@@ -220,9 +228,9 @@ struct Streams {
 /// A worker's HTTP/2 connection to one endpoint, or the news of the one being made.
 enum Slot {
     Ready(http2::Connection),
-    /// Tells the connection once made, `None` if that failed; closed if its maker was
-    /// cancelled.
-    Connecting(watch::Receiver<Option<http2::Connection>>),
+    /// Tells whether the connection was made (`Some(false)`: the connect failed); closed if its
+    /// maker was cancelled.
+    Connecting(watch::Receiver<Option<bool>>),
 }
 
 impl std::fmt::Debug for Upstream {
@@ -250,6 +258,7 @@ impl Upstream {
                     .collect()
             }),
             limit: settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            max_requests: settings.max_requests_per_connection.unwrap_or(u32::MAX),
         }
     }
 
@@ -291,6 +300,7 @@ impl Upstream {
             None => (self.connect(addr).await?, false),
         };
         loop {
+            conn.sent += 1;
             match conn.exchange(request).await {
                 Ok(response) => {
                     let pool = Release {
@@ -298,6 +308,7 @@ impl Upstream {
                         slot,
                         addr,
                         idle_timeout: self.idle_timeout,
+                        max_requests: self.max_requests,
                     };
                     return Ok(response.map(|body| {
                         boxed(PooledBody {
@@ -394,7 +405,11 @@ impl Upstream {
                 let mut map = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
                 match map.by_endpoint.get(&addr) {
                     Some(Slot::Ready(conn)) if !conn.is_closed() => {
-                        return Ok((conn.clone(), false));
+                        let conn = conn.clone();
+                        if conn.take_stream(self.max_requests) {
+                            map.by_endpoint.remove(&addr); // its last stream: retired
+                        }
+                        return Ok((conn, false));
                     }
                     // Being made by a request still waiting for it (not cancelled).
                     Some(Slot::Connecting(made)) if made.has_changed().is_ok() => Ok(made.clone()),
@@ -416,21 +431,20 @@ impl Upstream {
                         Slot::Connecting(made) => made.has_changed().is_ok(),
                     });
                     match &made {
-                        Ok(conn) => map.by_endpoint.insert(addr, Slot::Ready(conn.clone())),
-                        Err(_) => map.by_endpoint.remove(&addr),
+                        Ok(conn) if !conn.take_stream(self.max_requests) => {
+                            map.by_endpoint.insert(addr, Slot::Ready(conn.clone()))
+                        }
+                        _ => map.by_endpoint.remove(&addr),
                     };
                     drop(map);
-                    tell.send_replace(made.as_ref().ok().cloned());
+                    tell.send_replace(Some(made.is_ok()));
                     return made.map(|conn| (conn, true));
                 }
             };
             match made.changed().await {
-                Ok(()) => {
-                    return match made.borrow().clone() {
-                        Some(conn) => Ok((conn, true)),
-                        None => Err(UpstreamError::Connect),
-                    };
-                }
+                // Made: take a stream of it, as above (or make the next, were it spent).
+                Ok(()) if *made.borrow() == Some(true) => continue,
+                Ok(()) => return Err(UpstreamError::Connect),
                 // The request making it was cancelled: make it here.
                 Err(_) => continue,
             }
@@ -483,6 +497,7 @@ impl Upstream {
             .map_err(|_| UpstreamError::Connect)?;
         Ok(Box::new(Conn {
             sender,
+            sent: 0,
             io: Some(io),
         }))
     }
@@ -495,10 +510,14 @@ struct Release {
     slot: usize,
     addr: SocketAddr,
     idle_timeout: Duration,
+    max_requests: u32,
 }
 
 impl Release {
     fn put(&self, conn: Box<Conn>) {
+        if conn.sent >= self.max_requests {
+            return; // retired: dropping it closes it
+        }
         let Some(idle) = self.idle.upgrade() else {
             return;
         };

@@ -273,6 +273,7 @@ fn pool_settings(pool: &ConnectionPool, http2: bool) -> PoolSettings {
         idle_timeout: pool.idle_timeout,
         max_in_flight,
         http2,
+        max_requests_per_connection: pool.max_requests_per_connection,
     }
 }
 

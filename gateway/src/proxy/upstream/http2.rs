@@ -16,6 +16,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -41,9 +42,15 @@ const SEND_BUFFER: usize = 1024 * 1024;
 #[derive(Clone)]
 pub(super) struct Connection {
     send: SendRequest<Bytes>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     /// Tells whether the connection's task has ended: it holds the receiver (dropped with the
     /// task, also when its runtime shuts down).
-    alive: Arc<oneshot::Sender<()>>,
+    alive: oneshot::Sender<()>,
+    /// Streams handed out so far (`maxRequestsPerConnection`).
+    streams: AtomicU32,
 }
 
 /// Why an exchange gave no response.
@@ -75,18 +82,26 @@ impl Connection {
         });
         Ok(Self {
             send,
-            alive: Arc::new(alive),
+            shared: Arc::new(Shared {
+                alive,
+                streams: AtomicU32::new(0),
+            }),
         })
     }
 
     /// Whether the connection's task has ended (peer closed, error).
     pub(super) fn is_closed(&self) -> bool {
-        self.alive.is_closed()
+        self.shared.alive.is_closed()
     }
 
     /// Whether both are handles to the same connection.
     pub(super) fn same(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.alive, &other.alive)
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Counts one more stream on it; true when that was the last of `max`.
+    pub(super) fn take_stream(&self, max: u32) -> bool {
+        self.shared.streams.fetch_add(1, Ordering::Relaxed) + 1 >= max
     }
 
     /// Sends `request` (absolute URI, HTTP/2 version, no connection-specific headers) on a new

@@ -225,3 +225,35 @@ async fn a_cancelled_http2_connect_is_taken_over_by_the_next_request() {
     assert_eq!(answer.expect("not stuck").unwrap(), "ok");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn max_requests_per_connection_retires_connections_of_both_protocols() {
+    let settings = |http2| PoolSettings {
+        http2,
+        max_requests_per_connection: Some(2),
+        ..PoolSettings::default()
+    };
+    // HTTP/1.1: the server would keep each connection for 100 requests.
+    let (addr, accepted) = server(100, true).await;
+    let pool = Upstream::new(&settings(false));
+    for _ in 0..5 {
+        assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "two requests per connection"
+    );
+    // HTTP/2: two streams per connection, and a retired one closes once its stream is done.
+    let (addr, accepted, ended) = h2_server(usize::MAX).await;
+    let pool = Upstream::new(&settings(true));
+    for _ in 0..5 {
+        assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "two streams per connection"
+    );
+    assert!(reaches(&ended, 2).await, "the two retired ones are closed");
+}
