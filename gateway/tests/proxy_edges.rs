@@ -339,9 +339,10 @@ async fn circuit_breakers_bound_requests_in_flight_per_protocol() {
     // HTTP/1.1: maxConnections + http1MaxPendingRequests in flight, the rest refused at once.
     let h1 = "      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1}";
     assert_eq!(overflowed(h1, "HTTP", 3).await, 1);
-    // HTTP/2: http2MaxRequests.
+    // http2MaxRequests, whatever the protocol ("applicable to both HTTP/1.1 and HTTP2").
     let h2 = "      http: {http2MaxRequests: 2}";
     assert_eq!(overflowed(h2, "HTTP2", 3).await, 1);
+    assert_eq!(overflowed(h2, "HTTP", 3).await, 1);
 }
 
 /// An HTTP/2 backend on the `h2` crate that refuses its first `refuse` streams unread

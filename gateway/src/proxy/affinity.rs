@@ -73,7 +73,12 @@ pub fn affinity(
                 return Affinity::None;
             };
             let value = format!("{:016x}", fastrand::u64(..));
-            let mut set_cookie = format!("{name}=\"{value}\"; Max-Age={}", ttl.as_secs());
+            let mut set_cookie = format!("{name}=\"{value}\"");
+            // A ttl under a second (`0s` included) makes a session cookie, as Envoy does:
+            // `Max-Age=0` would tell the client to drop it at once, and stickiness with it.
+            if ttl.as_secs() > 0 {
+                set_cookie.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+            }
             if let Some(path) = path {
                 set_cookie.push_str("; Path=");
                 set_cookie.push_str(path);
@@ -179,5 +184,19 @@ mod tests {
         let value = text.split('"').nth(1).unwrap();
         let back = headers(&[("cookie", &format!("sticky={value}"))]);
         assert_eq!(affinity(&key, &back, None, IP).hash(), Some(hash));
+
+        // `ttl: 0s`: a session cookie, not one the client must delete at once.
+        let key = HashKey::Cookie {
+            name: "sticky".into(),
+            path: None,
+            ttl: Some(Duration::ZERO),
+        };
+        let Affinity::Generated { set_cookie, .. } = affinity(&key, &HeaderMap::new(), None, IP)
+        else {
+            panic!("a cookie is generated");
+        };
+        let text = set_cookie.to_str().unwrap();
+        assert!(!text.contains("Max-Age"), "{text}");
+        assert!(text.ends_with("\"; HttpOnly"), "{text}");
     }
 }

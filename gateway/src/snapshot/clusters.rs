@@ -256,16 +256,22 @@ fn balancer_policy(
 }
 
 fn pool_settings(pool: &ConnectionPool, http2: bool) -> PoolSettings {
-    // Envoy's circuit breakers: HTTP/1.1 requests wait for one of `maxConnections` connections
-    // in a queue of `http1MaxPendingRequests`; HTTP/2 ones are bounded by `http2MaxRequests`.
+    // Envoy's circuit breakers: `http2MaxRequests` bounds the requests in flight to any
+    // cluster ("applicable to both HTTP/1.1 and HTTP2"); HTTP/1.1 ones also wait for one of
+    // `maxConnections` connections in a queue of `http1MaxPendingRequests`.
+    let requests = pool.http2_max_requests.map(|n| n as usize);
     let max_in_flight = if http2 {
-        pool.http2_max_requests.map(|n| n as usize)
+        requests
     } else {
-        match (pool.max_connections, pool.http1_max_pending_requests) {
+        let queued = match (pool.max_connections, pool.http1_max_pending_requests) {
             (None, None) => None,
             (conns, pending) => Some(
                 conns.unwrap_or(u32::MAX / 2) as usize + pending.unwrap_or(u32::MAX / 2) as usize,
             ),
+        };
+        match (queued, requests) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     };
     PoolSettings {
