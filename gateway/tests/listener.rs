@@ -16,10 +16,50 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 async fn handler(req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    if req.uri().path() == "/slow" {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    match req.uri().path() {
+        "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+        "/stream" => return Response::new(BodyExt::boxed_unsync(Trickle::new())),
+        _ => {}
     }
     Response::new(full(format!("{:?} from {}", req.version(), peer.ip())))
+}
+
+/// A body sent in two parts 600 ms apart: "a", then "b".
+struct Trickle {
+    sent: u8,
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Trickle {
+    fn new() -> Self {
+        Self {
+            sent: 0,
+            pause: Box::pin(tokio::time::sleep(Duration::from_millis(600))),
+        }
+    }
+}
+
+impl http_body::Body for Trickle {
+    type Data = Bytes;
+    type Error = gateway::proxy::BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match self.sent {
+            0 => {
+                self.sent = 1;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"a")))))
+            }
+            1 => {
+                std::task::ready!(self.pause.as_mut().poll(cx));
+                self.sent = 2;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"b")))))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
 }
 
 async fn start(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -126,4 +166,34 @@ async fn shutdown_drains_in_flight_requests() {
         TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
+}
+
+#[tokio::test]
+async fn the_idle_guard_cuts_a_trickled_head_but_not_a_slow_body() {
+    let limits = Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (addr, _stop, _task) = start(limits).await;
+    // A head that never ends: closed unanswered after the timeout (within two sweep periods of
+    // 75 ms), not before.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf))
+        .await
+        .expect("closed within 3 s");
+    assert_eq!(read.unwrap_or(0), 0, "closed without an answer");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed early: {waited:?}"
+    );
+    // A body that takes twice the timeout to send: its request is in flight until the end.
+    let (status, body) = get(addr, "/stream").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ab"));
 }

@@ -1,5 +1,13 @@
 //! The accept loop shared by the proxy and admin listeners: HTTP/1.1 and h2c on one port,
 //! bounded connections and header sizes, graceful drain on shutdown.
+//!
+//! Slow and idle clients: a connection with no request in flight for `header_read_timeout` is
+//! closed by the idle guard ([`conn_guard`], shared with sticky-svc), which bounds a trickled
+//! request head and an idle HTTP/1.1 keep-alive connection as hyper's `header_read_timeout`
+//! does, without arming a timer per request (~1 500 instructions of a ~41 000-instruction
+//! proxied request). A request counts as in flight until its response body is sent, so a long
+//! streamed body is never cut. An HTTP/2 client's connection is guarded until its first
+//! request, then left open between requests, as before (hyper's timeout is HTTP/1-only).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,16 +15,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use conn_guard::{IdleGuard, InFlight};
+use http::{Request, Response, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Body, ProxyError};
+use super::{Body, BoxError, ProxyError};
 
 /// What one listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +39,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Bytes of request line + headers (HTTP/1.1) or header list (h2); past it: 431.
     pub max_header_bytes: usize,
-    /// A client that has not sent its headers after this is disconnected.
+    /// A connection with no request in flight this long (a client that has not sent its
+    /// headers, an idle HTTP/1.1 keep-alive connection) is closed.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown starts.
     pub grace: Duration,
@@ -85,6 +100,7 @@ pub async fn accept_failed(error: &std::io::Error) {
 pub struct Connections<H> {
     builder: auto::Builder<TokioExecutor>,
     graceful: GracefulShutdown,
+    guard: IdleGuard,
     grace: Duration,
     handler: H,
 }
@@ -95,12 +111,13 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     /// Connections served with `handler` under `limits` (header size and timeout, grace).
+    /// The idle guard's sweeper runs on the calling task's runtime.
     pub fn new(limits: Limits, handler: H) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            // The idle guard's job (see the module's doc).
+            .header_read_timeout(None)
             // hyper's floor is 8 KiB; it answers 431 past the buffer.
             .max_buf_size(limits.max_header_bytes.max(8192));
         builder
@@ -110,6 +127,7 @@ where
         Self {
             builder,
             graceful: GracefulShutdown::new(),
+            guard: IdleGuard::start(limits.header_read_timeout),
             grace: limits.grace,
             handler,
         }
@@ -130,22 +148,46 @@ where
         match permit {
             Some(permit) => {
                 let handler = self.handler.clone();
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req, peer).await) }
-                });
+                let watch = self.guard.watch();
+                let service = {
+                    let watch = watch.clone();
+                    service_fn(move |req: Request<Incoming>| {
+                        let in_flight = if req.version() == Version::HTTP_2 {
+                            watch.keep_open();
+                            None
+                        } else {
+                            Some(watch.request())
+                        };
+                        let handler = handler.clone();
+                        async move {
+                            let response = handler(req, peer).await;
+                            Ok::<_, Infallible>(match in_flight {
+                                Some(in_flight) => response.map(|body| {
+                                    Sending {
+                                        body,
+                                        _in_flight: in_flight,
+                                    }
+                                    .boxed_unsync()
+                                }),
+                                None => response,
+                            })
+                        }
+                    })
+                };
                 let conn = self
                     .builder
                     .serve_connection_with_upgrades(io, service)
                     .into_owned();
                 let conn = self.graceful.watch(conn);
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let _permit = permit;
+                    // Also when the idle guard aborts the task.
+                    let _closed = OnDrop(Some(closed));
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                    closed();
                 });
+                watch.abort_on_expiry(task.abort_handle());
             }
             None => {
                 let service = service_fn(|_req| async {
@@ -167,6 +209,44 @@ where
             () = tokio::time::sleep(self.grace) => {
                 tracing::warn!(grace = ?self.grace, "connections still open after the grace period");
             }
+        }
+    }
+}
+
+/// A response body that keeps its request in flight for the idle guard until it has been sent
+/// (or dropped), so the guard never closes a connection in the middle of a streamed body.
+struct Sending {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Sending {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Runs its function when dropped.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
         }
     }
 }

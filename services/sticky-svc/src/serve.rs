@@ -17,7 +17,7 @@
 //! Slow clients: a connection with no request in flight for `header_read_timeout` is closed
 //! ([`guard`]), which bounds both a trickled request head and an idle keep-alive connection.
 
-pub mod guard;
+pub use conn_guard as guard;
 
 use std::future::Future;
 use std::net::SocketAddr;
