@@ -184,6 +184,7 @@ fn spawn_connection(
     mut drain: watch::Receiver<Phase>,
 ) {
     let watch = guard.watch();
+    let guard_watch = watch.clone();
     let opened_while_serving = *drain.borrow() == Phase::Serving;
     if !opened_while_serving {
         watch.report_answers();
@@ -203,9 +204,10 @@ fn spawn_connection(
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         tokio::pin!(connection);
         tokio::select! {
+            biased;
             result = connection.as_mut() => return log_end(result),
             // Drain: finish what is in flight, then close.
             _ = drain.wait_for(|phase| *phase != Phase::Serving), if opened_while_serving => {
@@ -216,18 +218,20 @@ fn spawn_connection(
             () = watch.answered(), if !opened_while_serving => {
                 connection.as_mut().graceful_shutdown();
             }
-            () = watch.expired() => return debug!("idle connection closed"),
         }
         tokio::select! {
+            biased;
             result = connection.as_mut() => log_end(result),
             _ = drain.wait_for(|phase| *phase == Phase::Closed) => {
                 debug!("connection closed at the end of the grace period");
             }
-            () = watch.expired() => debug!("idle connection closed"),
         }
         // `drain` is dropped only now: the server counts this connection until it ends.
         drop(drain);
     });
+    // An idle connection is closed by aborting its task (which drops `drain` with it): a
+    // `select!` on `watch.expired()` would take `Notify`'s lock at every wake-up.
+    guard_watch.abort_on_expiry(task.abort_handle());
 }
 
 fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
