@@ -32,7 +32,7 @@ use super::upstream::UpstreamError;
 use super::{Body, ProxyError, boxed, full};
 use crate::balancer::{PickContext, PickError, Reason};
 use crate::cluster::{Cluster, ClusterState};
-use crate::config::model::{HashKey, RouteAction, StringMatcher};
+use crate::config::model::{RouteAction, StringMatcher};
 use crate::health::Outcome;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::snapshot::{Route, Snapshot};
@@ -153,7 +153,7 @@ impl Proxy {
 
         let affinity = match &cluster.spec.hash_key {
             Some(key) => {
-                let a = affinity(key, &parts.headers, parts.uri.query(), peer.ip());
+                let a = affinity(key, &mut parts.headers, parts.uri.query(), peer.ip());
                 if a == Affinity::None {
                     self.metrics
                         .hash_key_missing
@@ -164,15 +164,6 @@ impl Proxy {
             }
             None => Affinity::None,
         };
-        // HPACK: the hash header has one value per user, so as an indexed field it would
-        // churn an HTTP/2 upstream's header table (and h2's encoder compares a new value with
-        // every cached one of that name: ~2 500 instructions a request at 1 000 users). It
-        // goes never-indexed; HTTP/1.1 ignores the flag.
-        if let Some(HashKey::Header(name)) = &cluster.spec.hash_key
-            && let Some(value) = parts.headers.get_mut(name.as_str())
-        {
-            value.set_sensitive(true);
-        }
 
         let body = match self.prepare_body(&parts, body).await {
             Ok(body) => body,
