@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Two (or more) gateway binaries side by side, in front of the same 5 sticky-svc replicas,
-# alternated A B A B so the drift of a shared machine hits all alike: requests/s, p99 and the
-# gateway's CPU µs per request of each run, then the medians. For judging a change to the
+# alternated A B B A (every other round reversed) so the drift of a shared machine and the luck
+# of a slot hit all alike: requests/s, p99, the gateway's CPU µs per request, the replicas' CPU
+# µs per request and how often per request they slept waiting for input (voluntary context
+# switches: wake-ups the gateway's writes caused), then the medians and the median per-round
+# ratio of requests/s to the first binary's. For judging a change to the
 # request path: build the old binary, copy it aside, build the new one. `BINARY@HTTP2` runs that
 # binary with HTTP/2 to the replicas (ServiceEntry port protocol HTTP2).
 #
@@ -49,24 +52,45 @@ export BENCH_USERS=1000
 for port in "${ports[@]}"; do
   "${other[@]}" wrk -t1 -c64 -d2s -s bench/users.lua "http://127.0.0.1:$port/ping" >/dev/null
 done
-printf '%-28s %12s %10s %14s\n' gateway requests/s p99 "CPU µs/req"
-for _ in $(seq "$ROUNDS"); do
-  for j in "${!ports[@]}"; do
-    before=$(ticks "${gateways[$j]}")
+# voluntary context switches of PIDs so far: how often they slept waiting for input.
+sleeps() {
+  local pid sum=0
+  for pid in "$@"; do
+    sum=$((sum + $(awk '$1 == "voluntary_ctxt_switches:" {print $2}' "/proc/$pid/status")))
+  done
+  echo "$sum"
+}
+hz=$(getconf CLK_TCK)
+printf '%-28s %10s %8s %11s %11s %13s\n' gateway requests/s p99 "CPU µs/req" "replicas µs" "replica sleeps"
+for round in $(seq "$ROUNDS"); do
+  # Every other round in reverse order, so a slot's luck (what ran before it) evens out.
+  order=("${!ports[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    order=()
+    for ((j = ${#ports[@]} - 1; j >= 0; j--)); do order+=("$j"); done
+  fi
+  for j in "${order[@]}"; do
+    before=$(ticks "${gateways[$j]}") rep_before=$(ticks "${backend_pids[@]}")
+    sleeps_before=$(sleeps "${backend_pids[@]}")
     out=$("${other[@]}" wrk -t1 -c64 "-d${D}s" --latency -s bench/users.lua \
       "http://127.0.0.1:${ports[$j]}/ping")
-    after=$(ticks "${gateways[$j]}")
+    after=$(ticks "${gateways[$j]}") rep_after=$(ticks "${backend_pids[@]}")
+    sleeps_after=$(sleeps "${backend_pids[@]}")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
-    cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$n" \
-      'BEGIN {printf "%.2f", t * 1e6 / hz / n}')
-    printf '%-28s %12s %10s %14s\n' "${names[$j]}" "$rps" "$p99" "$cpu" | tee -a "$work/results"
+    read -r cpu rep slp < <(awk -v t=$((after - before)) -v r=$((rep_after - rep_before)) \
+      -v s=$((sleeps_after - sleeps_before)) -v hz="$hz" -v n="$n" \
+      'BEGIN {printf "%.2f %.2f %.3f\n", t * 1e6 / hz / n, r * 1e6 / hz / n, s / n}')
+    printf '%-28s %10s %8s %11s %11s %13s\n' "${names[$j]}" "$rps" "$p99" "$cpu" "$rep" "$slp"
+    echo "$round ${names[$j]} $rps $cpu $rep $slp" >>"$work/results"
   done
 done
-echo "medians:"
+echo "medians (ratio: median over rounds of requests/s over the first binary's in the same round):"
+printf '%-28s %10s %7s %11s %11s %13s\n' gateway requests/s ratio "CPU µs/req" "replicas µs" "replica sleeps"
 for name in "${names[@]}"; do
-  rps=$(awk -v n="$name" '$1 == n {print $2}' "$work/results" | median)
-  cpu=$(awk -v n="$name" '$1 == n {print $4}' "$work/results" | median)
-  printf '%-28s %12s requests/s %8s CPU µs/req\n' "$name" "$rps" "$cpu"
+  col() { awk -v n="$name" -v c="$1" '$2 == n {print $c}' "$work/results" | median; }
+  ratio=$(awk -v a="$name" -v b="${names[0]}" '$2 == a {x[$1] = $3} $2 == b {y[$1] = $3}
+    END {for (r in x) if (r in y) print x[r] / y[r]}' "$work/results" | median)
+  printf '%-28s %10s %7.3f %11s %11s %13s\n' "$name" "$(col 3)" "$ratio" "$(col 4)" "$(col 5)" "$(col 6)"
 done

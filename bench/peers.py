@@ -78,7 +78,7 @@ def summarize(results_path, clk_tck):
     with open(results_path, encoding="utf-8") as f:
         for line in f:
             w, target, rnd, requests, duration_us, p50, p99, p999, errors, status, ticks, \
-                sys_ticks = line.split()
+                sys_ticks, replica_ticks = line.split()
             requests, duration = int(requests), int(duration_us) / 1e6
             runs[(int(w), target)].append({
                 "round": int(rnd),
@@ -87,12 +87,13 @@ def summarize(results_path, clk_tck):
                 "errors": int(errors) + int(status),
                 "cpu100k": int(ticks) / clk_tck / max(requests, 1) * 1e5,
                 "kernel": int(sys_ticks) / max(int(ticks), 1) * 100,
+                "replicas100k": int(replica_ticks) / clk_tck / max(requests, 1) * 1e5,
                 "busy": int(ticks) / clk_tck / duration,
             })
     medians = {}
     for key, rows in runs.items():
         m = {k: statistics.median(r[k] for r in rows)
-             for k in ("rps", "p50", "p99", "p999", "cpu100k", "kernel", "busy")}
+             for k in ("rps", "p50", "p99", "p999", "cpu100k", "kernel", "busy", "replicas100k")}
         m["errors"] = sum(r["errors"] for r in rows)
         m["rounds"] = len(rows)
         medians[key] = m
@@ -124,15 +125,18 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
                  "rounds. CPU is the proxy's own (all its processes and threads) from "
                  "`/proc/<pid>/stat`, kernel % its share spent in the kernel (system calls, "
                  "loopback TCP); busy = CPU seconds per second of the run (1.0 = one "
-                 f"core); peak RSS is `VmHWM` (nginx: master + workers). {meta['pinning']}")
+                 "core); replicas' CPU is the 5 sticky-svc replicas' together, what the "
+                 "proxy's way of talking to them costs the backends (with one worker they "
+                 "share a CPU with wrk, so it also bounds the requests/s a proxy can reach); "
+                 f"peak RSS is `VmHWM` (nginx: master + workers). {meta['pinning']}")
     lines.append("")
     goals = []
     for workers in sorted({w for w, _ in medians}):
         lines.append(f"#### {workers} worker{'s' if workers > 1 else ''} per proxy")
         lines.append("")
         lines.append("| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MiB "
-                     "| CPU s / 100k requests | kernel % | busy |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                     "| CPU s / 100k requests | kernel % | busy | replicas' CPU s / 100k |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for target, name in TARGETS:
             m = medians.get((workers, target))
             if m is None:
@@ -141,7 +145,7 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
             rss_text = f"{kib / 1024:.1f}" if kib else "–"
             lines.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
                          f"{m['p999']:.2f} | {m['errors']} | {rss_text} | {m['cpu100k']:.2f} | "
-                         f"{m['kernel']:.0f} | {m['busy']:.2f} |")
+                         f"{m['kernel']:.0f} | {m['busy']:.2f} | {m['replicas100k']:.2f} |")
         lines.append("")
         g, n, h = (medians.get((workers, t)) for t in ("gateway", "nginx", "haproxy"))
         if not (g and n and h):

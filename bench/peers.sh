@@ -139,13 +139,13 @@ echo "load average before: $load_before"
 run() {
   local w=$1 target=$2 round=$3 port=$4 before after line
   shift 4
-  before=$(ticks "$@") sys_before=$(system_ticks "$@")
+  before=$(ticks "$@") sys_before=$(system_ticks "$@") rep_before=$(ticks "${backend_pids[@]}")
   line=$("${pin_client[@]}" wrk "${wrk_args[@]}" "-d$DURATION" "http://127.0.0.1:$port/ping" |
     awk '$1 == "result"')
-  after=$(ticks "$@") sys_after=$(system_ticks "$@")
+  after=$(ticks "$@") sys_after=$(system_ticks "$@") rep_after=$(ticks "${backend_pids[@]}")
   read -r _ requests duration p50 p99 p999 errors status <<<"$line"
   echo "$w $target $round $requests $duration $p50 $p99 $p999 $errors $status $((after - before))" \
-    "$((sys_after - sys_before))" >>"$work/results"
+    "$((sys_after - sys_before))" "$((rep_after - rep_before))" >>"$work/results"
   awk -v w="$w" -v t="$target" -v r="$round" -v n="$requests" -v d="$duration" -v p="$p99" \
     -v e=$((errors + status)) -v c=$((after - before)) -v hz="$(getconf CLK_TCK)" \
     'BEGIN {printf "%s worker(s) round %s %-10s %9.0f requests/s  p99 %7.2f ms  errors %d  CPU %.2f s/100k\n",
