@@ -388,6 +388,7 @@ impl Worker {
             proxy,
         } = self;
         runtime.block_on(async move {
+            tokio::spawn(crate::proxy::batch::flusher());
             let connections = Connections::new(limits, move |req, peer| {
                 let proxy = proxy.clone();
                 async move { proxy.handle(req, peer).await }

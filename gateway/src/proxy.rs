@@ -1,6 +1,7 @@
 //! The request path: listener, routing, balancing, forwarding with retries and timeouts.
 
 pub mod affinity;
+pub mod batch;
 pub mod error;
 pub mod forward;
 pub mod headers;

@@ -144,7 +144,7 @@ where
         closed: impl FnOnce() + Send + 'static,
     ) {
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
+        let io = TokioIo::new(super::batch::Batched::new(stream));
         match permit {
             Some(permit) => {
                 let handler = self.handler.clone();

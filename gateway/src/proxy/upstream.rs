@@ -45,6 +45,8 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+
+use super::batch::Batched;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
@@ -134,7 +136,7 @@ struct Conn {
     /// `None` once the connection has ended (peer closed, error). It is dropped then, not
     /// kept: dropping it hands a request still queued in it back (`TrySendError`) and makes
     /// `sender` report closed, where a finished but live one would leave both waiting forever.
-    io: Option<http1::Connection<TokioIo<TcpStream>, Body>>,
+    io: Option<http1::Connection<TokioIo<Batched>, Body>>,
 }
 
 impl Conn {
@@ -492,7 +494,7 @@ impl Upstream {
 
     async fn connect(&self, addr: SocketAddr) -> Result<Box<Conn>, UpstreamError> {
         let stream = self.tcp(addr).await?;
-        let (sender, io) = http1::handshake(TokioIo::new(stream))
+        let (sender, io) = http1::handshake(TokioIo::new(Batched::new(stream)))
             .await
             .map_err(|_| UpstreamError::Connect)?;
         Ok(Box::new(Conn {
