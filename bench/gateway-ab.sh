@@ -52,14 +52,6 @@ export BENCH_USERS=1000
 for port in "${ports[@]}"; do
   "${other[@]}" wrk -t1 -c64 -d2s -s bench/users.lua "http://127.0.0.1:$port/ping" >/dev/null
 done
-# voluntary context switches of PIDs so far: how often they slept waiting for input.
-sleeps() {
-  local pid sum=0
-  for pid in "$@"; do
-    sum=$((sum + $(awk '$1 == "voluntary_ctxt_switches:" {print $2}' "/proc/$pid/status")))
-  done
-  echo "$sum"
-}
 hz=$(getconf CLK_TCK)
 printf '%-28s %10s %8s %11s %11s %13s\n' gateway requests/s p99 "CPU µs/req" "replicas µs" "replica sleeps"
 for round in $(seq "$ROUNDS"); do

@@ -55,14 +55,23 @@ ticks() { stat_sum '$14 + $15' "$@"; }
 # system_ticks PID...: the kernel-mode share of `ticks` (system calls, the TCP stack).
 system_ticks() { stat_sum '$15' "$@"; }
 
-# peak_rss_kib PID...: the sum of the processes' peak resident set (VmHWM), in KiB.
-peak_rss_kib() {
-  local pid sum=0
+# status_sum FIELD PID...: the sum over the processes of a numeric /proc/<pid>/status field
+# (FIELD with its colon, e.g. VmHWM:).
+status_sum() {
+  local field=$1 pid sum=0
+  shift
   for pid in "$@"; do
-    sum=$((sum + $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")))
+    sum=$((sum + $(awk -v f="$field" '$1 == f {print $2}' "/proc/$pid/status")))
   done
   echo "$sum"
 }
+
+# peak_rss_kib PID...: the sum of the processes' peak resident set (VmHWM), in KiB.
+peak_rss_kib() { status_sum VmHWM: "$@"; }
+
+# sleeps PID...: the processes' voluntary context switches so far: how often they slept
+# waiting for input.
+sleeps() { status_sum voluntary_ctxt_switches: "$@"; }
 
 # children PID: the pids of PID's direct children (nginx's workers), waiting up to 5 s for
 # at least one.

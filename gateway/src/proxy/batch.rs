@@ -300,6 +300,22 @@ mod tests {
         got
     }
 
+    /// Starts this event loop's flusher and lets it install itself.
+    async fn start_flusher() {
+        tokio::spawn(flusher());
+        tokio::task::yield_now().await;
+    }
+
+    /// A pair whose wrapped end has just read a request: its next write is the first after a
+    /// read.
+    async fn after_a_request() -> (Batched, TcpStream) {
+        let (mut ours, mut peer) = pair().await;
+        peer.write_all(b"request").await.unwrap();
+        let mut buf = [0u8; 7];
+        ours.read_exact(&mut buf).await.unwrap();
+        (ours, peer)
+    }
+
     fn event_loop() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -310,10 +326,7 @@ mod tests {
     #[test]
     fn without_a_flusher_writes_go_straight_to_the_socket() {
         event_loop().block_on(async {
-            let (mut ours, mut peer) = pair().await;
-            peer.write_all(b"request").await.unwrap();
-            let mut buf = [0u8; 7];
-            ours.read_exact(&mut buf).await.unwrap();
+            let (mut ours, mut peer) = after_a_request().await;
             ours.write_all(b"answer").await.unwrap();
             assert!(ours.shared.lock().bytes.is_empty());
             assert_eq!(
@@ -326,12 +339,8 @@ mod tests {
     #[test]
     fn the_first_write_after_a_read_leaves_when_the_flusher_runs_and_order_is_kept() {
         event_loop().block_on(async {
-            let flusher = tokio::spawn(flusher());
-            tokio::task::yield_now().await; // the flusher installs itself
-            let (mut ours, mut peer) = pair().await;
-            peer.write_all(b"request").await.unwrap();
-            let mut buf = [0u8; 7];
-            ours.read_exact(&mut buf).await.unwrap();
+            start_flusher().await;
+            let (mut ours, mut peer) = after_a_request().await;
             ours.write_all(b"first ").await.unwrap();
             ours.write_all(b"second ").await.unwrap();
             // Queued, not written: this task has not let the flusher run yet.
@@ -348,15 +357,13 @@ mod tests {
                 received(&mut peer, Duration::from_millis(200)).await,
                 b"first second third"
             );
-            flusher.abort();
         });
     }
 
     #[test]
     fn a_write_larger_than_the_outbox_waits_for_room_and_arrives_whole() {
         event_loop().block_on(async {
-            tokio::spawn(flusher());
-            tokio::task::yield_now().await;
+            start_flusher().await;
             let (mut ours, mut peer) = pair().await;
             peer.write_all(b"go").await.unwrap();
             let mut buf = [0u8; 2];
@@ -381,12 +388,8 @@ mod tests {
     #[test]
     fn shutdown_waits_for_the_outbox() {
         event_loop().block_on(async {
-            tokio::spawn(flusher());
-            tokio::task::yield_now().await;
-            let (mut ours, mut peer) = pair().await;
-            peer.write_all(b"request").await.unwrap();
-            let mut buf = [0u8; 7];
-            ours.read_exact(&mut buf).await.unwrap();
+            start_flusher().await;
+            let (mut ours, mut peer) = after_a_request().await;
             ours.write_all(b"last words").await.unwrap();
             assert!(!ours.shared.lock().bytes.is_empty());
             ours.shutdown().await.unwrap();
@@ -399,12 +402,8 @@ mod tests {
     #[test]
     fn a_connection_dropped_with_queued_bytes_still_sends_them() {
         event_loop().block_on(async {
-            tokio::spawn(flusher());
-            tokio::task::yield_now().await;
-            let (mut ours, mut peer) = pair().await;
-            peer.write_all(b"request").await.unwrap();
-            let mut buf = [0u8; 7];
-            ours.read_exact(&mut buf).await.unwrap();
+            start_flusher().await;
+            let (mut ours, mut peer) = after_a_request().await;
             ours.write_all(b"answer").await.unwrap();
             drop(ours);
             let mut got = Vec::new();
@@ -416,12 +415,8 @@ mod tests {
     #[test]
     fn a_failed_queued_write_is_returned_by_the_next_call() {
         event_loop().block_on(async {
-            tokio::spawn(flusher());
-            tokio::task::yield_now().await;
-            let (mut ours, mut peer) = pair().await;
-            peer.write_all(b"request").await.unwrap();
-            let mut buf = [0u8; 7];
-            ours.read_exact(&mut buf).await.unwrap();
+            start_flusher().await;
+            let (mut ours, peer) = after_a_request().await;
             // The peer goes away with a reset: writes to it fail.
             peer.set_zero_linger().unwrap();
             drop(peer);
