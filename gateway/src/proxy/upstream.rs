@@ -393,9 +393,9 @@ impl Upstream {
     /// The worker's HTTP/2 connection to `addr`, and whether it was just made. Made on first
     /// use and again once closed; requests that find it being made wait for it (and share its
     /// connect failure) instead of each making one, as Envoy queues them on a connecting
-    /// connection. A connection runs until the peer closes it, an error, or the pool is dropped
-    /// with its cluster and its last stream is done; `idleTimeout` is not applied to HTTP/2
-    /// connections.
+    /// connection. A connection runs until the peer closes it, an error, no stream has been open on
+    /// it for `idleTimeout`, or the pool is dropped with its cluster and its last stream is
+    /// done.
     async fn h2_connection(
         &self,
         streams: &[Mutex<Streams>],
@@ -455,7 +455,7 @@ impl Upstream {
 
     async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::Connection, UpstreamError> {
         let stream = self.tcp(addr).await?;
-        http2::Connection::handshake(stream)
+        http2::Connection::handshake(stream, self.idle_timeout)
             .await
             .map_err(|_| UpstreamError::Connect)
     }

@@ -13,11 +13,16 @@
 //! endpoint ([`Failure`]): a connection that can no longer open streams gives the request back
 //! untouched; a stream the endpoint refused (`REFUSED_STREAM`, or above the last stream id of
 //! its `GOAWAY`) was not processed, which is Envoy's `refused-stream` retry condition.
+//!
+//! `connectionPool.http.idleTimeout` applies as Envoy applies it: a connection with no stream
+//! open (no response being read, no request body being sent) for that long is closed; the
+//! next request makes a new one.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -27,6 +32,7 @@ use http::{HeaderMap, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::proxy::{Body, boxed};
 
@@ -51,6 +57,45 @@ struct Shared {
     alive: oneshot::Sender<()>,
     /// Streams handed out so far (`maxRequestsPerConnection`).
     streams: AtomicU32,
+    /// Streams open now: their responses not read to the end (or dropped) and their request
+    /// bodies not all sent.
+    open: AtomicU32,
+    /// When `open` last fell to 0, in nanoseconds since `born`.
+    idle_since: AtomicU64,
+    born: Instant,
+}
+
+impl Shared {
+    /// How long the connection has had no stream open; None while one is.
+    fn idle_for(&self, now: Instant) -> Option<Duration> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_nanos(self.idle_since.load(Ordering::Acquire));
+        Some(now.duration_since(self.born).saturating_sub(since))
+    }
+}
+
+/// Counts a stream as open while it lives.
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = Instant::now().duration_since(shared.born).as_nanos();
+            shared
+                .idle_since
+                .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Release);
+        }
+    }
 }
 
 /// Why an exchange gave no response.
@@ -65,8 +110,12 @@ pub(super) enum Failure {
 }
 
 impl Connection {
-    /// Handshakes over `stream` and spawns the task that does the connection's I/O.
-    pub(super) async fn handshake(stream: TcpStream) -> Result<Self, h2::Error> {
+    /// Handshakes over `stream` and spawns the task that does the connection's I/O, which
+    /// closes it once no stream has been open for `idle_timeout`.
+    pub(super) async fn handshake(
+        stream: TcpStream,
+        idle_timeout: Duration,
+    ) -> Result<Self, h2::Error> {
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -74,19 +123,39 @@ impl Connection {
             .enable_push(false)
             .handshake::<_, Bytes>(stream)
             .await?;
-        // h2 ends the connection once every handle is gone and its last stream is done.
         let (alive, task) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(task);
+        let shared = Arc::new(Shared {
+            alive,
+            streams: AtomicU32::new(0),
+            open: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            born: Instant::now(),
         });
-        Ok(Self {
-            send,
-            shared: Arc::new(Shared {
-                alive,
-                streams: AtomicU32::new(0),
-            }),
-        })
+        // h2 ends the connection once every handle is gone and its last stream is done. The
+        // idle timer, a task of its own so the connection's task is not slowed by a timer
+        // poll at every wake-up, aborts it (no stream is open then to lose) and ends with it.
+        let (ended, mut over) = oneshot::channel::<()>();
+        let connection = tokio::spawn(async move {
+            let _ended = ended;
+            let _task = task;
+            let _ = connection.await;
+        });
+        let (watched, connection) = (Arc::clone(&shared), connection.abort_handle());
+        tokio::spawn(async move {
+            let mut wait = idle_timeout;
+            loop {
+                tokio::select! {
+                    _ = &mut over => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = match watched.idle_for(Instant::now()) {
+                    Some(idle) if idle >= idle_timeout => return connection.abort(),
+                    Some(idle) => idle_timeout - idle,
+                    None => idle_timeout,
+                };
+            }
+        });
+        Ok(Self { send, shared })
     }
 
     /// Whether the connection's task has ended (peer closed, error).
@@ -123,8 +192,9 @@ impl Connection {
             .send
             .send_request(Request::from_parts(parts, ()), end_of_stream)
             .map_err(|e| classify(&e))?;
+        let open = Open::new(&self.shared);
         if !end_of_stream {
-            tokio::spawn(pipe(body, stream));
+            tokio::spawn(pipe(body, stream, Open::new(&self.shared)));
         }
         let response = response.await.map_err(|e| classify(&e))?;
         let (parts, recv) = response.into_parts();
@@ -135,6 +205,7 @@ impl Connection {
                 recv,
                 length,
                 data_done: false,
+                _open: open,
             }),
         ))
     }
@@ -163,7 +234,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Streams a request body onto its stream, within the endpoint's flow-control window. A body
 /// error resets the stream (`CANCEL`) so the endpoint does not take a truncated body as whole.
-async fn pipe(mut body: Body, mut stream: SendStream<Bytes>) {
+async fn pipe(mut body: Body, mut stream: SendStream<Bytes>, _open: Open) {
     let cancel = |stream: &mut SendStream<Bytes>| stream.send_reset(Reason::CANCEL);
     loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
@@ -208,6 +279,7 @@ struct ResponseBody {
     /// What `content-length` says is left to read.
     length: Option<u64>,
     data_done: bool,
+    _open: Open,
 }
 
 impl http_body::Body for ResponseBody {

@@ -257,3 +257,80 @@ async fn max_requests_per_connection_retires_connections_of_both_protocols() {
     );
     assert!(reaches(&ended, 2).await, "the two retired ones are closed");
 }
+
+/// An HTTP/2 server that answers every stream with "a", then "b" `gap` later. Returns its
+/// address and a count of connections ended.
+async fn slow_h2_server(gap: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ended = Arc::<AtomicUsize>::default();
+    let end = Arc::clone(&ended);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let end = end.clone();
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(stream).await.unwrap();
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    tokio::spawn(async move {
+                        let mut body = respond
+                            .send_response(http::Response::new(()), false)
+                            .unwrap();
+                        body.send_data(Bytes::from_static(b"a"), false).unwrap();
+                        tokio::time::sleep(gap).await;
+                        body.send_data(Bytes::from_static(b"b"), true).unwrap();
+                    });
+                }
+                end.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, ended)
+}
+
+fn http2_pool_idle(idle_timeout: Duration) -> Upstream {
+    Upstream::new(&PoolSettings {
+        http2: true,
+        idle_timeout,
+        ..PoolSettings::default()
+    })
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let (addr, accepted, ended) = h2_server(usize::MAX).await;
+    let pool = http2_pool_idle(Duration::from_millis(500));
+    assert_eq!(get(&pool, addr).await.unwrap(), "ok");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        get(&pool, addr).await.unwrap(),
+        "ok",
+        "reused within the timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        0,
+        "the timeout counts from the last stream, not the first"
+    );
+    assert!(reaches(&ended, 1).await, "closed once idle for 500 ms");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        get(&pool, addr).await.unwrap(),
+        "ok",
+        "a new one for the next request"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_open_http2_stream_keeps_its_connection_past_the_idle_timeout() {
+    let (addr, ended) = slow_h2_server(Duration::from_millis(400)).await;
+    let pool = http2_pool_idle(Duration::from_millis(100));
+    assert_eq!(
+        get(&pool, addr).await.unwrap(),
+        "ab",
+        "the whole body, 400 ms apart"
+    );
+    assert_eq!(ended.load(Ordering::SeqCst), 0);
+    assert!(reaches(&ended, 1).await, "then closed once idle");
+}
