@@ -256,7 +256,7 @@ impl Gateway {
                 index,
                 accepted,
                 limits: self.options.limits,
-                proxy: proxy.clone(),
+                proxy: Arc::new(proxy.for_worker()),
             };
             std::thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))

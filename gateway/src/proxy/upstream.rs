@@ -212,7 +212,9 @@ pub struct Upstream {
     idle_timeout: Duration,
     /// One idle list per worker thread; a worker only locks its own, so the lock is never
     /// contended on the request path (other threads, e.g. in tests, share list 0).
-    idle: Arc<[Mutex<Idle>]>,
+    /// Each list in an allocation of its own: the reference counts a request takes and drops
+    /// (its connection's way back, [`Release`]) stay on its worker's CPU.
+    idle: Arc<[Arc<Mutex<Idle>>]>,
     /// HTTP/2 clusters: the shared connection per endpoint, per worker.
     streams: Option<Arc<[Mutex<Streams>]>>,
     limit: Option<Arc<Semaphore>>,
@@ -252,7 +254,7 @@ impl Upstream {
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
             idle: (0..WORKERS.load(Ordering::Relaxed))
-                .map(|_| Mutex::default())
+                .map(|_| Arc::default())
                 .collect(),
             streams: settings.http2.then(|| {
                 (0..WORKERS.load(Ordering::Relaxed))
@@ -306,8 +308,7 @@ impl Upstream {
             match conn.exchange(request).await {
                 Ok(response) => {
                     let pool = Release {
-                        idle: Arc::downgrade(&self.idle),
-                        slot,
+                        idle: Arc::downgrade(&self.idle[slot]),
                         addr,
                         idle_timeout: self.idle_timeout,
                         max_requests: self.max_requests,
@@ -507,9 +508,8 @@ impl Upstream {
 
 /// Where a connection goes back to; weak, so a dropped cluster's pool is not kept alive.
 struct Release {
-    idle: std::sync::Weak<[Mutex<Idle>]>,
     /// The idle list of the worker whose event loop the connection is registered with.
-    slot: usize,
+    idle: std::sync::Weak<Mutex<Idle>>,
     addr: SocketAddr,
     idle_timeout: Duration,
     max_requests: u32,
@@ -524,9 +524,7 @@ impl Release {
             return;
         };
         let now = Instant::now();
-        let mut idle = idle[self.slot]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle
             .swept
             .is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY)
