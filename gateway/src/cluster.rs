@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
@@ -121,7 +120,7 @@ pub struct Cluster {
     /// This cluster's series of `upstream_latency`, looked up on first use (not at start, so
     /// a cluster that never forwarded shows no series, as before), then kept: observing skips
     /// the family's lock and label hashing.
-    latency: OnceLock<Histogram>,
+    latency: OnceLock<crate::metrics::ShardedHistogram>,
     state: Arc<ArcSwap<ClusterState>>,
     trips: mpsc::UnboundedSender<SocketAddr>,
     tasks: Vec<AbortHandle>,

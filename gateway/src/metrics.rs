@@ -5,6 +5,10 @@
 //! builds no string. [`Metrics::count_request`] also skips the family's lock and SipHash of
 //! the label strings: each thread caches counter handles by label *identity* (pointers).
 
+mod sharded;
+
+pub use sharded::ShardedHistogram;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -15,7 +19,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 /// Labels of a proxied request.
@@ -73,7 +77,7 @@ pub struct Metrics {
     /// Requests by route, cluster, endpoint and status code.
     pub requests: Family<RequestLabels, Counter>,
     /// Time from sending upstream to the response headers, per cluster.
-    pub upstream_latency: Family<ClusterLabels, Histogram>,
+    pub upstream_latency: Family<ClusterLabels, ShardedHistogram>,
     /// Retries made, per cluster.
     pub retries: Family<ClusterLabels, Counter>,
     /// Requests whose hash key (header, cookie, query parameter) was missing, so the endpoint
@@ -148,7 +152,7 @@ impl Metrics {
         let metrics = Self {
             requests: Family::default(),
             upstream_latency: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+                ShardedHistogram::new(exponential_buckets(0.000_05, 2.0, 20))
             }),
             retries: Family::default(),
             hash_key_missing: Family::default(),

@@ -78,6 +78,16 @@ pub fn enter_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));
 }
 
+/// Worker threads, as set at start-up (1 until then).
+pub fn workers() -> usize {
+    WORKERS.load(Ordering::Relaxed)
+}
+
+/// The calling thread's worker index (0 on threads that are not workers).
+pub fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
 /// The `connectionPool` settings that shape a cluster's pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
