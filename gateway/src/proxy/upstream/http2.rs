@@ -134,18 +134,16 @@ impl Connection {
         // h2 ends the connection once every handle is gone and its last stream is done. The
         // idle timer, a task of its own so the connection's task is not slowed by a timer
         // poll at every wake-up, aborts it (no stream is open then to lose) and ends with it.
-        let (ended, mut over) = oneshot::channel::<()>();
-        let connection = tokio::spawn(async move {
-            let _ended = ended;
+        let mut connection = tokio::spawn(async move {
             let _task = task;
             let _ = connection.await;
         });
-        let (watched, connection) = (Arc::clone(&shared), connection.abort_handle());
+        let watched = Arc::clone(&shared);
         tokio::spawn(async move {
             let mut wait = idle_timeout;
             loop {
                 tokio::select! {
-                    _ = &mut over => return,
+                    _ = &mut connection => return,
                     () = tokio::time::sleep(wait) => {}
                 }
                 wait = match watched.idle_for(Instant::now()) {
