@@ -19,7 +19,9 @@
 //! While it holds bytes every write goes through it, in order; once empty, writes go straight to
 //! the socket until the next read. `poll_flush` does not wait for queued bytes (they leave at the
 //! end of this pass), `poll_shutdown` does. A write error the flusher meets is returned by the
-//! connection's next write, flush or shutdown. On a thread with no flusher (the admin
+//! connection's next write, flush or shutdown. A connection dropped with bytes queued still
+//! sends them, unless its peer had stopped reading (a socket that takes no more is then let
+//! go rather than held for a peer that may never read). On a thread with no flusher (the admin
 //! listener, tests) every write goes straight to the socket.
 
 use std::cell::RefCell;
