@@ -77,11 +77,11 @@ impl Outbox {
     fn drain(&mut self, cx: &mut Context<'_>) -> bool {
         while !self.bytes.is_empty() {
             match Pin::new(&mut self.half).poll_write(cx, &self.bytes) {
-                Poll::Ready(Ok(0)) => return self.fail(io::ErrorKind::WriteZero),
+                Poll::Ready(Ok(0)) => self.fail(io::ErrorKind::WriteZero),
                 Poll::Ready(Ok(n)) => {
                     self.bytes.drain(..n);
                 }
-                Poll::Ready(Err(error)) => return self.fail(error.kind()),
+                Poll::Ready(Err(error)) => self.fail(error.kind()),
                 Poll::Pending => return false,
             }
         }
@@ -91,13 +91,10 @@ impl Outbox {
         true
     }
 
-    fn fail(&mut self, error: io::ErrorKind) -> bool {
+    /// Keeps the error for the connection's next call; the unwritten bytes are dropped.
+    fn fail(&mut self, error: io::ErrorKind) {
         self.error = Some(error);
         self.bytes.clear();
-        if let Some(waiting) = self.waiting.take() {
-            waiting.wake();
-        }
-        true
     }
 
     fn take_error(&mut self) -> io::Result<()> {

@@ -263,14 +263,10 @@ impl Upstream {
         Self {
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.idle_timeout,
-            idle: (0..WORKERS.load(Ordering::Relaxed))
-                .map(|_| Arc::default())
-                .collect(),
-            streams: settings.http2.then(|| {
-                (0..WORKERS.load(Ordering::Relaxed))
-                    .map(|_| Mutex::default())
-                    .collect()
-            }),
+            idle: (0..workers()).map(|_| Arc::default()).collect(),
+            streams: settings
+                .http2
+                .then(|| (0..workers()).map(|_| Mutex::default()).collect()),
             limit: settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             max_requests: settings.max_requests_per_connection.unwrap_or(u32::MAX),
         }
@@ -308,7 +304,7 @@ impl Upstream {
             request.headers_mut().insert(HOST, host);
         }
 
-        let slot = WORKER.with(Cell::get) % self.idle.len();
+        let slot = worker() % self.idle.len();
         let (mut conn, mut reused) = match self.checkout(slot, addr) {
             Some(conn) => (conn, true),
             None => (self.connect(addr).await?, false),
@@ -353,7 +349,7 @@ impl Upstream {
         authority: &Authority,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let slot = WORKER.with(Cell::get) % streams.len();
+        let slot = worker() % streams.len();
         let host = request
             .headers_mut()
             .remove(HOST)
