@@ -55,6 +55,15 @@ ticks() { stat_sum '$14 + $15' "$@"; }
 # system_ticks PID...: the kernel-mode share of `ticks` (system calls, the TCP stack).
 system_ticks() { stat_sum '$15' "$@"; }
 
+# cpu_ticks CPU: "busy steal total" clock ticks of that CPU so far, from /proc/stat: busy is
+# user + nice + system + irq + softirq (whatever ran there, every process), steal the time the
+# hypervisor ran something else while this CPU had work, total every field up to steal
+# ("0 0 0" for a CPU the machine does not have).
+cpu_ticks() {
+  awk -v cpu="cpu$1" '$1 == cpu {print $2 + $3 + $4 + $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; found = 1}
+    END {if (!found) print 0, 0, 0}' /proc/stat
+}
+
 # status_sum FIELD PID...: the sum over the processes of a numeric /proc/<pid>/status field
 # (FIELD with its colon, e.g. VmHWM:).
 status_sum() {

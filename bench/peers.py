@@ -77,10 +77,18 @@ def summarize(results_path, clk_tck):
     runs = collections.defaultdict(list)
     with open(results_path, encoding="utf-8") as f:
         for line in f:
+            fields = line.split()
             w, target, rnd, requests, duration_us, p50, p99, p999, errors, status, ticks, \
-                sys_ticks, replica_ticks = line.split()
+                sys_ticks, replica_ticks = fields[:13]
+            # /proc/stat of the two CPUs (older results files lack them): the other CPU's
+            # busy and total ticks, then steal and total ticks of both.
+            other_busy, other_total, steal, total = (int(v) for v in fields[13:17]) \
+                if len(fields) >= 17 else (0, 0, 0, 0)
             requests, duration = int(requests), int(duration_us) / 1e6
             runs[(int(w), target)].append({
+                "other100k": other_busy / clk_tck / max(requests, 1) * 1e5,
+                "other_busy": other_busy / max(other_total, 1),
+                "steal": steal / max(total, 1) * 100,
                 "round": int(rnd),
                 "rps": requests / duration,
                 "p50": float(p50) / 1000, "p99": float(p99) / 1000, "p999": float(p999) / 1000,
@@ -93,7 +101,8 @@ def summarize(results_path, clk_tck):
     medians = {}
     for key, rows in runs.items():
         m = {k: statistics.median(r[k] for r in rows)
-             for k in ("rps", "p50", "p99", "p999", "cpu100k", "kernel", "busy", "replicas100k")}
+             for k in ("rps", "p50", "p99", "p999", "cpu100k", "kernel", "busy", "replicas100k",
+                       "other100k", "other_busy", "steal")}
         m["errors"] = sum(r["errors"] for r in rows)
         m["rounds"] = len(rows)
         medians[key] = m
@@ -105,6 +114,11 @@ def paired_ratio(runs, workers, a, b):
     rb = {r["round"]: r["rps"] for r in runs.get((workers, b), [])}
     ratios = [r["rps"] / rb[r["round"]] for r in runs.get((workers, a), []) if r["round"] in rb]
     return statistics.median(ratios) if ratios else float("nan")
+
+
+def best_peer_rps(*peers):
+    """The best requests/s among the peers' rows that were measured."""
+    return max(p["rps"] for p in peers if p)
 
 
 def verdict(ok):
@@ -128,6 +142,10 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
                  "core); replicas' CPU is the 5 sticky-svc replicas' together, what the "
                  "proxy's way of talking to them costs the backends (with one worker they "
                  "share a CPU with wrk, so it also bounds the requests/s a proxy can reach); "
+                 "CPU 1 busy is the share of the run CPU 1 (wrk and the replicas, and with two "
+                 "workers also the proxy's threads the kernel put there) was not idle, from "
+                 "`/proc/stat`; steal % the share of both CPUs' time the hypervisor gave to "
+                 "another guest while ours had work (the machine's slow spells); "
                  f"peak RSS is `VmHWM` (nginx: master + workers). {meta['pinning']}")
     lines.append("")
     goals = []
@@ -135,8 +153,9 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
         lines.append(f"#### {workers} worker{'s' if workers > 1 else ''} per proxy")
         lines.append("")
         lines.append("| proxy | requests/s | p50 ms | p99 ms | p99.9 ms | errors | peak RSS MiB "
-                     "| CPU s / 100k requests | kernel % | busy | replicas' CPU s / 100k |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                     "| CPU s / 100k requests | kernel % | busy | replicas' CPU s / 100k "
+                     "| CPU 1 busy | steal % |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for target, name in TARGETS:
             m = medians.get((workers, target))
             if m is None:
@@ -145,7 +164,8 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
             rss_text = f"{kib / 1024:.1f}" if kib else "–"
             lines.append(f"| {name} | {m['rps']:,.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
                          f"{m['p999']:.2f} | {m['errors']} | {rss_text} | {m['cpu100k']:.2f} | "
-                         f"{m['kernel']:.0f} | {m['busy']:.2f} | {m['replicas100k']:.2f} |")
+                         f"{m['kernel']:.0f} | {m['busy']:.2f} | {m['replicas100k']:.2f} | "
+                         f"{m['other_busy']:.2f} | {m['steal']:.1f} |")
         lines.append("")
         g, n, h = (medians.get((workers, t)) for t in ("gateway", "nginx", "haproxy"))
         if not (g and n and h):
@@ -165,6 +185,19 @@ def section(meta, runs, medians, rss, sticky_rows, png_name):
                          f"{paired_ratio(runs, workers, 'gateway-h2', 'haproxy-h2'):.2f}); "
                          f"gateway (HTTP/2) / HAProxy (HTTP/1.1) **{gh['rps'] / h['rps']:.2f}**; "
                          f"gateway HTTP/2 / HTTP/1.1 upstream **{gh['rps'] / g['rps']:.2f}**.")
+        if workers == 1 and g["other_busy"] > 0:
+            # With one worker CPU 1 holds only wrk and the replicas: what they spend per
+            # request through a proxy caps that proxy's row whatever the proxy costs itself.
+            rows = [("gateway", g), ("gateway, HTTP/2 upstream", gh)] if gh else [("gateway", g)]
+            caps = "; ".join(
+                f"{name}: {m['other100k'] * 10:.1f} µs of CPU 1 per request, so at most "
+                f"{m['rps'] / m['other_busy']:,.0f} requests/s, "
+                f"{m['rps'] / m['other_busy'] / best_peer_rps(h, hh, n):.2f}× the best peer row"
+                for name, m in rows if m and m["other_busy"] > 0)
+            lines.append("")
+            lines.append("What CPU 1 allows (wrk and the five replicas, whose cost per request "
+                         "depends on the proxy in front; the measured rate divided by CPU 1's "
+                         f"busy share): {caps}.")
         lines.append("")
         want = 1.2 if workers == 1 else 1.0
         # Like for like (HTTP/1.1 to the replicas, as nginx can only do), then each proxy

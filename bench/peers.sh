@@ -140,12 +140,19 @@ run() {
   local w=$1 target=$2 round=$3 port=$4 before after line
   shift 4
   before=$(ticks "$@") sys_before=$(system_ticks "$@") rep_before=$(ticks "${backend_pids[@]}")
+  read -r other_busy_before other_steal_before other_total_before < <(cpu_ticks "$OTHER_CPU")
+  read -r proxy_busy_before proxy_steal_before proxy_total_before < <(cpu_ticks "$PROXY_CPU")
   line=$("${pin_client[@]}" wrk "${wrk_args[@]}" "-d$DURATION" "http://127.0.0.1:$port/ping" |
     awk '$1 == "result"')
   after=$(ticks "$@") sys_after=$(system_ticks "$@") rep_after=$(ticks "${backend_pids[@]}")
+  read -r other_busy other_steal other_total < <(cpu_ticks "$OTHER_CPU")
+  read -r proxy_busy proxy_steal proxy_total < <(cpu_ticks "$PROXY_CPU")
   read -r _ requests duration p50 p99 p999 errors status <<<"$line"
   echo "$w $target $round $requests $duration $p50 $p99 $p999 $errors $status $((after - before))" \
-    "$((sys_after - sys_before))" "$((rep_after - rep_before))" >>"$work/results"
+    "$((sys_after - sys_before))" "$((rep_after - rep_before))" \
+    "$((other_busy - other_busy_before)) $((other_total - other_total_before))" \
+    "$((proxy_steal - proxy_steal_before + other_steal - other_steal_before))" \
+    "$((proxy_total - proxy_total_before + other_total - other_total_before))" >>"$work/results"
   awk -v w="$w" -v t="$target" -v r="$round" -v n="$requests" -v d="$duration" -v p="$p99" \
     -v e=$((errors + status)) -v c=$((after - before)) -v hz="$(getconf CLK_TCK)" \
     'BEGIN {printf "%s worker(s) round %s %-10s %9.0f requests/s  p99 %7.2f ms  errors %d  CPU %.2f s/100k\n",
