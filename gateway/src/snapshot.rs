@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::config::model::{HttpRoute, VirtualService};
+use crate::config::model::{Gateway, HttpRoute, VirtualService};
 use crate::discovery::{DnsResolver, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::Metrics;
@@ -129,10 +129,10 @@ impl Snapshot {
     ) -> Result<Self, SnapshotError> {
         let mut clusters: HashMap<Arc<str>, Arc<Cluster>> = HashMap::new();
         let mut services = Vec::new();
-        for vs in config
+        for (vs, hosts) in config
             .virtual_services
             .iter()
-            .filter(|vs| applies(vs, &config, ctx))
+            .filter_map(|vs| served_hosts(vs, &config, ctx).map(|hosts| (vs, hosts)))
         {
             let vs_name = format!("{}/{}", vs.meta.namespace, vs.meta.name);
             let mut routes = Vec::new();
@@ -188,7 +188,7 @@ impl Snapshot {
             }
             services.push(VirtualRoutes {
                 name: vs_name.into(),
-                hosts: vs.hosts.clone(),
+                hosts,
                 routes,
             });
         }
@@ -218,33 +218,68 @@ impl Snapshot {
     }
 }
 
-/// Whether this process serves `vs`.
+/// The hosts this process serves `vs` for; `None` when it does not serve it.
 ///
-/// Istio applies a VirtualService at a gateway only when its `gateways` name that gateway; one
-/// without `gateways` applies to sidecars (`mesh`). This process is the gateway, so it serves:
-/// VirtualServices with no `gateways` or with `mesh`; those naming a Gateway present in the
-/// config (or the one `--gateway` picks); and, when the config holds no Gateway at all, every
-/// VirtualService, so the article's YAML works with or without its Gateway resource.
-pub fn applies(vs: &VirtualService, config: &Config, ctx: &Context) -> bool {
+/// Istio applies a VirtualService at a gateway only when its `gateways` name that gateway, and
+/// there only for the hosts it shares with the Gateway's `servers[].hosts`; one without
+/// `gateways` applies to sidecars (`mesh`). This process is the gateway, so it serves:
+/// VirtualServices with no `gateways` or with `mesh`, for all their hosts; those naming a
+/// Gateway present in the config (or the one `--gateway` picks), for the hosts they share
+/// with its servers (`Gateway::served_hosts`: `*` behind a server for `shop.example.com`
+/// serves `shop.example.com`), not at all when they share none; and, when the config holds
+/// no Gateway at all, every VirtualService for all its hosts, so the article's YAML works
+/// with or without its Gateway resource. A picked Gateway the config does not hold limits
+/// nothing: its servers are unknown.
+pub fn served_hosts(vs: &VirtualService, config: &Config, ctx: &Context) -> Option<Vec<String>> {
     if vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh") {
-        return true;
+        return Some(vs.hosts.clone());
     }
     if config.gateways.is_empty() && ctx.gateway.is_none() {
-        return true;
+        return Some(vs.hosts.clone());
     }
-    vs.gateways.iter().any(|g| {
-        let name = g.rsplit('/').next().unwrap_or(g);
-        match &ctx.gateway {
-            Some(picked) => {
-                let picked_name = picked.rsplit('/').next().unwrap_or(picked);
-                g == picked || name == picked_name
-            }
-            None => config
+    let short = |name: &str| name.rsplit('/').next().unwrap_or(name).to_owned();
+    let bound: Vec<&Gateway> = match &ctx.gateway {
+        Some(picked) => {
+            let picked_name = short(picked);
+            if !vs
                 .gateways
                 .iter()
-                .any(|gw| g == &format!("{}/{}", gw.meta.namespace, gw.meta.name)),
+                .any(|g| g == picked || short(g) == picked_name)
+            {
+                return None;
+            }
+            let held: Vec<&Gateway> = config
+                .gateways
+                .iter()
+                .filter(|gw| {
+                    *picked == format!("{}/{}", gw.meta.namespace, gw.meta.name)
+                        || (!picked.contains('/') && gw.meta.name == *picked)
+                })
+                .collect();
+            if held.is_empty() {
+                return Some(vs.hosts.clone());
+            }
+            held
         }
-    })
+        None => config
+            .gateways
+            .iter()
+            .filter(|gw| {
+                vs.gateways
+                    .iter()
+                    .any(|g| *g == format!("{}/{}", gw.meta.namespace, gw.meta.name))
+            })
+            .collect(),
+    };
+    let mut hosts: Vec<String> = Vec::new();
+    for gateway in bound {
+        for host in gateway.served_hosts(&vs.meta.namespace, &vs.hosts) {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    (!hosts.is_empty()).then_some(hosts)
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ mod affinity;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostic::{Diagnostic, Severity};
-use super::model::{Config, DestinationRule, Gateway, Meta, RouteAction, VirtualService};
+use super::model::{
+    Config, DestinationRule, Gateway, Meta, RouteAction, VirtualService, host_overlap,
+};
 
 /// Every finding of the analysis, in resource order.
 pub fn check(config: &Config) -> Vec<Diagnostic> {
@@ -51,13 +53,7 @@ fn destinations(
 
 /// Istio host matching: equal, or a `*.suffix` wildcard covering the other name.
 pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
-    let covers = |wild: &str, name: &str| {
-        wild == "*"
-            || wild
-                .strip_prefix('*')
-                .is_some_and(|suffix| name.ends_with(suffix) && name.len() > suffix.len())
-    };
-    pattern == host || covers(pattern, host) || covers(host, pattern)
+    host_overlap(pattern, host).is_some()
 }
 
 /// The candidate closest to `name`, if close enough to be a typo.
@@ -187,22 +183,24 @@ fn gateway_references(config: &Config, out: &mut Vec<Diagnostic>) {
 }
 
 /// Hosts of a VirtualService that none of its Gateway's servers accepts: requests for them
-/// never reach the route (istioctl analyze's IST0132).
+/// never reach the route (istioctl analyze's IST0132), as the gateway serves a bound
+/// VirtualService only for the hosts it shares with the servers (`Gateway::served_hosts`).
 fn uncovered_hosts(vs: &VirtualService, gateway: &Gateway, out: &mut Vec<Diagnostic>) {
-    // A server host may be `ns/host`, `*/host` or `./host`; only the host part matters here.
-    let served: Vec<&str> = gateway
-        .servers
-        .iter()
-        .flat_map(|s| s.hosts.iter())
-        .map(|h| h.rsplit_once('/').map_or(h.as_str(), |(_, host)| host))
-        .collect();
+    // Server hosts `ns/host` and `./host` admit only VirtualServices of that namespace.
+    let served: Vec<&str> = gateway.hosts_for(&vs.meta.namespace).collect();
     for (i, host) in vs.hosts.iter().enumerate() {
         if !served.iter().any(|s| host_matches(s, host)) {
+            let accepted = if served.is_empty() {
+                format!(
+                    "its servers admit no host of namespace {}",
+                    vs.meta.namespace
+                )
+            } else {
+                format!("its servers accept {}", served.join(", "))
+            };
             let message = format!(
-                "host {host} is not served by Gateway {}/{} (its servers accept {})",
-                gateway.meta.namespace,
-                gateway.meta.name,
-                served.join(", ")
+                "host {host} is not served by Gateway {}/{} ({accepted})",
+                gateway.meta.namespace, gateway.meta.name,
             );
             out.push(finding(
                 Severity::Warning,

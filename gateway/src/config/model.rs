@@ -35,7 +35,9 @@ pub use route_policy::{
     DEFAULT_RETRY_ON, Fault, FaultAbort, FaultDelay, HeaderOperations, HeaderRules, RetryPolicy,
     Rewrite,
 };
-pub use service_entry::{Endpoint, Gateway, GatewayServer, Resolution, ServiceEntry, ServicePort};
+pub use service_entry::{
+    Endpoint, Gateway, GatewayServer, Resolution, ServiceEntry, ServicePort, host_overlap,
+};
 pub(crate) use service_entry::{gateway, service_entry};
 pub(crate) use virtual_service::virtual_service;
 pub use virtual_service::{

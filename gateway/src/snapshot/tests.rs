@@ -234,3 +234,122 @@ async fn an_undefined_subset_is_an_error() {
     let err = Snapshot::build(config(&yaml), None, &Context::for_tests());
     assert!(err.is_err());
 }
+
+/// The article's VirtualService (`hosts: ['*']`, bound to `gateway`) behind a Gateway whose
+/// one server accepts `server_hosts`; `vs_namespace` moves the VirtualService.
+fn bound(server_hosts: &str, vs_namespace: &str) -> String {
+    let vs = ARTICLE.replace(
+        "  name: sticky-svc\nspec:\n  hosts:",
+        &format!("  name: sticky-svc\n  namespace: {vs_namespace}\nspec:\n  hosts:"),
+    );
+    let vs = vs.replace("  - gateway\n", "  - default/gateway\n");
+    format!(
+        "{vs}{}",
+        GATEWAY.replace("    - '*'", &format!("    - {server_hosts}"))
+    )
+}
+
+fn served(snap: &Snapshot, host: &str) -> bool {
+    snap.route(&parts("/ping", host)).is_some()
+}
+
+#[tokio::test]
+async fn a_bound_service_is_served_only_for_the_hosts_its_gateway_accepts() {
+    let snap = Snapshot::build(
+        config(&bound("shop.example.com", "default")),
+        None,
+        &Context::for_tests(),
+    )
+    .unwrap();
+    assert!(served(&snap, "shop.example.com"));
+    assert!(
+        served(&snap, "SHOP.example.com:8080"),
+        "case and port do not matter"
+    );
+    assert!(
+        !served(&snap, "other.example.com"),
+        "outside the server's hosts"
+    );
+    assert_eq!(
+        snap.services[0].hosts,
+        ["shop.example.com"],
+        "`*` narrowed to the server's host"
+    );
+
+    let snap = Snapshot::build(
+        config(&bound("'*.example.com'", "default")),
+        None,
+        &Context::for_tests(),
+    )
+    .unwrap();
+    assert!(served(&snap, "a.example.com"));
+    assert!(
+        !served(&snap, "example.com"),
+        "a wildcard needs a label before it"
+    );
+    assert!(!served(&snap, "localhost"));
+}
+
+#[tokio::test]
+async fn server_hosts_with_a_namespace_admit_only_that_namespace() {
+    let build = |server: &str, ns: &str| {
+        Snapshot::build(config(&bound(server, ns)), None, &Context::for_tests()).unwrap()
+    };
+    assert!(served(&build("'prod/*'", "prod"), "localhost"));
+    assert!(!served(&build("'prod/*'", "default"), "localhost"));
+    assert!(
+        build("'prod/*'", "default").services.is_empty(),
+        "no host left: not served at all"
+    );
+    assert!(served(&build("'*/*'", "prod"), "localhost"));
+    // `./` is the Gateway's own namespace (default here).
+    assert!(served(&build("'./*'", "default"), "localhost"));
+    assert!(!served(&build("'./*'", "prod"), "localhost"));
+}
+
+#[tokio::test]
+async fn mesh_services_and_picked_gateways_the_config_lacks_keep_all_their_hosts() {
+    let yaml = bound("shop.example.com", "default")
+        .replace("  - default/gateway\n", "  - default/gateway\n  - mesh\n");
+    let snap = Snapshot::build(config(&yaml), None, &Context::for_tests()).unwrap();
+    assert!(served(&snap, "other.example.com"), "also bound to mesh");
+
+    let ctx = Context {
+        gateway: Some("default/gateway".into()),
+        ..Context::for_tests()
+    };
+    let snap = Snapshot::build(config(&bound("shop.example.com", "default")), None, &ctx).unwrap();
+    assert!(
+        !served(&snap, "other.example.com"),
+        "the picked Gateway is held: it limits"
+    );
+    let snap = Snapshot::build(config(ARTICLE), None, &ctx).unwrap();
+    assert!(
+        served(&snap, "other.example.com"),
+        "not held: its servers are unknown"
+    );
+}
+
+#[test]
+fn host_overlap_keeps_the_more_specific_name() {
+    use crate::config::model::host_overlap;
+    assert_eq!(host_overlap("*", "a.example.com"), Some("a.example.com"));
+    assert_eq!(host_overlap("a.example.com", "*"), Some("a.example.com"));
+    assert_eq!(
+        host_overlap("*.example.com", "*.a.example.com"),
+        Some("*.a.example.com")
+    );
+    assert_eq!(host_overlap("*", "*.example.com"), Some("*.example.com"));
+    assert_eq!(
+        host_overlap("A.example.com", "a.EXAMPLE.com"),
+        Some("a.EXAMPLE.com")
+    );
+    assert_eq!(host_overlap("*.example.com", "example.com"), None);
+    assert_eq!(host_overlap("a.example.com", "b.example.com"), None);
+    assert_eq!(host_overlap("*.a.com", "*.b.com"), None);
+    assert_eq!(
+        host_overlap("*.é.com", "x.com"),
+        None,
+        "no panic on non-ASCII"
+    );
+}

@@ -229,6 +229,65 @@ pub struct GatewayServer {
     pub name: Option<String>,
 }
 
+impl Gateway {
+    /// The host parts of the `servers[].hosts` that admit a VirtualService of `namespace`: a
+    /// server host `ns/host` admits only namespace `ns`, `./host` only the Gateway's own, and
+    /// `*/host` or a bare `host` every namespace (Istio's `Server.hosts`).
+    pub fn hosts_for<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.servers
+            .iter()
+            .flat_map(|s| s.hosts.iter())
+            .filter_map(move |h| match h.split_once('/') {
+                None => Some(h.as_str()),
+                Some(("*", host)) => Some(host),
+                Some((".", host)) => (self.meta.namespace == namespace).then_some(host),
+                Some((ns, host)) => (ns == namespace).then_some(host),
+            })
+    }
+
+    /// The hosts a VirtualService bound to this Gateway is served for: each of its `hosts`
+    /// that overlaps a server host admitting its namespace, narrowed to the more specific of
+    /// the two, as Istio builds a gateway's virtual hosts (a VirtualService for `*` behind a
+    /// server for `shop.example.com` serves `shop.example.com` only). In `vs_hosts` order,
+    /// without repeats; empty when none overlaps.
+    pub fn served_hosts(&self, namespace: &str, vs_hosts: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for vs_host in vs_hosts {
+            for server_host in self.hosts_for(namespace) {
+                if let Some(host) = host_overlap(server_host, vs_host)
+                    && !out.iter().any(|h| h.eq_ignore_ascii_case(host))
+                {
+                    out.push(host.to_ascii_lowercase());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether two host patterns (exact names, `*.suffix` wildcards, `*`) can name one host, and
+/// if so the more specific of the two: `*.example.com` and `shop.example.com` give
+/// `shop.example.com`, `*` and `*.example.com` give `*.example.com`. Case-insensitive.
+pub fn host_overlap<'a>(a: &'a str, b: &'a str) -> Option<&'a str> {
+    // `wild` covers `name` when it is `*`, or `*suffix` with `name` longer and ending in it
+    // (`*.example.com` covers `a.example.com` and `*.a.example.com`, not `example.com`).
+    let covers = |wild: &str, name: &str| {
+        wild == "*"
+            || wild.strip_prefix('*').is_some_and(|suffix| {
+                name.len() > suffix.len()
+                    && name.as_bytes()[name.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
+            })
+    };
+    if a.eq_ignore_ascii_case(b) || covers(a, b) {
+        Some(b)
+    } else if covers(b, a) {
+        Some(a)
+    } else {
+        None
+    }
+}
+
 pub(crate) fn gateway(spec: spec::GatewaySpec, meta: Meta, p: &mut Problems) -> Gateway {
     let servers = spec.servers.unwrap_or_default();
     if servers.is_empty() {
