@@ -251,6 +251,7 @@ fn cluster_spec(c: &Cluster) -> Value {
         "hashKey": c.spec.hash_key.as_ref().map(|k| format!("{k:?}")),
         "connectTimeout": format!("{:?}", c.spec.pool.connect_timeout),
         "maxInFlight": c.spec.pool.max_in_flight,
+        "maxConnections": c.spec.pool.max_connections,
         "protocol": if c.spec.pool.http2 { "HTTP/2" } else { "HTTP/1.1" },
         "outlierDetection": c.spec.outlier.as_ref().map(|o| format!("{o:?}")),
     })

@@ -5,7 +5,13 @@
 //! and endpoints that come and go with discovery simply get or lose idle connections.
 //! `connectionPool.tcp.maxConnections` + `http.http1MaxPendingRequests` bound the requests in
 //! flight to the cluster; past that the request is refused with 503 at once, like Envoy's
-//! circuit breaker overflow, instead of queueing without bound.
+//! circuit breaker overflow, instead of queueing without bound. `maxConnections` also caps the
+//! HTTP/1.1 connections open to the cluster (in use and idle, every worker's together): a
+//! request that finds none idle to its endpoint and none left to open closes an idle one to
+//! another endpoint, or waits (within the bound above) for one in use to be released; while
+//! any request waits, released connections are closed rather than pooled, so the waiter can
+//! open one to its own endpoint. (Envoy would hand a released connection to a waiter for the
+//! same endpoint; here it is reopened, which costs a connect only when the cap is reached.)
 //!
 //! An upstream connection is driven by the task of the request using it (as nginx's event loop
 //! serves both sides of a request), not by a task of its own: hyper's usual client spawns one
@@ -48,7 +54,7 @@ use hyper_util::rt::TokioIo;
 
 use super::batch::Batched;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::headers::X_REQUEST_ID;
 use super::{Body, boxed};
@@ -102,6 +108,9 @@ pub struct PoolSettings {
     /// `http.maxRequestsPerConnection`: requests (HTTP/2: streams) a connection carries before
     /// it is retired, closed once its last request is done; `None`: unlimited.
     pub max_requests_per_connection: Option<u32>,
+    /// `tcp.maxConnections`: HTTP/1.1 connections open to the cluster at once, in use or idle;
+    /// `None`: unlimited. (HTTP/2 opens one per endpoint and worker, uncapped.)
+    pub max_connections: Option<usize>,
 }
 
 impl Default for PoolSettings {
@@ -112,6 +121,7 @@ impl Default for PoolSettings {
             max_in_flight: None,
             http2: false,
             max_requests_per_connection: None,
+            max_connections: None,
         }
     }
 }
@@ -143,6 +153,8 @@ struct Conn {
     sender: http1::SendRequest<Body>,
     /// Requests sent on it so far (`maxRequestsPerConnection`).
     sent: u32,
+    /// Its place under `maxConnections`, given back when it is closed (dropped).
+    permit: Option<OwnedSemaphorePermit>,
     /// `None` once the connection has ended (peer closed, error). It is dropped then, not
     /// kept: dropping it hands a request still queued in it back (`TrySendError`) and makes
     /// `sender` report closed, where a finished but live one would leave both waiting forever.
@@ -228,8 +240,33 @@ pub struct Upstream {
     /// HTTP/2 clusters: the shared connection per endpoint, per worker.
     streams: Option<Arc<[Mutex<Streams>]>>,
     limit: Option<Arc<Semaphore>>,
+    /// `maxConnections` for HTTP/1.1.
+    cap: Option<Arc<ConnectionCap>>,
     /// `maxRequestsPerConnection` (`u32::MAX`: unlimited).
     max_requests: u32,
+}
+
+/// `maxConnections`: one permit per open HTTP/1.1 connection.
+struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    /// Requests waiting for a permit; while there are any, released connections are closed.
+    waiting: AtomicUsize,
+}
+
+/// Counts a request among [`ConnectionCap::waiting`] until dropped (done or cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A worker's HTTP/2 connections, one per endpoint. Aligned like [`Idle`].
@@ -268,6 +305,15 @@ impl Upstream {
                 .http2
                 .then(|| (0..workers()).map(|_| Mutex::default()).collect()),
             limit: settings.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            cap: settings
+                .max_connections
+                .filter(|_| !settings.http2)
+                .map(|n| {
+                    Arc::new(ConnectionCap {
+                        permits: Arc::new(Semaphore::new(n)),
+                        waiting: AtomicUsize::new(0),
+                    })
+                }),
             max_requests: settings.max_requests_per_connection.unwrap_or(u32::MAX),
         }
     }
@@ -307,7 +353,7 @@ impl Upstream {
         let slot = worker() % self.idle.len();
         let (mut conn, mut reused) = match self.checkout(slot, addr) {
             Some(conn) => (conn, true),
-            None => (self.connect(addr).await?, false),
+            None => (self.connect(addr, None).await?, false),
         };
         loop {
             conn.sent += 1;
@@ -318,6 +364,7 @@ impl Upstream {
                         addr,
                         idle_timeout: self.idle_timeout,
                         max_requests: self.max_requests,
+                        cap: self.cap.clone(),
                     };
                     return Ok(response.map(|body| {
                         boxed(PooledBody {
@@ -331,7 +378,10 @@ impl Upstream {
                 // Closed while idle, before anything was sent: a fresh connection, once.
                 Err(Some(unsent)) if reused => {
                     request = unsent;
-                    conn = self.connect(addr).await?;
+                    // The closed connection's place under `maxConnections` goes to the new one.
+                    let permit = conn.permit.take();
+                    drop(conn);
+                    conn = self.connect(addr, permit).await?;
                     reused = false;
                 }
                 Err(_) => return Err(UpstreamError::Reset),
@@ -499,7 +549,18 @@ impl Upstream {
         Ok(stream)
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Box<Conn>, UpstreamError> {
+    /// A new HTTP/1.1 connection to `addr`, in `permit`'s place under `maxConnections` (one is
+    /// taken when `None`).
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Box<Conn>, UpstreamError> {
+        let permit = match (permit, &self.cap) {
+            (Some(permit), _) => Some(permit),
+            (None, Some(cap)) => Some(self.connection_permit(cap).await),
+            (None, None) => None,
+        };
         let stream = self.tcp(addr).await?;
         let (sender, io) = http1::handshake(TokioIo::new(Batched::new(stream)))
             .await
@@ -507,8 +568,44 @@ impl Upstream {
         Ok(Box::new(Conn {
             sender,
             sent: 0,
+            permit,
             io: Some(io),
         }))
+    }
+
+    /// A place under `maxConnections`: a free one, else the place of an idle connection (to
+    /// another endpoint: the caller found none to its own), else the first connection in use
+    /// that is released (closed for it, see [`Release::put`]).
+    async fn connection_permit(&self, cap: &ConnectionCap) -> OwnedSemaphorePermit {
+        if let Ok(permit) = cap.permits.clone().try_acquire_owned() {
+            return permit;
+        }
+        // Counted before looking at the idle lists: a connection released from now on is
+        // closed for us, not pooled.
+        let _waiting = Waiting::enter(&cap.waiting);
+        self.close_one_idle();
+        cap.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// Closes the longest idle connection of any endpoint, in any worker's idle list.
+    fn close_one_idle(&self) {
+        for list in self.idle.iter() {
+            let oldest = {
+                let mut idle = list.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.by_endpoint
+                    .values_mut()
+                    .filter(|conns| !conns.is_empty())
+                    .min_by_key(|conns| conns[0].1)
+                    .map(|conns| conns.remove(0))
+            };
+            if oldest.is_some() {
+                return; // dropped here, outside the lock: its socket closes, its place frees
+            }
+        }
     }
 }
 
@@ -519,12 +616,18 @@ struct Release {
     addr: SocketAddr,
     idle_timeout: Duration,
     max_requests: u32,
+    cap: Option<Arc<ConnectionCap>>,
 }
 
 impl Release {
     fn put(&self, conn: Box<Conn>) {
         if conn.sent >= self.max_requests {
             return; // retired: dropping it closes it
+        }
+        if let Some(cap) = &self.cap
+            && cap.waiting.load(Ordering::SeqCst) > 0
+        {
+            return; // a request waits for a place under `maxConnections`: closed, it frees one
         }
         let Some(idle) = self.idle.upgrade() else {
             return;

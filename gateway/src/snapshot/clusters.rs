@@ -280,6 +280,7 @@ fn pool_settings(pool: &ConnectionPool, http2: bool) -> PoolSettings {
         max_in_flight,
         http2,
         max_requests_per_connection: pool.max_requests_per_connection,
+        max_connections: pool.max_connections.filter(|_| !http2).map(|n| n as usize),
     }
 }
 

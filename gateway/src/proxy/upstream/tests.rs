@@ -334,3 +334,109 @@ async fn an_open_http2_stream_keeps_its_connection_past_the_idle_timeout() {
     assert_eq!(ended.load(Ordering::SeqCst), 0);
     assert!(reaches(&ended, 1).await, "then closed once idle");
 }
+
+/// An HTTP/1.1 server that answers every request "ok" `delay` after reading it and keeps the
+/// connection open. Returns its address, a count of accepts, and the most requests it was
+/// answering at once (a request counts from its head read to its answer written, so two
+/// requests sent one after the other's answer never overlap).
+async fn counting_server(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (count, most) = (accepted.clone(), peak.clone());
+    let busy = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (busy, most) = (busy.clone(), most.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let mut seen = Vec::new();
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => seen.extend_from_slice(&buf[..read]),
+                        }
+                    }
+                    let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, peak)
+}
+
+fn capped(max_connections: Option<usize>) -> Upstream {
+    Upstream::new(&PoolSettings {
+        max_in_flight: Some(3),
+        max_connections,
+        ..PoolSettings::default()
+    })
+}
+
+#[tokio::test]
+async fn max_connections_caps_the_connections_to_the_cluster() {
+    let (addr, _, peak) = counting_server(Duration::from_millis(50)).await;
+    let pool = capped(Some(1));
+    let (a, b, c) = tokio::join!(get(&pool, addr), get(&pool, addr), get(&pool, addr));
+    assert_eq!(
+        (a.unwrap(), b.unwrap(), c.unwrap()),
+        ("ok".into(), "ok".into(), "ok".into())
+    );
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "one connection: one request at a time"
+    );
+    let idle: usize = pool.idle[0]
+        .lock()
+        .unwrap()
+        .by_endpoint
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(idle, 1, "the last one is pooled once nobody waits");
+
+    // The same load without the cap: three connections, three requests at once.
+    let (addr, accepted, peak) = counting_server(Duration::from_millis(50)).await;
+    let pool = capped(None);
+    let (a, b, c) = tokio::join!(get(&pool, addr), get(&pool, addr), get(&pool, addr));
+    assert!(a.is_ok() && b.is_ok() && c.is_ok());
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn past_max_connections_an_idle_connection_to_another_endpoint_is_closed() {
+    let (first, first_accepted, _) = counting_server(Duration::ZERO).await;
+    let (second, _, _) = counting_server(Duration::ZERO).await;
+    let pool = capped(Some(1));
+    assert_eq!(get(&pool, first).await.unwrap(), "ok");
+    let within = |f| tokio::time::timeout(Duration::from_secs(5), f);
+    assert_eq!(
+        within(get(&pool, second))
+            .await
+            .expect("not stuck")
+            .unwrap(),
+        "ok",
+        "the idle connection to the first endpoint made room"
+    );
+    assert_eq!(
+        within(get(&pool, first)).await.expect("not stuck").unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        first_accepted.load(Ordering::SeqCst),
+        2,
+        "the first endpoint's connection had been closed"
+    );
+}
