@@ -162,7 +162,7 @@ impl Admin {
             .config
             .gateways
             .iter()
-            .map(|g| format!("{}/{}", g.meta.namespace, g.meta.name))
+            .map(|g| g.meta.qualified_name())
             .collect();
         json_response(&json!({
             "reload": self.status.reload(),

@@ -134,7 +134,7 @@ impl Snapshot {
             .iter()
             .filter_map(|vs| served_hosts(vs, &config, ctx).map(|hosts| (vs, hosts)))
         {
-            let vs_name = format!("{}/{}", vs.meta.namespace, vs.meta.name);
+            let vs_name = vs.meta.qualified_name();
             let mut routes = Vec::new();
             for http in &vs.http {
                 let label: Arc<str> = match &http.name {
@@ -237,7 +237,6 @@ pub fn served_hosts(vs: &VirtualService, config: &Config, ctx: &Context) -> Opti
     if config.gateways.is_empty() && ctx.gateway.is_none() {
         return Some(vs.hosts.clone());
     }
-    let short = |name: &str| name.rsplit('/').next().unwrap_or(name).to_owned();
     let bound: Vec<&Gateway> = match &ctx.gateway {
         Some(picked) => {
             let picked_name = short(picked);
@@ -252,8 +251,7 @@ pub fn served_hosts(vs: &VirtualService, config: &Config, ctx: &Context) -> Opti
                 .gateways
                 .iter()
                 .filter(|gw| {
-                    *picked == format!("{}/{}", gw.meta.namespace, gw.meta.name)
-                        || (!picked.contains('/') && gw.meta.name == *picked)
+                    gw.meta.is_named(picked) || (!picked.contains('/') && gw.meta.name == *picked)
                 })
                 .collect();
             if held.is_empty() {
@@ -264,11 +262,7 @@ pub fn served_hosts(vs: &VirtualService, config: &Config, ctx: &Context) -> Opti
         None => config
             .gateways
             .iter()
-            .filter(|gw| {
-                vs.gateways
-                    .iter()
-                    .any(|g| *g == format!("{}/{}", gw.meta.namespace, gw.meta.name))
-            })
+            .filter(|gw| vs.gateways.iter().any(|g| gw.meta.is_named(g)))
             .collect(),
     };
     let mut hosts: Vec<String> = Vec::new();
@@ -280,6 +274,11 @@ pub fn served_hosts(vs: &VirtualService, config: &Config, ctx: &Context) -> Opti
         }
     }
     (!hosts.is_empty()).then_some(hosts)
+}
+
+/// The name part of a Gateway reference (`namespace/name` or `name`).
+fn short(reference: &str) -> &str {
+    reference.rsplit('/').next().unwrap_or(reference)
 }
 
 #[cfg(test)]

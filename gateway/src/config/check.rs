@@ -147,7 +147,7 @@ fn gateway_references(config: &Config, out: &mut Vec<Diagnostic>) {
     let defined: BTreeMap<String, &Gateway> = config
         .gateways
         .iter()
-        .map(|g| (format!("{}/{}", g.meta.namespace, g.meta.name), g))
+        .map(|g| (g.meta.qualified_name(), g))
         .collect();
     for vs in &config.virtual_services {
         if vs.gateways.iter().all(|g| g == "mesh") {

@@ -116,6 +116,16 @@ impl Meta {
         format!("{}/{}", self.kind, self.name)
     }
 
+    /// `namespace/name`, as a VirtualService's `gateways` name a Gateway.
+    pub fn qualified_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether `reference` (`namespace/name`) names this resource.
+    pub fn is_named(&self, reference: &str) -> bool {
+        reference.split_once('/') == Some((self.namespace.as_str(), self.name.as_str()))
+    }
+
     /// Where field `path` (e.g. `spec.host`) of this resource is written.
     pub fn location_of(&self, path: &str) -> Location {
         let (line, column) = self.positions.at(path);
