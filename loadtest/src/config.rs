@@ -1,19 +1,67 @@
-//! The command line, checked into a [`Config`] the runner can trust.
+//! The command line, checked into a [`Config`] the runner can trust: which [`Scenario`] to run,
+//! against what, and the [`Thresholds`] the run is held to.
 //!
 //! Every flag has a default, so `loadtest` alone runs the `sticky` scenario with 100 users for
 //! 30 s against `http://localhost`. Values clap cannot check by type (a run time that is not a
 //! whole number of seconds, a percentage above 100, a host without a scheme) are refused by
 //! [`Cli::into_config`] with a sentence naming the flag.
+//!
+//! The bottom of the crate's line of modules: every other module may read a [`Config`], and it
+//! may import none of them (`ledger`, `scenario`, `summary`, `verdict`, `runner`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use reqwest::Url;
+use serde::Serialize;
 use thiserror::Error;
 
-use crate::scenario::Scenario;
-use crate::verdict::Thresholds;
+/// Slack added to the ideal moved share when `--max-moved` is not given, in points: a
+/// consistent hash over a few dozen users rarely lands exactly on the ideal.
+pub const DEFAULT_MOVED_SLACK_PCT: f64 = 10.0;
+
+/// Which load shape to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Each user loops on its own key; any host change is a stickiness violation.
+    Sticky,
+    /// As `sticky`, while replicas are scaled: one host change per user is allowed, and the
+    /// share of users that moved is compared with the ideal for the change.
+    Rebalance,
+    /// Every call is a new user, at a fixed rate: measures the first-call cost.
+    ColdStart,
+}
+
+impl Scenario {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sticky => "sticky",
+            Self::Rebalance => "rebalance",
+            Self::ColdStart => "cold-start",
+        }
+    }
+}
+
+/// What a run must achieve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Thresholds {
+    /// Most failed calls allowed.
+    pub max_errors: u64,
+    /// Least share of users served by one host, percent (`sticky` only).
+    pub min_stickiness: Option<f64>,
+    /// Most cache misses after users' first calls (`sticky` only).
+    pub max_lost_caches: Option<u64>,
+    /// Most users allowed to move, percent (`rebalance`); `None`: the ideal plus
+    /// [`DEFAULT_MOVED_SLACK_PCT`].
+    pub max_moved: Option<f64>,
+    /// Highest warm p99.
+    pub max_warm_p99: Duration,
+    /// Most a cold call may take beyond the expected first-call cost (`cold-start`).
+    pub max_cold_overhead: Duration,
+}
 
 /// A flag value clap accepted by type but that makes no sense.
 #[derive(Debug, Error, PartialEq)]

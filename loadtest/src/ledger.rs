@@ -4,6 +4,9 @@
 //! (a few hash-map and histogram updates, never held across an await); goose's own metrics
 //! channel costs more than that per request. Latencies go into HDR histograms, so memory stays
 //! bounded however long the run.
+//!
+//! Second in the crate's line of modules: it may import `config` (it needs nothing from it), and
+//! may not import `scenario`, `summary`, `verdict` or `runner`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -14,12 +14,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules:
-//! - [`config`]: the command line and its checks.
-//! - [`scenario`]: the `sticky`, `rebalance` and `cold-start` goose scenarios.
+//! Modules, bottom to top: each may import only the modules listed above it, never one below.
+//! - [`config`]: the command line and its checks, the scenario to run and the thresholds.
 //! - [`ledger`]: the per-user record of hosts, cache outcomes and latencies.
+//! - [`scenario`]: the `sticky`, `rebalance` and `cold-start` goose scenarios.
 //! - [`summary`]: the figures of a run, printed and written as JSON.
-//! - [`verdict`]: thresholds and the violations that fail a run.
+//! - [`verdict`]: the violations of the thresholds that fail a run.
 //! - [`runner`]: one load test, from configuration to summary.
 
 pub mod config;
@@ -29,8 +29,7 @@ pub mod scenario;
 pub mod summary;
 pub mod verdict;
 
-pub use config::{Cli, Config, ConfigError};
+pub use config::{Cli, Config, ConfigError, Scenario, Thresholds};
 pub use runner::{RunError, run};
-pub use scenario::Scenario;
 pub use summary::Summary;
-pub use verdict::{Thresholds, Verdict, Violation};
+pub use verdict::{Verdict, Violation};

@@ -2,6 +2,9 @@
 //!
 //! The runner is a library function so the binary, `just load`, CI and the integration tests
 //! all run the same code; tests call it in process against a stack on loopback.
+//!
+//! The top of the crate's line of modules: it may import every other module, and no module
+//! imports it (only `lib.rs` re-exports it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +15,9 @@ use goose::config::GooseConfiguration;
 use goose::prelude::GooseError;
 use thiserror::Error;
 
-use crate::config::Config;
+use crate::config::{Config, Scenario};
 use crate::ledger::Ledger;
-use crate::scenario::{self, Scenario};
+use crate::scenario;
 use crate::summary::{GooseThreshold, Summary};
 
 /// Goose's own threshold: every request must succeed. It marks the HTML/JSON reports; the

@@ -3,19 +3,20 @@
 //! Each call's answer is read for the two headers sticky-svc sends, `x-served-by` (the
 //! replica) and `x-cache` (`hit` or `miss`), and recorded in the run's [`Ledger`] under the
 //! call's key. An answer without them counts as a failed request, in goose's metrics too.
+//!
+//! Third in the crate's line of modules: it may import `config` and `ledger`, and may not
+//! import `summary`, `verdict` or `runner`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::ValueEnum;
 use goose::prelude::{
     GooseError, GooseMethod, GooseRequest, GooseUser, Transaction, TransactionFunction,
     TransactionResult,
 };
 use reqwest::Response;
-use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Scenario};
 use crate::ledger::{Cache, CallError, Ledger};
 
 /// The header naming the user, the key the gateway hashes on.
@@ -24,30 +25,6 @@ pub const X_USER: &str = "x-user";
 pub const X_SERVED_BY: &str = "x-served-by";
 /// `hit` or `miss`.
 pub const X_CACHE: &str = "x-cache";
-
-/// Which load shape to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scenario {
-    /// Each user loops on its own key; any host change is a stickiness violation.
-    Sticky,
-    /// As `sticky`, while replicas are scaled: one host change per user is allowed, and the
-    /// share of users that moved is compared with the ideal for the change.
-    Rebalance,
-    /// Every call is a new user, at a fixed rate: measures the first-call cost.
-    ColdStart,
-}
-
-impl Scenario {
-    /// The name used on the command line and in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sticky => "sticky",
-            Self::Rebalance => "rebalance",
-            Self::ColdStart => "cold-start",
-        }
-    }
-}
 
 /// What every goose user of a run shares.
 struct Plan {

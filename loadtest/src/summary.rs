@@ -1,6 +1,9 @@
 //! The numbers a run is judged by, printed at the end and written as JSON.
 //!
 //! Durations are milliseconds in JSON (`*_ms`), shares are percentages (`*_pct`).
+//!
+//! Fourth in the crate's line of modules: it may import `config`, `ledger` and `scenario`, and
+//! may not import `verdict` or `runner`; judging a summary is `verdict`'s business.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -9,8 +12,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::config::Scenario;
 use crate::ledger::Book;
-use crate::scenario::Scenario;
 
 /// A latency distribution of one kind of call.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

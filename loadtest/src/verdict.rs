@@ -1,39 +1,18 @@
-//! Pass or fail: the thresholds a [`Summary`] is held to.
+//! Pass or fail: a [`Summary`] held to the configured [`Thresholds`].
 //!
 //! Goose itself exits 0 even when every request failed, so the verdict is ours, computed from
 //! our own counters; each broken threshold is one [`Violation`] with a sentence saying what
 //! was seen and what was allowed.
+//!
+//! Fifth in the crate's line of modules: it may import `config`, `ledger`, `scenario` and
+//! `summary`, and may not import `runner`.
 
 use std::fmt;
-use std::time::Duration;
 
-use serde::Serialize;
 use thiserror::Error;
 
-use crate::scenario::Scenario;
+use crate::config::{DEFAULT_MOVED_SLACK_PCT, Scenario, Thresholds};
 use crate::summary::Summary;
-
-/// Slack added to the ideal moved share when `--max-moved` is not given, in points: a
-/// consistent hash over a few dozen users rarely lands exactly on the ideal.
-pub const DEFAULT_MOVED_SLACK_PCT: f64 = 10.0;
-
-/// What a run must achieve.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Thresholds {
-    /// Most failed calls allowed.
-    pub max_errors: u64,
-    /// Least share of users served by one host, percent (`sticky` only).
-    pub min_stickiness: Option<f64>,
-    /// Most cache misses after users' first calls (`sticky` only).
-    pub max_lost_caches: Option<u64>,
-    /// Most users allowed to move, percent (`rebalance`); `None`: the ideal plus
-    /// [`DEFAULT_MOVED_SLACK_PCT`].
-    pub max_moved: Option<f64>,
-    /// Highest warm p99.
-    pub max_warm_p99: Duration,
-    /// Most a cold call may take beyond the expected first-call cost (`cold-start`).
-    pub max_cold_overhead: Duration,
-}
 
 /// A broken threshold.
 #[derive(Debug, Error, Clone, PartialEq)]
