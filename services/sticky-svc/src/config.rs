@@ -55,8 +55,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WORKERS")]
     pub workers: Option<NonZeroUsize>,
 
-    /// Log output: human-readable lines or one JSON object per line
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    /// Log output: human-readable lines (`text`, alias `human`) or one JSON object per line
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `sticky_svc=debug`
@@ -79,11 +79,12 @@ pub struct HealthcheckArgs {
     pub timeout: Duration,
 }
 
-/// How log lines are written.
+/// How log lines are written: the same `LOG_FORMAT` words as the gateway's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
+    /// Human-readable lines (`human`, this flag's former name, still accepted).
+    #[value(alias = "human")]
+    Text,
     /// One JSON object per line.
     Json,
 }
@@ -152,6 +153,24 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn log_format_takes_the_gateways_words_and_the_old_one() {
+        let parse = |word: &str| {
+            Cli::try_parse_from(["sticky-svc", "--log-format", word])
+                .map(|cli| cli.serve.log_format)
+        };
+        assert_eq!(parse("text").unwrap(), LogFormat::Text);
+        assert_eq!(parse("human").unwrap(), LogFormat::Text);
+        assert_eq!(parse("json").unwrap(), LogFormat::Json);
+        assert!(parse("pretty").is_err());
+        // Read from the definition, not a parse: a LOG_FORMAT in the test's environment would win.
+        let command = Cli::command();
+        let flag = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "log_format");
+        assert_eq!(flag.unwrap().get_default_values(), ["text"]);
     }
 
     #[test]

@@ -10,13 +10,13 @@
 //!   an axum router), `x-user` validation, the response formats.
 //! - [`cache`]: the bounded single-flight cache, its eviction policy.
 //! - [`config`]: the command line and its environment twins.
-//! - [`healthcheck`]: the `healthcheck` subcommand, a tiny HTTP/1.1 probe for shell-less images.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`mod@serve`]: the hyper server, its header limit and the drain on shutdown.
 //! - [`shutdown`]: readiness and the SIGTERM/SIGINT listener.
 //!
-//! `main.rs` only parses the command line, sets up logging and calls [`app`] and [`serve()`];
-//! tests drive the same application in process (tower `oneshot`) and over real sockets.
+//! `main.rs` only parses the command line, sets up logging and calls [`app`] and [`serve()`]
+//! (the `healthcheck` subcommand calls the workspace's `healthcheck` crate, shared with the
+//! gateway); tests drive the same application in process (tower `oneshot`) and over real sockets.
 //!
 //! ```no_run
 //! use std::num::NonZeroUsize;
@@ -52,7 +52,6 @@
 pub mod api;
 pub mod cache;
 pub mod config;
-pub mod healthcheck;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use sticky_svc::config::{Cli, Command, HealthcheckArgs, LogFormat, ServeArgs};
 use sticky_svc::shutdown::{Readiness, Signals};
-use sticky_svc::{AppState, ServeOptions, Workload, app, healthcheck, serve};
+use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -31,12 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn health(listen: SocketAddr, args: &HealthcheckArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let target = healthcheck::target(listen);
-    runtime.block_on(healthcheck::check(target, args.timeout))?;
+    healthcheck::check(healthcheck::target(listen), args.timeout)?;
     Ok(())
 }
 
@@ -48,7 +43,7 @@ fn run(listen: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
-        LogFormat::Human => logs.init(),
+        LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
 
