@@ -9,7 +9,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use gateway::balancer::{Balancer, Endpoint, PickContext, Policy};
+use gateway::balancer::{Balancer, PickContext, Policy};
+use gateway::endpoint::Endpoint;
 use gateway::hash::key_hash;
 use gateway::maglev::{MaglevTable, TableSize};
 use maglev::{ConsistentHasher, Maglev};
@@ -64,7 +65,10 @@ fn build_crate(c: &mut Criterion) {
         (655_373, 5),
         (655_373, 100),
     ] {
-        let nodes: Vec<String> = endpoints(n).into_iter().map(|e| e.key).collect();
+        let nodes: Vec<String> = endpoints(n)
+            .into_iter()
+            .map(|e| e.key.to_string())
+            .collect();
         group.bench_with_input(BenchmarkId::new(format!("M={m}"), n), &nodes, |b, nodes| {
             b.iter(|| Maglev::with_capacity(black_box(nodes.clone()), m as usize))
         });
@@ -125,7 +129,7 @@ fn lookup(c: &mut Criterion) {
             balancer.pick(&ctx)
         })
     });
-    let nodes: Vec<String> = eps.into_iter().map(|e| e.key).collect();
+    let nodes: Vec<String> = eps.into_iter().map(|e| e.key.to_string()).collect();
     let theirs = Maglev::with_capacity(nodes, 65_537);
     group.bench_function("crate maglev get 16B key, N=1000, M=65537", |b| {
         b.iter(|| {

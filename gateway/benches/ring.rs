@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use gateway::balancer::Endpoint;
+use gateway::endpoint::Endpoint;
 use gateway::hash::key_hash;
 use gateway::ring::{RingHash, RingSize};
 

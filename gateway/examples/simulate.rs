@@ -5,7 +5,7 @@
 //! `docs/maglev.md`). Everything is deterministic: endpoint keys are `10.x.y.z:8080`, request
 //! keys are 100 000 SplitMix64 values, the removed endpoint is the one at index N/2.
 
-use gateway::balancer::Endpoint;
+use gateway::endpoint::Endpoint;
 use gateway::hash::mix;
 use gateway::maglev::{MaglevTable, TableSize};
 use gateway::ring::{RingHash, RingSize};

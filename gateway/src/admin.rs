@@ -17,11 +17,11 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use crate::balancer::PickContext;
+use crate::body::{Body, full};
 use crate::cluster::Cluster;
 use crate::config::model::RouteAction;
 use crate::hash::key_hash;
 use crate::metrics::render;
-use crate::proxy::{Body, full};
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::query_value;
 
@@ -187,8 +187,8 @@ impl Admin {
                     .enumerate()
                     .map(|(i, e)| {
                         json!({
-                            "address": &*e.label,
-                            "weight": e.weight,
+                            "address": &**e.label(),
+                            "weight": e.weight(),
                             "healthy": !state.ejected[i],
                             "inFlight": e.in_flight.load(Ordering::Relaxed),
                             "tableShare": shares.get(i),
@@ -233,7 +233,7 @@ impl Admin {
             .balancer
             .as_ref()
             .and_then(|b| b.pick(&PickContext::new(0).key_hash(Some(hash))).ok())
-            .map(|p| state.endpoints[p.endpoint].label.to_string());
+            .map(|p| state.endpoints[p.endpoint].label().to_string());
         json_response(&json!({
             "cluster": &*cluster.spec.name,
             "key": key,

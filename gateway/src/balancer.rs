@@ -10,11 +10,12 @@
 //! Health is not handled here: ejected endpoints are left out of the set (or given weight 0)
 //! and the balancer is rebuilt, which for Maglev moves only their keys, as Envoy does.
 //!
-//! Modules: [`endpoint`] (the input type and its checks), `simple` (round robin, random,
-//! least request).
+//! Endpoints are [`crate::endpoint::Endpoint`]s; `simple` holds round robin, random and least
+//! request.
 //!
 //! ```
-//! use gateway::balancer::{Balancer, Endpoint, PickContext, Policy, Reason};
+//! use gateway::balancer::{Balancer, PickContext, Policy, Reason};
+//! use gateway::endpoint::Endpoint;
 //! use gateway::hash::key_hash;
 //! use gateway::maglev::TableSize;
 //!
@@ -33,16 +34,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod endpoint;
 mod simple;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use thiserror::Error;
 
-pub use endpoint::{Endpoint, EndpointError};
 use simple::{Draw, RoundRobin};
 
+use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::maglev::{MaglevError, MaglevTable, TableSize};
 use crate::ring::{RingError, RingHash, RingSize};
 

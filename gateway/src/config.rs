@@ -49,5 +49,5 @@ pub mod spec;
 
 pub use check::check;
 pub use diagnostic::{Diagnostic, Location, Severity};
-pub use load::{LoadError, LoadOptions, Loaded, load_paths, load_source};
+pub use load::{LoadError, LoadOptions, Loaded, config_files, load_paths, load_source};
 pub use model::Config;

@@ -1,4 +1,7 @@
-//! `gateway run`: load the config, bind the listeners, serve, and keep the config fresh.
+//! `gateway run`: load the config, bind the listeners, start the proxy's worker threads and
+//! the admin listener, and keep the config fresh. The binary's wiring: it puts the request path
+//! ([`crate::proxy`]), the admin pages and the reload triggers together, and holds none of their
+//! logic.
 //!
 //! The control path in one place: a config change (file watch, SIGHUP, poll) is loaded and
 //! validated in full; only a config with no error becomes a new [`Snapshot`], built off the
@@ -9,23 +12,23 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::{Admin, Status};
-use crate::config::{self, LoadOptions, Severity};
+use crate::config::{self, Diagnostic, LoadError, LoadOptions, Severity};
 use crate::discovery::{DiscoveryError, DnsResolver, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::{Metrics, ReloadResult};
-use crate::proxy::listener::{self, Connections, Limits};
+use crate::proxy::handoff::{StartError, Workers};
+use crate::proxy::listener::{self, Limits};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::reload::{self, Trigger};
-use crate::snapshot::{Context, Snapshot};
+use crate::snapshot::{Context, Snapshot, SnapshotError};
+use crate::worker;
 
 /// Everything `gateway run` is configured with.
 #[derive(Debug, Clone)]
@@ -49,7 +52,7 @@ pub struct RunOptions {
     pub dns_refresh: RefreshBounds,
     /// Listener limits (connections, header size, drain grace).
     pub limits: Limits,
-    /// Body limits.
+    /// Body limits, access log.
     pub proxy: ProxySettings,
     /// How often the config files are checked when no file event arrives.
     pub reload_poll: Duration,
@@ -57,20 +60,44 @@ pub struct RunOptions {
     pub active: Option<ActiveCheck>,
 }
 
+/// Why a config is not served: at start the gateway does not start; on reload the running
+/// config keeps serving. Every variant names the files (and, for findings, the line and field).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or folder could not be read.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Error findings, each with its file, line and field.
+    #[error("{}", lines(.0))]
+    Findings(Vec<Diagnostic>),
+    /// The files hold no VirtualService.
+    #[error("no VirtualService in {paths}: nothing to route")]
+    NoVirtualService {
+        /// The config paths, comma separated.
+        paths: String,
+    },
+    /// The config passed its checks but a route cannot be built.
+    #[error(transparent)]
+    Snapshot(#[from] Box<SnapshotError>),
+}
+
+fn lines(findings: &[Diagnostic]) -> String {
+    findings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The config has errors (each finding on its own line).
     #[error("the configuration has errors:\n{0}")]
-    Config(String),
+    Config(#[from] ConfigError),
     /// A worker thread could not be started.
-    #[error("cannot start worker thread {index}: {source}")]
-    Worker {
-        /// Which worker.
-        index: usize,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Worker(#[from] StartError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -104,7 +131,7 @@ pub struct Gateway {
 impl Gateway {
     /// Loads the config (refusing one with errors) and binds both listeners.
     pub async fn bind(options: RunOptions) -> Result<Self, RunError> {
-        crate::proxy::upstream::set_workers(options.workers.max(1));
+        worker::set_count(options.workers.max(1));
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let resolver = match options.dns_server {
@@ -120,7 +147,7 @@ impl Gateway {
         };
         // Taken before reading, so a change made while loading is seen by the first check.
         let loaded_fingerprint = reload::fingerprint(&options.config);
-        let snapshot = load_snapshot(&options, None, &ctx).map_err(RunError::Config)?;
+        let snapshot = load_snapshot(&options, None, &ctx)?;
         let status = Arc::new(Status::default());
         status.loaded();
         metrics.reloaded(ReloadResult::Success);
@@ -212,7 +239,7 @@ impl Gateway {
                                 ?trigger,
                                 "configuration rejected, the previous one keeps serving:\n{error}"
                             );
-                            status.rejected(error);
+                            status.rejected(error.to_string());
                             metrics.reloaded(ReloadResult::Failure);
                         }
                     }
@@ -237,76 +264,14 @@ impl Gateway {
             },
         ));
 
-        // The proxy: worker threads, each with a single-threaded event loop, as nginx's worker
-        // processes and Envoy's workers. A request and its upstream connection are always
-        // handled by one thread, with no work stealing and no cross-thread wake-ups, and the
-        // control path (this thread) never delays them. This thread accepts and hands each new
-        // connection to the worker with the fewest open ones, as HAProxy does: the kernel's
-        // SO_REUSEPORT hash left two workers about 45/55 of 64 keep-alive clients.
-        let listener = self.listener;
-        let permits = Arc::new(Semaphore::new(self.options.limits.max_connections));
-        let workers = self.options.workers.max(1);
-        let mut handoff = Vec::with_capacity(workers);
-        let mut finished = Vec::with_capacity(workers);
-        for index in 0..workers {
-            let (to_worker, accepted) = tokio::sync::mpsc::unbounded_channel();
-            let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
-            let open = Arc::new(AtomicUsize::new(0));
-            let worker = Worker {
-                index,
-                accepted,
-                limits: self.options.limits,
-                proxy: Arc::new(proxy.for_worker()),
-            };
-            std::thread::Builder::new()
-                .name(format!("gateway-worker-{index}"))
-                .spawn(move || {
-                    worker.run();
-                    drop(done);
-                })
-                .map_err(|source| RunError::Worker { index, source })?;
-            handoff.push(Handoff {
-                sender: to_worker,
-                open,
-            });
-            finished.push(done_rx);
-        }
-
-        tokio::pin!(shutdown);
-        let mut next = 0;
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        listener::accept_failed(&error).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            // Leaves this event loop (stays non-blocking) for the worker's.
-            let Ok(stream) = stream.into_std() else {
-                continue;
-            };
-            let accepted = Accepted {
-                stream,
-                peer,
-                permit: permits.clone().try_acquire_owned().ok(),
-                open: None,
-            };
-            if hand_off(&handoff, &mut next, accepted).is_err() {
-                tracing::error!("every worker thread has stopped");
-                break;
-            }
-        }
+        // The proxy: worker threads of their own, fed by this thread's accept loop.
+        let mut workers = Workers::start(self.options.workers, self.options.limits, &proxy)?;
+        workers
+            .accept(self.listener, self.options.limits.max_connections, shutdown)
+            .await;
         self.status.set_ready(false);
         tracing::info!("shutting down: draining in-flight requests");
-        drop(listener);
-        drop(handoff); // each worker drains, then ends
-        for worker in finished {
-            let _ = worker.await;
-        }
+        workers.drain().await;
         reloader.abort();
         let _ = admin_stop.send(());
         let _ = admin_task.await;
@@ -315,117 +280,13 @@ impl Gateway {
     }
 }
 
-/// A connection accepted by the control thread, on its way to a worker.
-struct Accepted {
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    /// `None`: past `max_connections`, answered 429.
-    permit: Option<OwnedSemaphorePermit>,
-    /// The worker's count of open connections, decremented when this one closes.
-    open: Option<Arc<AtomicUsize>>,
-}
-
-/// The control thread's end of one worker's hand-off.
-struct Handoff {
-    sender: tokio::sync::mpsc::UnboundedSender<Accepted>,
-    /// The worker's open connections.
-    open: Arc<AtomicUsize>,
-}
-
-/// Hands `job` to the live worker with the fewest open connections (ties go round robin from
-/// `next`); gives it back when every worker has stopped.
-fn hand_off(workers: &[Handoff], next: &mut usize, mut job: Accepted) -> Result<(), Accepted> {
-    loop {
-        let Some(index) = (0..workers.len())
-            .map(|i| (*next + i) % workers.len())
-            .filter(|&i| !workers[i].sender.is_closed())
-            .min_by_key(|&i| workers[i].open.load(Ordering::Relaxed))
-        else {
-            return Err(job);
-        };
-        *next = (index + 1) % workers.len();
-        let worker = &workers[index];
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        job.open = Some(worker.open.clone());
-        match worker.sender.send(job) {
-            Ok(()) => return Ok(()),
-            // That worker has just stopped: it is skipped from now on.
-            Err(tokio::sync::mpsc::error::SendError(back)) => {
-                worker.open.fetch_sub(1, Ordering::Relaxed);
-                job = back;
-            }
-        }
-    }
-}
-
-/// One worker thread: serves the connections handed to it.
-struct Worker {
-    index: usize,
-    accepted: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
-    limits: Limits,
-    proxy: Arc<Proxy>,
-}
-
-impl Worker {
-    /// Serves what it is handed until the hand-off closes (shutdown), then drains up to the
-    /// grace period. Tasks still running after that are dropped with the event loop.
-    fn run(self) {
-        crate::proxy::upstream::enter_worker(self.index);
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                tracing::error!(worker = self.index, %error, "cannot start the event loop");
-                return;
-            }
-        };
-        let Self {
-            index,
-            mut accepted,
-            limits,
-            proxy,
-        } = self;
-        runtime.block_on(async move {
-            tokio::spawn(crate::proxy::batch::flusher());
-            let connections = Connections::new(limits, move |req, peer| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, peer).await }
-            });
-            while let Some(Accepted {
-                stream,
-                peer,
-                permit,
-                open,
-            }) = accepted.recv().await
-            {
-                let closed = move || {
-                    if let Some(open) = open {
-                        open.fetch_sub(1, Ordering::Relaxed);
-                    }
-                };
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => connections.serve(stream, peer, permit, closed),
-                    Err(error) => {
-                        tracing::warn!(worker = index, %error, "cannot register a connection");
-                        closed();
-                    }
-                }
-            }
-            connections.drain().await;
-        });
-    }
-}
-
-/// Loads and validates the config, then builds its snapshot. The error text lists every error
-/// finding, one per line with file and line.
+/// Loads and validates the config, then builds its snapshot.
 fn load_snapshot(
     options: &RunOptions,
     previous: Option<&Snapshot>,
     ctx: &Context,
-) -> Result<Snapshot, String> {
-    let loaded = config::load_paths(&options.config, &options.load).map_err(|e| e.to_string())?;
+) -> Result<Snapshot, ConfigError> {
+    let loaded = config::load_paths(&options.config, &options.load)?;
     for finding in &loaded.diagnostics {
         match finding.severity {
             Severity::Error => {}
@@ -434,24 +295,22 @@ fn load_snapshot(
         }
     }
     if loaded.has_errors() {
-        let errors: Vec<String> = loaded
+        let errors = loaded
             .diagnostics
-            .iter()
+            .into_iter()
             .filter(|d| d.severity == Severity::Error)
-            .map(ToString::to_string)
             .collect();
-        return Err(errors.join("\n"));
+        return Err(ConfigError::Findings(errors));
     }
     if loaded.config.virtual_services.is_empty() {
-        return Err(format!(
-            "no VirtualService in {}: nothing to route",
-            options
+        return Err(ConfigError::NoVirtualService {
+            paths: options
                 .config
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
-        ));
+                .join(", "),
+        });
     }
-    Snapshot::build(Arc::new(loaded.config), previous, ctx).map_err(|e| e.to_string())
+    Ok(Snapshot::build(Arc::new(loaded.config), previous, ctx)?)
 }

@@ -17,7 +17,6 @@
 //! tables subscribes. The resolver keeps no cache of its own: the watch loop is the cache.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -25,24 +24,7 @@ use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use tokio::sync::watch;
 
-/// One upstream address with its balancing weight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Endpoint {
-    /// Where to connect.
-    pub addr: SocketAddr,
-    /// Relative weight (ServiceEntry `endpoints[].weight`; 1 when unset).
-    pub weight: u32,
-}
-
-/// An immutable endpoint set, sorted by address.
-pub type EndpointSet = Arc<[Endpoint]>;
-
-/// Sorts and de-duplicates endpoints into a set.
-pub fn endpoint_set(mut endpoints: Vec<Endpoint>) -> EndpointSet {
-    endpoints.sort();
-    endpoints.dedup_by_key(|e| e.addr);
-    endpoints.into()
-}
+use crate::endpoint::{Endpoint, EndpointSet, endpoint_set};
 
 /// How often a DNS name is resolved again: its TTL, clamped to `[min, max]`; and how long a
 /// failing name keeps its last answer.
@@ -249,10 +231,12 @@ async fn resolve_all(
         if !resolved.addrs.is_empty() {
             ttl = ttl.min(resolved.ttl);
         }
-        endpoints.extend(resolved.addrs.into_iter().map(|ip| Endpoint {
-            addr: SocketAddr::new(ip, target.port),
-            weight: target.weight,
-        }));
+        endpoints.extend(
+            resolved
+                .addrs
+                .into_iter()
+                .map(|ip| Endpoint::at(SocketAddr::new(ip, target.port), target.weight)),
+        );
     }
     Ok((endpoint_set(endpoints), ttl))
 }
@@ -267,15 +251,5 @@ mod tests {
         assert_eq!(b.clamp(Duration::from_secs(600)), Duration::from_secs(5));
         assert_eq!(b.clamp(Duration::ZERO), Duration::from_secs(1));
         assert_eq!(b.clamp(Duration::from_secs(3)), Duration::from_secs(3));
-    }
-
-    #[test]
-    fn sets_are_sorted_and_deduplicated() {
-        let e = |a: &str| Endpoint {
-            addr: a.parse().unwrap(),
-            weight: 1,
-        };
-        let set = endpoint_set(vec![e("10.0.0.2:80"), e("10.0.0.1:80"), e("10.0.0.2:80")]);
-        assert_eq!(&*set, &[e("10.0.0.1:80"), e("10.0.0.2:80")]);
     }
 }

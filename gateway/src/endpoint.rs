@@ -1,28 +1,66 @@
-//! Weighted endpoints as every selection algorithm sees them, and the one place they are checked.
+//! Upstream endpoints: the one type discovery finds, the balancers place, the cluster keeps
+//! and the admin pages show, and the one place a set of them is checked.
 //!
 //! An endpoint is identified by its *hash key* (`address:port`, or a name), never by its position
 //! in the list discovery returned: the consistent-hash algorithms sort by key before they build,
 //! so two gateways that see the same set build the same table whatever order they saw it in.
+//! An endpoint the gateway can connect to also has its socket address; one known only by name
+//! (Envoy's hash on host name, simulations, tests) has none.
+//!
+//! A leaf: this module imports nothing of the crate, so every other module may use it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use thiserror::Error;
 
-/// One upstream endpoint: the key it is hashed by and its load-balancing weight.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One upstream endpoint: the key it is hashed by, its load-balancing weight and, when it is an
+/// address, where to connect.
+///
+/// Ordered by address first (then key, then weight), so a set of discovered endpoints sorts by
+/// address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
-    /// Hash key, usually `address:port` (`10.0.0.1:8080`, `[::1]:8080`) or a host name.
-    pub key: String,
+    /// Where to connect; `None` for an endpoint known only by name.
+    pub addr: Option<SocketAddr>,
+    /// Hash key, usually `address:port` (`10.0.0.1:8080`, `[::1]:8080`) or a host name. Also
+    /// the endpoint's label in metrics and on the admin pages.
+    pub key: Arc<str>,
     /// Relative weight; 0 takes the endpoint out of rotation without changing anyone's index.
+    /// (ServiceEntry `endpoints[].weight`; 1 when unset.)
     pub weight: u32,
 }
 
 impl Endpoint {
-    /// An endpoint with the given hash key and weight.
-    pub fn new(key: impl Into<String>, weight: u32) -> Self {
+    /// An endpoint with the given hash key and weight; its address is the key's when the key is
+    /// a socket address.
+    pub fn new(key: impl Into<Arc<str>>, weight: u32) -> Self {
+        let key = key.into();
         Self {
-            key: key.into(),
+            addr: key.parse().ok(),
+            key,
             weight,
         }
     }
+
+    /// The endpoint at `addr`, hashed by its text (`10.0.0.1:8080`), as Envoy hashes hosts.
+    pub fn at(addr: SocketAddr, weight: u32) -> Self {
+        Self {
+            addr: Some(addr),
+            key: addr.to_string().into(),
+            weight,
+        }
+    }
+}
+
+/// An immutable endpoint set, sorted by address.
+pub type EndpointSet = Arc<[Endpoint]>;
+
+/// Sorts endpoints into a set, keeping the first of several with the same address or key.
+pub fn endpoint_set(mut endpoints: Vec<Endpoint>) -> EndpointSet {
+    endpoints.sort();
+    endpoints.dedup_by(|a, b| a.key == b.key);
+    endpoints.into()
 }
 
 /// Why a set of endpoints cannot be balanced over.
@@ -90,7 +128,7 @@ pub(crate) fn sorted_members(endpoints: &[Endpoint]) -> Result<Vec<Member>, Endp
     {
         let (first, second) = (pair[0].min(pair[1]) as usize, pair[0].max(pair[1]) as usize);
         return Err(EndpointError::DuplicateKey {
-            key: endpoints[first].key.clone(),
+            key: endpoints[first].key.to_string(),
             first,
             second,
         });
@@ -168,6 +206,28 @@ mod tests {
     fn empty_keys_are_rejected() {
         let err = sorted_members(&eps(&[("x", 1), ("", 1)])).unwrap_err();
         assert_eq!(err, EndpointError::EmptyKey { index: 1 });
+    }
+
+    #[test]
+    fn an_address_key_is_an_address() {
+        let e = Endpoint::new("10.0.0.1:8080", 2);
+        assert_eq!(e, Endpoint::at("10.0.0.1:8080".parse().unwrap(), 2));
+        assert_eq!(Endpoint::new("pod-a", 1).addr, None);
+    }
+
+    #[test]
+    fn sets_are_sorted_by_address_and_deduplicated() {
+        let e = |a: &str| Endpoint::at(a.parse().unwrap(), 1);
+        let set = endpoint_set(vec![
+            e("10.0.0.10:80"),
+            e("10.0.0.2:80"),
+            e("10.0.0.1:80"),
+            e("10.0.0.2:80"),
+        ]);
+        assert_eq!(
+            &*set,
+            &[e("10.0.0.1:80"), e("10.0.0.2:80"), e("10.0.0.10:80")]
+        );
     }
 
     #[test]

@@ -1,32 +1,42 @@
 //! The sticky gateway: an L7 proxy that reads Istio's own YAML and sends each user to the same
 //! replica by consistent hashing.
 //!
-//! Modules:
+//! Modules, from the top of the request path down (a module may import those below it, never
+//! one above; `scripts/check-imports.py` checks it in `just test`):
+//! - [`control`] — `gateway run`: load, bind, start the workers and the admin listener,
+//!   hot-reload. The binary's wiring.
 //! - [`admin`] — the admin pages: health, readiness, metrics, config, clusters, key lookup.
-//! - [`balancer`] — one selection interface over round robin, random, least request, ring hash
-//!   and Maglev, with retry fallback.
+//! - [`reload`] — when to reload the config (folder watch, SIGHUP, poll) and a content fingerprint.
+//! - [`proxy`] — the request path: listener and worker hand-off, route, affinity, forwarding
+//!   with retries, access log.
+//! - [`snapshot`] — routes and clusters of one config, published whole; route matching, header
+//!   edits and `retryOn` parsed once.
 //! - [`cluster`] — a cluster at run time: endpoints, balancer, pool, and the task that rebuilds
-//!   the balancer on discovery and ejection changes.
+//!   the balancer on discovery, ejection and active-check changes.
+//! - [`upstream`] — the connection pool of a cluster: HTTP/1.1 and HTTP/2 clients.
+//! - [`discovery`] — endpoint sets per cluster, from DNS (STATIC sets come from the config).
+//! - [`metrics`] — Prometheus metrics with typed label sets.
 //! - [`config`] — Istio YAML (Gateway, VirtualService, DestinationRule, ServiceEntry) → a
 //!   validated model, with findings for every unsupported or invalid field and `gateway check`'s
 //!   cross-resource analysis.
-//! - [`control`] — `gateway run`: load, bind, serve, hot-reload; the control path.
-//! - [`discovery`] — endpoint sets per cluster, from STATIC ServiceEntry endpoints or DNS.
-//! - [`hash`] — the stable hash (xxHash64) every replica agrees on, retry perturbation.
-//! - [`health`] — passive outlier detection (lock-free counters, pure ejection state machine).
+//! - [`balancer`] — one selection interface over round robin, random, least request, ring hash
+//!   and Maglev, with retry fallback.
 //! - [`maglev`] — Maglev lookup tables (Envoy's behaviour, weights, prime sizes).
-//! - [`metrics`] — Prometheus metrics with typed label sets.
-//! - [`proxy`] — the request path (listener, header hygiene, upstream pools, retries).
-//! - [`reload`] — when to reload the config (folder watch, SIGHUP, poll) and a content fingerprint.
 //! - [`ring`] — ring hash (ketama), Istio's default consistent hash.
-//! - [`snapshot`] — routes and clusters of one config, published whole; route matching.
+//! - [`health`] — passive outlier detection (lock-free counters, pure ejection state machine)
+//!   and active check state.
+//! - Leaves, used by any module above: [`endpoint`] (the one endpoint type), [`hash`] (request
+//!   keys by XXH3, endpoint keys by xxHash64 with seeds, retry perturbation), [`body`] (the one
+//!   body type), [`worker`] (per-worker-thread index and output batching).
 
 pub mod admin;
 pub mod balancer;
+pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod discovery;
+pub mod endpoint;
 pub mod hash;
 pub mod health;
 pub mod maglev;
@@ -35,3 +45,5 @@ pub mod proxy;
 pub mod reload;
 pub mod ring;
 pub mod snapshot;
+pub mod upstream;
+pub mod worker;

@@ -23,7 +23,7 @@
 //!   is computed by multiplication, see [`crate::hash`]).
 //!
 //! ```
-//! use gateway::balancer::Endpoint;
+//! use gateway::endpoint::Endpoint;
 //! use gateway::hash::key_hash;
 //! use gateway::maglev::{MaglevTable, TableSize};
 //!
@@ -36,7 +36,7 @@
 
 use thiserror::Error;
 
-use crate::balancer::endpoint::{self, Endpoint, EndpointError};
+use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::hash::{Divisor, perturb};
 
 mod fill;

@@ -17,6 +17,7 @@ use gateway::control::{Gateway, RunOptions};
 use gateway::discovery::RefreshBounds;
 use gateway::health::active::ActiveCheck;
 use gateway::proxy::ProxySettings;
+use gateway::proxy::access_log::TARGET as ACCESS_LOG;
 use gateway::proxy::listener::Limits;
 
 /// An L7 gateway that reads Istio YAML and routes by Maglev consistent hashing.
@@ -33,8 +34,8 @@ enum Command {
     Run(Box<RunArgs>),
     /// Validate and analyse Istio YAML (files or directories); exit 1 on any error.
     Check(CheckArgs),
-    /// GET the admin /healthz of a running gateway; exit 0 when it answers 200 (for container
-    /// health checks in images with no shell or curl).
+    /// GET the admin /healthz of a running gateway; exit 0 when it answers 200 within 2s, 1
+    /// otherwise (for container health checks in images with no shell or curl).
     Healthcheck(HealthcheckArgs),
 }
 
@@ -49,8 +50,9 @@ struct RunArgs {
     /// Admin listener (/healthz /readyz /metrics /config /clusters /lookup).
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
-    /// Threads serving the proxy listener, each with its own event loop and socket
-    /// (SO_REUSEPORT); default: the number of CPUs. The control path has one more thread.
+    /// Threads serving proxied connections, each with its own single-threaded event loop;
+    /// default: the number of CPUs. One more thread runs the control path and accepts, handing
+    /// each new connection to the worker with the fewest open ones.
     #[arg(long, env = "GATEWAY_WORKERS")]
     workers: Option<usize>,
     /// Serve only the VirtualServices bound to this Gateway (`name` or `namespace/name`).
@@ -108,14 +110,19 @@ struct RunArgs {
     /// Passed checks in a row that bring it back.
     #[arg(long, env = "GATEWAY_HEALTH_CHECK_HEALTHY", default_value_t = 1)]
     health_check_healthy: u32,
-    /// Log format.
+    /// One access log line per request, on stdout (text, or JSON with `--log-format json`).
+    #[arg(long, env = "GATEWAY_ACCESS_LOG")]
+    access_log: bool,
+    /// Log format (`human` is accepted for `text`, as sticky-svc's former word).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+/// The `LOG_FORMAT` words, the same in every binary of the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     /// Human-readable lines.
+    #[value(alias = "human")]
     Text,
     /// One JSON object per line.
     Json,
@@ -123,7 +130,7 @@ enum LogFormat {
 
 #[derive(Args)]
 struct HealthcheckArgs {
-    /// The admin listener to ask (0.0.0.0 means this host).
+    /// The admin listener to ask (a wildcard address, 0.0.0.0 or ::, is asked on loopback).
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
 }
@@ -157,10 +164,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(*args),
         Command::Check(args) => {
-            logging(LogFormat::Text, "warn");
+            logging(LogFormat::Text, "warn", false);
             check(&args)
         }
-        Command::Healthcheck(args) => Ok(healthcheck(args.admin)),
+        Command::Healthcheck(args) => Ok(health(args.admin)),
     };
     match result {
         Ok(code) => code,
@@ -171,20 +178,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Logs to stderr, filtered by `RUST_LOG` (else `default`); with `access_log`, the access log
+/// (target `access`, see `gateway::proxy::access_log`) to stdout, whatever `RUST_LOG` says, as
+/// nginx keeps its access log apart from its error log.
+fn logging(format: LogFormat, default: &str, access_log: bool) {
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{Layer, Registry, fmt};
+
+    type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
+    // Static directives only (no filter function): a callsite that is off is then off for
+    // good, at one atomic load per request, rather than asking every filter every time.
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(default))
+            .add_directive(
+                format!("{ACCESS_LOG}=off")
+                    .parse()
+                    .expect("a valid directive"),
+            )
+    };
+    let logs = fmt::layer().with_writer(std::io::stderr);
+    let logs: Boxed = match format {
+        LogFormat::Text => logs.with_filter(filter()).boxed(),
+        LogFormat::Json => logs.json().with_filter(filter()).boxed(),
+    };
+    let mut layers = vec![logs];
+    if access_log {
+        let only_access = Targets::new().with_target(ACCESS_LOG, tracing::Level::INFO);
+        let access = fmt::layer().with_writer(std::io::stdout).with_target(false);
+        layers.push(match format {
+            LogFormat::Text => access.with_filter(only_access).boxed(),
+            LogFormat::Json => access
+                .json()
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_filter(only_access)
+                .boxed(),
+        });
     }
+    tracing_subscriber::registry().with(layers).init();
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    logging(args.log_format, "info");
+    logging(args.log_format, "info", args.access_log);
     let workers = match args.workers {
         Some(0) => anyhow::bail!("--workers must be at least 1"),
         Some(workers) => workers,
@@ -221,6 +258,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         proxy: ProxySettings {
             max_body_bytes: args.max_body_size,
             retry_buffer_bytes: args.retry_buffer_size,
+            access_log: args.access_log,
         },
         reload_poll: args.reload_poll,
         active: args.health_check_path.map(|path| ActiveCheck {
@@ -249,30 +287,17 @@ async fn shutdown_signal() {
     }
 }
 
-/// A minimal HTTP/1.0 GET of /healthz, with no DNS, no TLS and no runtime.
-fn healthcheck(admin: SocketAddr) -> ExitCode {
-    use std::io::{Read, Write};
-    let mut target = admin;
-    if target.ip().is_unspecified() {
-        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let attempt = || -> std::io::Result<bool> {
-        let timeout = Duration::from_secs(2);
-        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
-    };
-    match attempt() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("gateway healthcheck: {target} did not answer 200");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("gateway healthcheck: {target}: {e}");
+/// How long `gateway healthcheck` waits for the admin listener, connecting included.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `gateway healthcheck`: the admin listener's /healthz through the workspace's `healthcheck`
+/// crate (no DNS, no TLS, no runtime), the same client as `sticky-svc healthcheck`.
+fn health(admin: SocketAddr) -> ExitCode {
+    match healthcheck::check(healthcheck::target(admin), HEALTHCHECK_TIMEOUT) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}`: the error and its cause, e.g. "cannot connect to …: Connection refused".
+            eprintln!("gateway healthcheck: {:#}", anyhow::Error::new(error));
             ExitCode::FAILURE
         }
     }
@@ -331,4 +356,43 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn log_format_takes_text_json_and_sticky_svcs_old_human() {
+        let parse = |word: &str| {
+            let cli = Cli::try_parse_from([
+                "gateway",
+                "run",
+                "--config",
+                "istio.yaml",
+                "--log-format",
+                word,
+            ])?;
+            let Command::Run(args) = cli.command else {
+                unreachable!("`run` parses as Run")
+            };
+            Ok::<_, clap::Error>(args.log_format)
+        };
+        assert_eq!(parse("text").unwrap(), LogFormat::Text);
+        assert_eq!(parse("human").unwrap(), LogFormat::Text);
+        assert_eq!(parse("json").unwrap(), LogFormat::Json);
+        assert!(parse("pretty").is_err());
+        // Read from the definition, not a parse: a LOG_FORMAT in the test's environment would win.
+        let command = Cli::command();
+        let run = command.find_subcommand("run").unwrap();
+        let flag = run.get_arguments().find(|arg| arg.get_id() == "log_format");
+        assert_eq!(flag.unwrap().get_default_values(), ["text"]);
+    }
 }

@@ -1,39 +1,216 @@
-//! The request path: listener, routing, balancing, forwarding with retries and timeouts.
+//! The request path, top to bottom, one file per step:
+//!
+//! 1. [`listener`] accepts (one accept loop for the proxy and the admin listener), and
+//!    [`handoff`] gives each connection to the worker thread with the fewest; the worker
+//!    serves HTTP/1.1 or h2c on it with the listener's limits.
+//! 2. [`Proxy::handle`] (here): the request id, the request's span, the config snapshot, the
+//!    route (matched by [`crate::snapshot::routes`]), the request counter.
+//! 3. [`route`]: faults, direct responses, the weighted destination, header edits and
+//!    rewrites, the hash key ([`affinity`]), the body, the route's timeout.
+//! 4. [`forward`]: attempts with retries, each picking an endpoint with the cluster's balancer
+//!    ([`crate::balancer`]) and sending through the cluster's pool ([`crate::upstream`]).
+//! 5. [`access_log`]: one line per request, when asked for.
+//!
+//! [`headers`] is the header hygiene every step shares, [`error`] the answers the gateway gives
+//! itself. This module is the top of the crate: nothing beneath it (snapshot, cluster,
+//! upstream, metrics) may import it; only the binary's wiring (`control`, `admin`, `main`) does.
 
+pub mod access_log;
 pub mod affinity;
-pub mod batch;
 pub mod error;
-pub mod forward;
+mod forward;
+pub mod handoff;
 pub mod headers;
 pub mod listener;
-pub mod retry;
-pub mod upstream;
+mod route;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing::instrument::Instrumented;
+
+use crate::body::Body;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::snapshot::Snapshot;
+use access_log::AccessLog;
 pub use error::ProxyError;
-pub use forward::{Proxy, ProxySettings};
+use headers::{X_REQUEST_ID, ensure_request_id};
 
-/// Any error a body can end with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of every response the gateway sends, and of upstream requests.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
-
-/// A body of fixed bytes.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// Limits and options of the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Largest request body accepted (`--max-body-size`); past it: 413.
+    pub max_body_bytes: u64,
+    /// Request bodies up to this size are kept for retries (`--retry-buffer-size`).
+    pub retry_buffer_bytes: u64,
+    /// One access log line per request (`--access-log`).
+    pub access_log: bool,
 }
 
-/// Boxes any body whose error converts.
-pub fn boxed<B>(body: B) -> Body
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    body.map_err(Into::into).boxed_unsync()
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            retry_buffer_bytes: 64 * 1024,
+            access_log: false,
+        }
+    }
+}
+
+/// A snapshot as one worker's requests hold it: an allocation of that worker's, so taking and
+/// dropping it does not write to memory the other workers write too.
+#[derive(Debug)]
+struct Current(Arc<Snapshot>);
+
+impl std::ops::Deref for Current {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
+}
+
+/// The request handler.
+///
+/// Each worker thread has its own ([`Proxy::for_worker`]): the reference counts a request
+/// takes and drops (the handler, the snapshot, the `-` label) are then counted in memory
+/// only its worker writes, rather than in cache lines every worker's CPU keeps taking from the
+/// others. For the same reason the lock of [`Proxy::current`] is only ever taken by one thread.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The current snapshot as this handler's requests in flight hold it (none held once they
+    /// are done, so a reload's old snapshot is not kept by an idle worker).
+    current: Mutex<Weak<Current>>,
+    metrics: Arc<Metrics>,
+    settings: ProxySettings,
+    none: Arc<str>,
+}
+
+/// What one request leaves behind as it goes: its metric labels, its span, and what the access
+/// log says of it.
+struct Trace {
+    labels: RequestLabels,
+    /// `request{id route cluster endpoint attempt}`, at debug level: disabled (and free) unless
+    /// `RUST_LOG` asks for debug, when every event of the request carries it.
+    span: tracing::Span,
+    /// Attempts sent upstream.
+    attempts: u32,
+    /// From sending the answering attempt to its response headers.
+    upstream_time: Option<Duration>,
+    /// Whether the request carried the cluster's hash key; `None` when the cluster hashes none.
+    hash_key: Option<bool>,
+}
+
+impl Trace {
+    /// Records `value` as the span's `field`. A disabled span (the default level) still looks
+    /// the field up by name on `record`, so the lookup is skipped here.
+    fn record(&self, field: &str, value: impl tracing::Value) {
+        if !self.span.is_disabled() {
+            self.span.record(field, value);
+        }
+    }
+}
+
+impl Proxy {
+    /// A handler reading routes from `snapshot`.
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+        settings: ProxySettings,
+    ) -> Self {
+        Self {
+            current: Mutex::new(Weak::new()),
+            snapshot,
+            metrics,
+            settings,
+            none: Arc::from("-"),
+        }
+    }
+
+    /// A handler for one more worker thread, reading the same snapshots.
+    pub fn for_worker(&self) -> Self {
+        Self::new(self.snapshot.clone(), self.metrics.clone(), self.settings)
+    }
+
+    /// The current snapshot: the handle this handler's requests in flight share, or a new one
+    /// when there is none or a reload published another snapshot. The lock is this worker's
+    /// alone, so it is never contended.
+    fn current(&self) -> Arc<Current> {
+        let published = self.snapshot.load();
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = current.upgrade()
+            && Arc::ptr_eq(&held.0, &published)
+        {
+            return held;
+        }
+        let held = Arc::new(Current(arc_swap::Guard::into_inner(published)));
+        *current = Arc::downgrade(&held);
+        held
+    }
+
+    /// Handles one request from `peer`: what is known at once (request id, span, snapshot)
+    /// here, the rest in the future returned, which runs inside the request's span when the
+    /// span is on. Returned rather than `async`, so the request's state is built in place once
+    /// instead of being copied into one more future per request.
+    pub fn handle(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Instrumented<impl Future<Output = Response<Body>> + Send + use<>> {
+        let proxy = self.clone();
+        let snapshot = self.current();
+        let (mut parts, body) = request.into_parts();
+        let request_id = ensure_request_id(&mut parts.headers);
+        let access = self
+            .settings
+            .access_log
+            .then(|| AccessLog::new(&parts, peer, &request_id));
+        let mut trace = Trace {
+            labels: RequestLabels {
+                route: self.none.clone(),
+                cluster: self.none.clone(),
+                endpoint: self.none.clone(),
+                code: 0,
+            },
+            span: tracing::debug_span!(
+                "request",
+                id = request_id.to_str().unwrap_or("-"),
+                route = Empty,
+                cluster = Empty,
+                endpoint = Empty,
+                attempt = Empty,
+            ),
+            attempts: 0,
+            upstream_time: None,
+            hash_key: None,
+        };
+        let span = trace.span.clone();
+        async move {
+            let mut response = match snapshot.route(&parts) {
+                None => ProxyError::NoRoute.response(),
+                Some(route) => {
+                    trace.labels.route = route.label.clone();
+                    trace.record("route", &*route.label);
+                    proxy.routed(route, parts, body, peer, &mut trace).await
+                }
+            };
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), request_id);
+            trace.labels.code = response.status().as_u16();
+            proxy.metrics.count_request(&trace.labels);
+            match access {
+                Some(access) => access.follow(response, &trace),
+                None => response,
+            }
+        }
+        .instrument(span)
+    }
 }

@@ -7,7 +7,8 @@
 //! everywhere (some bind mounts, network file systems), hence the poll every `poll` interval.
 //!
 //! This module only says "look again"; loading, validating and swapping is the caller's job, so
-//! a bad new config never replaces a good running one.
+//! a bad new config never replaces a good running one. It walks the config folders with the
+//! loader's walk, so it looks at exactly the files a load reads.
 
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+
+use crate::config;
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,47 +132,25 @@ fn watched_folder(path: &Path) -> PathBuf {
     }
 }
 
-/// A hash of the YAML the gateway would read from `paths`: names and contents of the files,
-/// following symlinks, hidden entries (`..data`) skipped as the loader skips them. Unreadable
-/// files hash their error, so a file that appears or vanishes changes the fingerprint.
+/// A hash of the YAML the gateway would read from `paths` ([`config::config_files`], the
+/// loader's own walk): names and contents of the files, following symlinks. Hidden entries
+/// (`..data`) are skipped as the loader skips them. A walk or read that fails hashes its error,
+/// so a file that appears, vanishes or turns unreadable changes the fingerprint.
 pub fn fingerprint(paths: &[PathBuf]) -> u64 {
     let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
-    for path in paths {
-        let mut files = Vec::new();
-        collect(path, &mut files);
-        files.sort();
-        for file in files {
-            hasher.write(file.as_os_str().as_encoded_bytes());
-            match std::fs::read(&file) {
-                Ok(bytes) => hasher.write(&bytes),
-                Err(e) => hasher.write(e.to_string().as_bytes()),
+    match config::config_files(paths) {
+        Ok(files) => {
+            for file in files {
+                hasher.write(file.as_os_str().as_encoded_bytes());
+                match std::fs::read(&file) {
+                    Ok(bytes) => hasher.write(&bytes),
+                    Err(e) => hasher.write(e.to_string().as_bytes()),
+                }
             }
         }
+        Err(e) => hasher.write(e.to_string().as_bytes()),
     }
     hasher.finish()
-}
-
-fn collect(path: &Path, out: &mut Vec<PathBuf>) {
-    if !path.is_dir() {
-        out.push(path.to_path_buf());
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(path) else {
-        out.push(path.to_path_buf());
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let p = entry.path();
-        if p.is_dir() {
-            collect(&p, out);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            out.push(p);
-        }
-    }
 }
 
 #[cfg(test)]

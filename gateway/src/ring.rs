@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
-use crate::balancer::endpoint::{self, Endpoint, EndpointError};
+use crate::endpoint::{self, Endpoint, EndpointError};
 use crate::hash::seeded;
 
 /// The ring's point budget: `ringHash.minimumRingSize` and Envoy's `maximum_ring_size`.

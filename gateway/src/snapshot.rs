@@ -6,6 +6,8 @@
 //! that edits one route keeps the other clusters' pools, DNS watches and ejections.
 
 pub mod clusters;
+pub mod edits;
+pub mod retry_on;
 pub mod routes;
 
 use std::collections::HashMap;
@@ -15,12 +17,14 @@ use prometheus_client::registry::Registry;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::config::diagnostic::Location;
 use crate::config::model::{Gateway, HttpRoute, VirtualService};
 use crate::discovery::{DnsResolver, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::Metrics;
-use crate::proxy::headers::HeaderEdits;
-use crate::proxy::retry::RetryOn;
+use clusters::SpecError;
+use edits::{EditError, Edits};
+pub use retry_on::RetryOn;
 pub use routes::VirtualRoutes;
 
 /// One `http[]` route, resolved to running clusters.
@@ -38,24 +42,6 @@ pub struct Route {
     pub edits: Edits,
     /// Per `route[]` destination, parallel to `clusters`.
     pub destination_edits: Vec<Edits>,
-}
-
-/// Request and response header edits, parsed once.
-#[derive(Debug, Clone, Default)]
-pub struct Edits {
-    /// Applied to the request sent upstream.
-    pub request: HeaderEdits,
-    /// Applied to the response sent to the client.
-    pub response: HeaderEdits,
-}
-
-impl Edits {
-    fn compile(rules: &crate::config::model::HeaderRules) -> Result<Self, String> {
-        Ok(Self {
-            request: HeaderEdits::compile(&rules.request)?,
-            response: HeaderEdits::compile(&rules.response)?,
-        })
-    }
 }
 
 impl std::ops::Deref for Route {
@@ -104,18 +90,32 @@ pub struct Snapshot {
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
 }
 
-/// Why a config cannot be served.
+/// Why a config cannot be served: what, and where (file, line, field).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
     /// A route's destination cannot become a cluster.
-    #[error("{resource}: route {route}: {reason}")]
+    #[error("{location}: {resource}: {field}: {source}")]
     Destination {
+        /// Where the field is written.
+        location: Location,
         /// `VirtualService/name`.
         resource: String,
-        /// The route's label.
-        route: String,
+        /// The field: `spec.http[i].route[j].destination`.
+        field: String,
         /// Why.
-        reason: String,
+        source: SpecError,
+    },
+    /// A `headers` block of a route or destination holds an invalid name or value.
+    #[error("{location}: {resource}: {field}: {source}")]
+    Headers {
+        /// Where the field is written.
+        location: Location,
+        /// `VirtualService/name`.
+        resource: String,
+        /// The field: `spec.http[i].headers` or `spec.http[i].route[j].headers`.
+        field: String,
+        /// Why.
+        source: EditError,
     },
 }
 
@@ -126,7 +126,7 @@ impl Snapshot {
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         ctx: &Context,
-    ) -> Result<Self, SnapshotError> {
+    ) -> Result<Self, Box<SnapshotError>> {
         let mut clusters: HashMap<Arc<str>, Arc<Cluster>> = HashMap::new();
         let mut services = Vec::new();
         for (vs, hosts) in config
@@ -141,19 +141,38 @@ impl Snapshot {
                     Some(name) => format!("{vs_name}/{name}").into(),
                     None => format!("{vs_name}/{}", http.index).into(),
                 };
-                let invalid = |reason: String| SnapshotError::Destination {
-                    resource: vs.meta.resource(),
-                    route: label.to_string(),
-                    reason,
+                let route_field = format!("spec.http[{}]", http.index);
+                let bad_headers = |field: String| {
+                    move |source| {
+                        Box::new(SnapshotError::Headers {
+                            location: vs.meta.location_of(&field),
+                            resource: vs.meta.resource(),
+                            field,
+                            source,
+                        })
+                    }
                 };
-                let edits = Edits::compile(&http.headers).map_err(invalid)?;
+                let edits = Edits::compile(&http.headers)
+                    .map_err(bad_headers(format!("{route_field}.headers")))?;
                 let mut destination_edits = Vec::new();
                 let mut route_clusters = Vec::new();
                 if let crate::config::model::RouteAction::Forward(dests) = &http.action {
-                    for wd in dests {
-                        destination_edits.push(Edits::compile(&wd.headers).map_err(invalid)?);
+                    for (j, wd) in dests.iter().enumerate() {
+                        let dest_field = format!("{route_field}.route[{j}]");
+                        destination_edits.push(
+                            Edits::compile(&wd.headers)
+                                .map_err(bad_headers(format!("{dest_field}.headers")))?,
+                        );
                         let mut spec =
-                            clusters::cluster_spec(&wd.destination, &config).map_err(invalid)?;
+                            clusters::cluster_spec(&wd.destination, &config).map_err(|source| {
+                                let field = format!("{dest_field}.destination");
+                                Box::new(SnapshotError::Destination {
+                                    location: vs.meta.location_of(&field),
+                                    resource: vs.meta.resource(),
+                                    field,
+                                    source,
+                                })
+                            })?;
                         spec.active = ctx.active.clone();
                         let cluster = match clusters.get(&spec.name) {
                             Some(c) => c.clone(),

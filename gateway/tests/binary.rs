@@ -146,3 +146,68 @@ fn a_config_with_errors_refuses_to_start() {
     );
     assert!(stderr.contains("did you mean `httpHeaderName`"), "{stderr}");
 }
+
+/// `--access-log` with `LOG_FORMAT=json`: one JSON object per request on stdout (logs stay on
+/// stderr); the line is there once the response has been read.
+#[tokio::test]
+async fn the_access_log_is_json_on_stdout() {
+    use std::io::{BufRead, BufReader};
+
+    let backends = backends(1, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("istio.yaml"),
+        static_config(&[backends[0].addr], BY_USER),
+    )
+    .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args([
+            "run",
+            "--workers",
+            "1",
+            "--dns-server",
+            "127.0.0.1:9",
+            "--access-log",
+        ])
+        .arg("--config")
+        .arg(dir.path())
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .env("LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the gateway binary starts");
+    let mut process = Process { child, admin };
+    wait_healthy(admin).await;
+    let answer = Http::new().ping(listen, "ricky").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+
+    let stdout = process.child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("\"path\":\"/ping\""))
+    });
+    let line = tokio::time::timeout(Duration::from_secs(10), line)
+        .await
+        .expect("an access log line within 10 s")
+        .unwrap()
+        .expect("an access log line on stdout");
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+    let fields = &entry["fields"];
+    assert_eq!(fields["status"], 200, "{line}");
+    assert_eq!(fields["method"], "GET", "{line}");
+    assert_eq!(fields["hash_key"], "present", "{line}");
+    assert_eq!(fields["upstream"], backends[0].addr.to_string(), "{line}");
+    assert!(fields["bytes"].as_u64().unwrap() > 0, "{line}");
+    assert!(entry["timestamp"].is_string(), "{line}");
+}

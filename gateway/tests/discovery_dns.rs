@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dns::{Records, dns_server};
-use gateway::discovery::{DnsResolver, DnsTarget, EndpointSet, RefreshBounds, watch_dns};
+use gateway::discovery::{DnsResolver, DnsTarget, RefreshBounds, watch_dns};
+use gateway::endpoint::EndpointSet;
 use tokio::sync::watch;
 
 const NAME: &str = "sticky-svc.default.svc.cluster.local.";
@@ -80,7 +81,10 @@ async fn follows_scale_from_zero_to_five_and_back() {
 
     *records.lock().unwrap() = ips(5);
     let five = wait_for(&mut rx, 5).await;
-    assert!(five.iter().all(|e| e.addr.port() == 8080 && e.weight == 1));
+    assert!(
+        five.iter()
+            .all(|e| e.addr.is_some_and(|a| a.port() == 8080) && e.weight == 1)
+    );
     assert!(five.windows(2).all(|w| w[0] < w[1]), "sorted");
 
     *records.lock().unwrap() = ips(4);

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gateway::body::{Body, full};
 use gateway::proxy::listener::{Limits, serve};
-use gateway::proxy::{Body, full};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -41,7 +41,7 @@ impl Trickle {
 
 impl http_body::Body for Trickle {
     type Data = Bytes;
-    type Error = gateway::proxy::BoxError;
+    type Error = gateway::body::BoxError;
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

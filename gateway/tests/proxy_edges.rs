@@ -234,7 +234,7 @@ async fn version_backend() -> (std::net::SocketAddr, tokio::sync::oneshot::Sende
                 ]
                 .into(),
             );
-            http::Response::new(gateway::proxy::boxed(body))
+            http::Response::new(gateway::body::boxed(body))
         },
         async move {
             let _ = stopped.await;

@@ -1,6 +1,6 @@
 //! Ring hash through the public API: pinned outputs and its defining properties.
 
-use gateway::balancer::Endpoint;
+use gateway::endpoint::Endpoint;
 use gateway::hash::{key_hash, mix};
 use gateway::ring::{RingHash, RingSize};
 use proptest::prelude::*;

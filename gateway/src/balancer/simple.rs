@@ -9,7 +9,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::endpoint::{self, Member};
+use crate::endpoint::{self, Member};
 use crate::hash::mix;
 
 /// How many fresh draws a random pick makes before walking past excluded endpoints in order.

@@ -4,7 +4,7 @@ use prometheus_client::registry::Registry;
 
 use super::*;
 use crate::balancer::PickContext;
-use crate::discovery::{Endpoint, endpoint_set};
+use crate::endpoint::{Endpoint, endpoint_set};
 use crate::maglev::TableSize;
 
 fn addr(i: u8) -> SocketAddr {
@@ -12,12 +12,7 @@ fn addr(i: u8) -> SocketAddr {
 }
 
 fn spec(n: u8, outlier: Option<OutlierPolicy>) -> ClusterSpec {
-    let endpoints = (1..=n)
-        .map(|i| Endpoint {
-            addr: addr(i),
-            weight: 1,
-        })
-        .collect();
+    let endpoints = (1..=n).map(|i| Endpoint::at(addr(i), 1)).collect();
     ClusterSpec {
         name: "outbound|8080||svc.test".into(),
         source: Source::Static(endpoint_set(endpoints)),
@@ -121,7 +116,9 @@ async fn trips_without_outlier_detection_change_nothing() {
 
 #[test]
 fn ejected_endpoints_weigh_zero_but_keep_their_index() {
-    let endpoints: Vec<_> = (1..=3).map(|i| Arc::new(endpoint(addr(i), 1))).collect();
+    let endpoints: Vec<_> = (1..=3)
+        .map(|i| Arc::new(EndpointState::new(addr(i), 1)))
+        .collect();
     let state = build_state(&endpoints, Policy::RoundRobin, |a| *a != addr(2));
     assert_eq!(state.endpoints.len(), 3);
     assert_eq!(state.ejected, [false, true, false]);

@@ -61,12 +61,19 @@ pub enum LoadError {
     },
 }
 
-/// Loads files and directories (recursively, `*.yaml` and `*.yml`, in name order).
-pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> Result<Loaded, LoadError> {
+/// The files [`load_paths`] reads from `paths`: each file named, and every `*.yaml` and `*.yml`
+/// under each folder named (recursively, in name order, hidden entries skipped).
+pub fn config_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut files = Vec::new();
     for path in paths {
         collect(path, &mut files)?;
     }
+    Ok(files)
+}
+
+/// Loads files and directories (recursively, `*.yaml` and `*.yml`, in name order).
+pub fn load_paths(paths: &[PathBuf], options: &LoadOptions) -> Result<Loaded, LoadError> {
+    let files = config_files(paths)?;
     let mut loaded = Loaded::default();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Read {

@@ -10,7 +10,7 @@
 //! reaches every slot exactly once per M steps), so the table is unchanged; a test compares it
 //! with a plain transcription of Envoy's loop.
 
-use crate::balancer::endpoint::{Endpoint, Member};
+use crate::endpoint::{Endpoint, Member};
 use crate::hash::seeded;
 
 /// One endpoint's state during the fill: its permutation cursor and its weighted turn count.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use crate::proxy::upstream::{worker, workers};
+use crate::worker;
 
 /// A histogram of seconds; clones share the counts.
 #[derive(Debug, Clone)]
@@ -43,7 +43,7 @@ impl ShardedHistogram {
     /// Buckets with these upper bounds (non-finite ones dropped) and `+Inf`, one set of counts
     /// per worker thread.
     pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
-        Self::with_shards(bounds, workers())
+        Self::with_shards(bounds, worker::count())
     }
 
     fn with_shards(bounds: impl IntoIterator<Item = f64>, shards: usize) -> Self {
@@ -62,7 +62,7 @@ impl ShardedHistogram {
     /// Counts one observation of `seconds` in the calling worker's counts.
     pub fn observe(&self, seconds: f64) {
         let Inner { bounds, shards } = &*self.inner;
-        let shard = &shards[worker() % shards.len()];
+        let shard = &shards[worker::index() % shards.len()];
         let bucket = if seconds.is_nan() {
             bounds.len()
         } else {
@@ -131,7 +131,7 @@ mod tests {
             for (index, chunk) in values.chunks(3).enumerate() {
                 let sharded = sharded.clone();
                 scope.spawn(move || {
-                    crate::proxy::upstream::enter_worker(index);
+                    crate::worker::enter(index);
                     chunk.iter().for_each(|v| sharded.observe(*v));
                 });
             }

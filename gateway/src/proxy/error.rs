@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::Body;
+use crate::body::{Body, full};
 
 /// An answer the gateway gives itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -79,8 +79,7 @@ impl ProxyError {
 
     /// The whole response.
     pub fn response(self) -> Response<Body> {
-        let mut response =
-            Response::new(super::full(Bytes::from_static(self.message().as_bytes())));
+        let mut response = Response::new(full(Bytes::from_static(self.message().as_bytes())));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(

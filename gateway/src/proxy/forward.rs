@@ -34,7 +34,11 @@ use crate::upstream::UpstreamError;
 const MAX_TRIED: usize = 8;
 
 impl Proxy {
-    pub(super) async fn prepare_body(&self, parts: &Parts, body: Incoming) -> Result<Payload, ProxyError> {
+    pub(super) async fn prepare_body(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<Payload, ProxyError> {
         if body.is_end_stream() {
             return Ok(Payload::Replayable(Bytes::new()));
         }
@@ -115,8 +119,8 @@ impl Proxy {
             let endpoint = &state.endpoints[index];
             trace.labels.endpoint = endpoint.label().clone();
             trace.attempts = attempt + 1;
-            trace.span.record("endpoint", &**endpoint.label());
-            trace.span.record("attempt", attempt);
+            trace.record("endpoint", &**endpoint.label());
+            trace.record("attempt", attempt);
             let request_body = match body.take() {
                 Some(Payload::Replayable(bytes)) => {
                     body = Some(Payload::Replayable(bytes.clone()));

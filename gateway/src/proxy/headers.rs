@@ -124,63 +124,25 @@ fn client_address(client: IpAddr) -> HeaderValue {
 }
 
 /// Returns the request's id, generating and setting one when it is missing or unfit.
+///
+/// The id is marked sensitive: unique per request, it is never worth a place in an HPACK table
+/// (an HTTP/2 endpoint's, or an HTTP/2 client's for the echoed response header).
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
+    if let Some(id) = headers.get_mut(&X_REQUEST_ID) {
         let fine = !id.is_empty()
             && id.len() <= MAX_REQUEST_ID
             && id.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if fine {
+            id.set_sensitive(true);
             return id.clone();
         }
     }
     let mut buf = uuid::Uuid::encode_buffer();
     let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    let id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
+    let mut id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
+    id.set_sensitive(true);
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
-}
-
-/// A VirtualService `headers.request` or `headers.response` block, parsed once.
-#[derive(Debug, Clone, Default)]
-pub struct HeaderEdits {
-    set: Vec<(HeaderName, HeaderValue)>,
-    add: Vec<(HeaderName, HeaderValue)>,
-    remove: Vec<HeaderName>,
-}
-
-impl HeaderEdits {
-    /// Parses names and values; an invalid one is an error naming it.
-    pub fn compile(ops: &crate::config::model::HeaderOperations) -> Result<Self, String> {
-        let name = |n: &str| {
-            HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("invalid header name {n:?}"))
-        };
-        let pair = |(n, v): &(String, String)| {
-            let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for {n}"))?;
-            Ok::<_, String>((name(n)?, value))
-        };
-        Ok(Self {
-            set: ops.set.iter().map(pair).collect::<Result<_, _>>()?,
-            add: ops.add.iter().map(pair).collect::<Result<_, _>>()?,
-            remove: ops
-                .remove
-                .iter()
-                .map(|n| name(n))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
-    /// Applies set, then add, then remove (Envoy's order).
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
-        }
-        for (name, value) in &self.add {
-            headers.append(name.clone(), value.clone());
-        }
-        for name in &self.remove {
-            headers.remove(name);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -261,26 +223,6 @@ mod tests {
             add_forwarded(&mut h, client.parse().unwrap(), "http");
             assert_eq!(h.get("x-forwarded-for").unwrap(), client);
         }
-    }
-
-    #[test]
-    fn edits_set_add_remove() {
-        let ops = crate::config::model::HeaderOperations {
-            set: vec![("x-a".into(), "1".into())],
-            add: vec![("x-b".into(), "2".into())],
-            remove: vec!["x-c".into()],
-        };
-        let edits = HeaderEdits::compile(&ops).unwrap();
-        let mut h = map(&[("x-a", "0"), ("x-b", "1"), ("x-c", "gone")]);
-        edits.apply(&mut h);
-        assert_eq!(h.get("x-a").unwrap(), "1");
-        assert_eq!(h.get_all("x-b").iter().count(), 2);
-        assert!(h.get("x-c").is_none());
-        let bad = crate::config::model::HeaderOperations {
-            set: vec![("bad name".into(), "1".into())],
-            ..Default::default()
-        };
-        assert!(HeaderEdits::compile(&bad).is_err());
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! The accept loop shared by the proxy and admin listeners: HTTP/1.1 and h2c on one port,
-//! bounded connections and header sizes, graceful drain on shutdown.
+//! Listening: the one accept loop of the proxy and admin listeners ([`accept_until`]), and the
+//! connections of one event loop ([`Connections`]): HTTP/1.1 and h2c on one port, bounded
+//! connections and header sizes, graceful drain on shutdown. [`serve`] puts the two together
+//! on the calling task's event loop (the admin listener); the proxy's accept loop hands each
+//! connection to a worker thread instead ([`super::handoff`]).
 //!
 //! Slow and idle clients: a connection with no request in flight for `header_read_timeout` is
 //! closed by the idle guard ([`conn_guard`], shared with sticky-svc), which bounds a trickled
@@ -12,6 +15,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +34,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Body, BoxError, ProxyError};
+use super::ProxyError;
+use crate::body::{Body, BoxError};
+use crate::worker::outbox::Batched;
 
 /// What one listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,31 +74,53 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let connections = Connections::new(limits, handler);
+    accept_until(
+        listener,
+        limits.max_connections,
+        shutdown,
+        |stream, peer, permit| {
+            connections.serve(stream, peer, permit, || {});
+            ControlFlow::Continue(())
+        },
+    )
+    .await;
+    connections.drain().await;
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves or `dispatch` says to stop,
+/// giving each to `dispatch` with its place among `max_connections` (`None` past the limit:
+/// the connection is to be answered `429` and closed). Closes the listener when it returns.
+///
+/// A failed accept (EMFILE and friends) is logged and retried after a short pause rather than
+/// in a spin.
+pub async fn accept_until<D>(
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: impl Future<Output = ()>,
+    mut dispatch: D,
+) where
+    D: FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) -> ControlFlow<()>,
+{
+    let permits = Arc::new(Semaphore::new(max_connections));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
-                Err(e) => {
-                    accept_failed(&e).await;
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
         let permit = permits.clone().try_acquire_owned().ok();
-        connections.serve(stream, peer, permit, || {});
+        if dispatch(stream, peer, permit).is_break() {
+            break;
+        }
     }
-    drop(listener);
-    connections.drain().await;
-}
-
-/// Logs a failed accept and backs off: EMFILE and friends would otherwise spin.
-pub async fn accept_failed(error: &std::io::Error) {
-    tracing::warn!(%error, "accept failed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// The connections of one event loop: each accepted socket served (HTTP/1.1 or h2c) on a task
@@ -144,7 +172,7 @@ where
         closed: impl FnOnce() + Send + 'static,
     ) {
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(super::batch::Batched::new(stream));
+        let io = TokioIo::new(Batched::new(stream));
         match permit {
             Some(permit) => {
                 let handler = self.handler.clone();

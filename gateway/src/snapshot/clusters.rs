@@ -24,11 +24,46 @@ use crate::config::model::{
     ConnectionPool, Destination, DestinationRule, HashAlgorithm, LoadBalancer, OutlierDetection,
     Resolution, ServiceEntry, SimpleLb, TrafficPolicy,
 };
-use crate::discovery::{DnsTarget, Endpoint, endpoint_set};
+use crate::discovery::DnsTarget;
+use crate::endpoint::{Endpoint, endpoint_set};
 use crate::health::{DEFAULT_MAX_EJECTION_TIME, OutlierPolicy};
-use crate::maglev::TableSize;
-use crate::proxy::upstream::PoolSettings;
-use crate::ring::RingSize;
+use crate::maglev::{MaglevError, TableSize};
+use crate::ring::{RingError, RingSize};
+use crate::upstream::PoolSettings;
+
+/// Why a destination cannot become a cluster. `gateway check` reports each of these with its
+/// file and line first, so a config that reaches here with one was not checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The destination names a subset its DestinationRule does not define.
+    #[error("subset {subset} of {host} is not defined")]
+    UndefinedSubset {
+        /// The subset named.
+        subset: String,
+        /// The destination host.
+        host: String,
+    },
+    /// The destination names a subset of a host that has no DestinationRule.
+    #[error("subset {subset} of {host} has no DestinationRule")]
+    NoDestinationRule {
+        /// The subset named.
+        subset: String,
+        /// The destination host.
+        host: String,
+    },
+    /// A STATIC ServiceEntry endpoint whose address is not an IP address.
+    #[error("STATIC endpoint {address} is not an IP address")]
+    StaticAddress {
+        /// The address as written.
+        address: String,
+    },
+    /// `maglev.tableSize` cannot be built.
+    #[error(transparent)]
+    Maglev(#[from] MaglevError),
+    /// `ringHash.minimumRingSize` cannot be built.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+}
 
 /// Port used when neither the route nor a ServiceEntry names one.
 pub const DEFAULT_PORT: u16 = 80;
@@ -39,7 +74,7 @@ pub fn cluster_name(host: &str, subset: Option<&str>, port: u16) -> String {
 }
 
 /// Builds the spec of the cluster a destination names.
-pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, String> {
+pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, SpecError> {
     let entry = service_entry(config, &dest.host);
     let port = dest
         .port
@@ -52,13 +87,16 @@ pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, 
             rule.subsets
                 .iter()
                 .find(|s| &s.name == name)
-                .ok_or_else(|| format!("subset {name} of {} is not defined", dest.host))?,
+                .ok_or_else(|| SpecError::UndefinedSubset {
+                    subset: name.clone(),
+                    host: dest.host.clone(),
+                })?,
         ),
         (Some(name), None) => {
-            return Err(format!(
-                "subset {name} of {} has no DestinationRule",
-                dest.host
-            ));
+            return Err(SpecError::NoDestinationRule {
+                subset: name.clone(),
+                host: dest.host.clone(),
+            });
         }
     };
     let policy = effective_policy(rule, subset.and_then(|s| s.traffic_policy.as_ref()), port);
@@ -162,7 +200,7 @@ fn source(
     port: u16,
     entry: Option<&ServiceEntry>,
     labels: Option<&crate::config::model::Labels>,
-) -> Result<Source, String> {
+) -> Result<Source, SpecError> {
     let Some(se) = entry else {
         if labels.is_some() {
             tracing::warn!(%host, "subset labels cannot select DNS answers; every address is used");
@@ -193,14 +231,13 @@ fn source(
         Resolution::Static => {
             let mut endpoints = Vec::new();
             for e in selected {
-                let ip: IpAddr = e
-                    .address
-                    .parse()
-                    .map_err(|_| format!("STATIC endpoint {} is not an IP address", e.address))?;
-                endpoints.push(Endpoint {
-                    addr: SocketAddr::new(ip, endpoint_port(e)),
-                    weight: e.weight.max(1),
-                });
+                let ip: IpAddr = e.address.parse().map_err(|_| SpecError::StaticAddress {
+                    address: e.address.clone(),
+                })?;
+                endpoints.push(Endpoint::at(
+                    SocketAddr::new(ip, endpoint_port(e)),
+                    e.weight.max(1),
+                ));
             }
             Ok(Source::Static(endpoint_set(endpoints)))
         }
@@ -227,7 +264,7 @@ fn source(
 
 fn balancer_policy(
     lb: Option<&LoadBalancer>,
-) -> Result<(Policy, Option<crate::config::model::HashKey>), String> {
+) -> Result<(Policy, Option<crate::config::model::HashKey>), SpecError> {
     Ok(match lb {
         None => (Policy::LEAST_REQUEST, None),
         Some(LoadBalancer::Simple(simple)) => (
@@ -243,10 +280,10 @@ fn balancer_policy(
         Some(LoadBalancer::ConsistentHash { key, algorithm }) => {
             let policy = match algorithm {
                 HashAlgorithm::Maglev { table_size } => {
-                    Policy::Maglev(TableSize::new(*table_size).map_err(|e| e.to_string())?)
+                    Policy::Maglev(TableSize::new(*table_size)?)
                 }
                 HashAlgorithm::RingHash { minimum_ring_size } => {
-                    Policy::RingHash(RingSize::new(*minimum_ring_size).map_err(|e| e.to_string())?)
+                    Policy::RingHash(RingSize::new(*minimum_ring_size)?)
                 }
                 HashAlgorithm::Default => Policy::Maglev(TableSize::DEFAULT),
             };

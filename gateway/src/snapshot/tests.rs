@@ -183,7 +183,7 @@ async fn static_endpoints_subsets_and_policy_precedence() {
         panic!("static")
     };
     assert_eq!(set.len(), 1);
-    assert_eq!(set[0].addr, "127.0.0.2:8080".parse().unwrap());
+    assert_eq!(set[0].addr, Some("127.0.0.2:8080".parse().unwrap()));
     assert_eq!(set[0].weight, 3);
 
     let all = &snap.route(&parts("/", "backends.local")).unwrap().clusters[0];
@@ -233,6 +233,26 @@ async fn an_undefined_subset_is_an_error() {
     let yaml = STATIC.replace("subset: v2}", "subset: v9}");
     let err = Snapshot::build(config(&yaml), None, &Context::for_tests());
     assert!(err.is_err());
+    // Typed, with the resource, the field and where it is written.
+    let err = *err.unwrap_err();
+    let text = err.to_string();
+    match err {
+        SnapshotError::Destination {
+            location,
+            field,
+            source: clusters::SpecError::UndefinedSubset { subset, .. },
+            ..
+        } => {
+            assert_eq!(subset, "v9");
+            assert!(field.ends_with(".destination"), "{field}");
+            assert!(location.line > 1, "{location}");
+        }
+        other => panic!("not an undefined subset: {other:?}"),
+    }
+    assert!(
+        text.contains("subset v9 of backends.local is not defined"),
+        "{text}"
+    );
 }
 
 /// The article's VirtualService (`hosts: ['*']`, bound to `gateway`) behind a Gateway whose

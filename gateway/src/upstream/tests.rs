@@ -1,9 +1,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use super::http2::Slot;
 use super::*;
 
 /// A server that answers `answers` requests per connection, the last with
@@ -48,7 +53,7 @@ async fn server(answers: usize, announce: bool) -> (SocketAddr, Arc<AtomicUsize>
 async fn get(pool: &Upstream, addr: SocketAddr) -> Result<Bytes, UpstreamError> {
     let authority = Authority::try_from(addr.to_string()).unwrap();
     let request = Request::get("http://example.invalid/x?y=1")
-        .body(super::super::full(Bytes::new()))
+        .body(crate::body::full(Bytes::new()))
         .unwrap();
     let response = pool.send(addr, &authority, request).await?;
     Ok(response.into_body().collect().await.unwrap().to_bytes())

@@ -1,5 +1,5 @@
 use super::*;
-use crate::balancer::endpoint::{Endpoint, sorted_members};
+use crate::endpoint::{Endpoint, sorted_members};
 
 fn members(weights: &[u32]) -> Vec<Member> {
     let eps: Vec<Endpoint> = weights

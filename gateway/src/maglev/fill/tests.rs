@@ -1,5 +1,5 @@
 use super::*;
-use crate::balancer::endpoint::sorted_members;
+use crate::endpoint::sorted_members;
 use crate::hash::mix;
 
 /// A plain transcription of Envoy's `constructImplementationInternals` (permutation index

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::proxy::{Body, boxed};
+use crate::body::{Body, boxed};
 
 /// Stream flow-control window offered to the endpoint (hyper's client default): a response
 /// of up to 2 MiB is sent without waiting for a window update.
@@ -46,7 +46,7 @@ const SEND_BUFFER: usize = 1024 * 1024;
 
 /// A handle to one HTTP/2 connection; clones share it.
 #[derive(Clone)]
-pub(super) struct Connection {
+pub(in crate::upstream) struct Connection {
     send: SendRequest<Bytes>,
     shared: Arc<Shared>,
 }

@@ -1,0 +1,124 @@
+//! What the request path reads of a cluster: its endpoints as they are at run time and a
+//! balancer over the routable ones, built whole by the cluster's control task and published
+//! with one `ArcSwap::store`.
+//!
+//! Builds only: no task, no I/O, no clock. Ejected endpoints stay in the list with weight 0 in
+//! the balancer, so indices are stable and, with Maglev, only their keys move (as Envoy rebuilds
+//! its table from the healthy hosts).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use http::uri::Authority;
+
+use crate::balancer::{Balancer, InFlight, Policy};
+use crate::endpoint::Endpoint;
+use crate::health::HostCounters;
+
+/// One endpoint at run time: the endpoint, and what the request path counts for it. Shared
+/// across rebuilds, so its counters survive them.
+#[derive(Debug)]
+pub struct EndpointState {
+    /// The endpoint: its key (also its label in metrics and on the admin pages) and weight.
+    pub endpoint: Endpoint,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// `addr` as a URI authority, built once.
+    pub authority: Authority,
+    /// Consecutive-error counters for outlier detection.
+    pub counters: HostCounters,
+    /// Requests in flight, for `LEAST_REQUEST` and the admin page.
+    pub in_flight: AtomicU32,
+}
+
+impl EndpointState {
+    /// The run-time state of the endpoint at `addr`, with fresh counters.
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        let endpoint = Endpoint::at(addr, weight);
+        let authority =
+            Authority::try_from(&*endpoint.key).expect("a socket address is a valid authority");
+        Self {
+            endpoint,
+            addr,
+            authority,
+            counters: HostCounters::default(),
+            in_flight: AtomicU32::new(0),
+        }
+    }
+
+    /// Its key: the metric label, the admin pages' name, the hash key.
+    pub fn label(&self) -> &Arc<str> {
+        &self.endpoint.key
+    }
+
+    /// Its balancing weight.
+    pub fn weight(&self) -> u32 {
+        self.endpoint.weight
+    }
+}
+
+/// What the request path reads: the endpoints and a balancer over the routable ones.
+#[derive(Debug)]
+pub struct ClusterState {
+    /// Every discovered endpoint, sorted by address. Balancer indices point here.
+    pub endpoints: Vec<Arc<EndpointState>>,
+    /// Parallel to `endpoints`: whether outlier detection has it out.
+    pub ejected: Vec<bool>,
+    /// Over the endpoints not ejected; `None` when there is none or the build failed.
+    pub balancer: Option<Balancer>,
+}
+
+impl ClusterState {
+    /// No endpoint, no balancer: what a cluster serves (503) before discovery answers.
+    pub fn empty() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            ejected: Vec::new(),
+            balancer: None,
+        }
+    }
+
+    /// How many endpoints the balancer may pick.
+    pub fn routable(&self) -> usize {
+        self.balancer.as_ref().map_or(0, Balancer::len)
+    }
+}
+
+impl InFlight for ClusterState {
+    fn in_flight(&self, endpoint: usize) -> u32 {
+        self.endpoints
+            .get(endpoint)
+            .map_or(0, |e| e.in_flight.load(Ordering::Relaxed))
+    }
+}
+
+/// Builds a state: a balancer over `endpoints` where unroutable ones weigh 0.
+pub fn build_state(
+    endpoints: &[Arc<EndpointState>],
+    policy: Policy,
+    routable: impl Fn(&SocketAddr) -> bool,
+) -> ClusterState {
+    let ejected: Vec<bool> = endpoints.iter().map(|e| !routable(&e.addr)).collect();
+    let weighted: Vec<Endpoint> = endpoints
+        .iter()
+        .zip(&ejected)
+        .map(|(e, out)| Endpoint {
+            weight: if *out { 0 } else { e.weight() },
+            ..e.endpoint.clone()
+        })
+        .collect();
+    let balancer = match Balancer::new(&weighted, policy, fastrand::u64(..)) {
+        Ok(b) if !b.is_empty() => Some(b),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the balancer; the cluster has no endpoint");
+            None
+        }
+    };
+    ClusterState {
+        endpoints: endpoints.to_vec(),
+        ejected,
+        balancer,
+    }
+}

@@ -1,0 +1,219 @@
+//! The proxy's worker threads, and the accept loop that hands them connections.
+//!
+//! Each worker thread runs a single-threaded event loop, as nginx's worker processes and
+//! Envoy's workers: a request and its upstream connection are always handled by one thread,
+//! with no work stealing and no cross-thread wake-ups, and the control path (the thread that
+//! accepts) never delays them. The accepting thread hands each new connection to the worker
+//! with the fewest open ones, as HAProxy does: the kernel's SO_REUSEPORT hash left two workers
+//! about 45/55 of 64 keep-alive clients.
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use super::Proxy;
+use super::listener::{Connections, Limits, accept_until};
+use crate::worker;
+
+/// A worker thread that could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start worker thread {index}: {source}")]
+pub struct StartError {
+    /// Which worker.
+    pub index: usize,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+/// The running worker threads.
+pub struct Workers {
+    handoff: Vec<Handoff>,
+    finished: Vec<oneshot::Receiver<()>>,
+    /// Where the next tie goes (round robin among equally loaded workers).
+    next: usize,
+}
+
+impl Workers {
+    /// Starts `count` (at least 1) worker threads, each with its own handler made from `proxy`
+    /// and serving connections under `limits`.
+    pub fn start(count: usize, limits: Limits, proxy: &Proxy) -> Result<Self, StartError> {
+        let count = count.max(1);
+        let mut handoff = Vec::with_capacity(count);
+        let mut finished = Vec::with_capacity(count);
+        for index in 0..count {
+            let (sender, accepted) = mpsc::unbounded_channel();
+            let (done, done_rx) = oneshot::channel::<()>();
+            let worker = Worker {
+                index,
+                accepted,
+                limits,
+                proxy: Arc::new(proxy.for_worker()),
+            };
+            std::thread::Builder::new()
+                .name(format!("gateway-worker-{index}"))
+                .spawn(move || {
+                    worker.run();
+                    drop(done);
+                })
+                .map_err(|source| StartError { index, source })?;
+            handoff.push(Handoff {
+                sender,
+                open: Arc::new(AtomicUsize::new(0)),
+            });
+            finished.push(done_rx);
+        }
+        Ok(Self {
+            handoff,
+            finished,
+            next: 0,
+        })
+    }
+
+    /// Accepts on `listener` until `shutdown` resolves (or every worker has stopped), handing
+    /// each connection to a worker. At most `max_connections` are served at once; one more is
+    /// answered 429 by its worker.
+    pub async fn accept(
+        &mut self,
+        listener: TcpListener,
+        max_connections: usize,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        accept_until(
+            listener,
+            max_connections,
+            shutdown,
+            |stream, peer, permit| {
+                // Leaves this event loop (stays non-blocking) for the worker's.
+                let Ok(stream) = stream.into_std() else {
+                    return ControlFlow::Continue(());
+                };
+                let job = Accepted {
+                    stream,
+                    peer,
+                    permit,
+                    open: None,
+                };
+                match hand_off(&self.handoff, &mut self.next, job) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => {
+                        tracing::error!("every worker thread has stopped");
+                        ControlFlow::Break(())
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Lets every worker drain its connections (up to the grace period), then returns.
+    pub async fn drain(self) {
+        drop(self.handoff); // each worker drains, then ends
+        for worker in self.finished {
+            let _ = worker.await;
+        }
+    }
+}
+
+/// A connection accepted by the control thread, on its way to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    /// `None`: past `max_connections`, answered 429.
+    permit: Option<OwnedSemaphorePermit>,
+    /// The worker's count of open connections, decremented when this one closes.
+    open: Option<Arc<AtomicUsize>>,
+}
+
+/// The control thread's end of one worker's hand-off.
+struct Handoff {
+    sender: mpsc::UnboundedSender<Accepted>,
+    /// The worker's open connections.
+    open: Arc<AtomicUsize>,
+}
+
+/// Hands `job` to the live worker with the fewest open connections (ties go round robin from
+/// `next`); gives it back when every worker has stopped.
+fn hand_off(workers: &[Handoff], next: &mut usize, mut job: Accepted) -> Result<(), Accepted> {
+    loop {
+        let Some(index) = (0..workers.len())
+            .map(|i| (*next + i) % workers.len())
+            .filter(|&i| !workers[i].sender.is_closed())
+            .min_by_key(|&i| workers[i].open.load(Ordering::Relaxed))
+        else {
+            return Err(job);
+        };
+        *next = (index + 1) % workers.len();
+        let worker = &workers[index];
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        job.open = Some(worker.open.clone());
+        match worker.sender.send(job) {
+            Ok(()) => return Ok(()),
+            // That worker has just stopped: it is skipped from now on.
+            Err(mpsc::error::SendError(back)) => {
+                worker.open.fetch_sub(1, Ordering::Relaxed);
+                job = back;
+            }
+        }
+    }
+}
+
+/// One worker thread: serves the connections handed to it.
+struct Worker {
+    index: usize,
+    accepted: mpsc::UnboundedReceiver<Accepted>,
+    limits: Limits,
+    proxy: Arc<Proxy>,
+}
+
+impl Worker {
+    /// Serves what it is handed until the hand-off closes (shutdown), then drains up to the
+    /// grace period. Tasks still running after that are dropped with the event loop.
+    fn run(self) {
+        worker::enter(self.index);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(worker = self.index, %error, "cannot start the event loop");
+                return;
+            }
+        };
+        let Self {
+            index,
+            mut accepted,
+            limits,
+            proxy,
+        } = self;
+        runtime.block_on(async move {
+            tokio::spawn(worker::outbox::flusher());
+            let connections = Connections::new(limits, move |req, peer| proxy.handle(req, peer));
+            while let Some(Accepted {
+                stream,
+                peer,
+                permit,
+                open,
+            }) = accepted.recv().await
+            {
+                let closed = move || {
+                    if let Some(open) = open {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    }
+                };
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => connections.serve(stream, peer, permit, closed),
+                    Err(error) => {
+                        tracing::warn!(worker = index, %error, "cannot register a connection");
+                        closed();
+                    }
+                }
+            }
+            connections.drain().await;
+        });
+    }
+}

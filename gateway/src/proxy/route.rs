@@ -1,0 +1,194 @@
+//! A matched route, before any attempt: faults, direct responses, the weighted destination,
+//! header hygiene and edits, rewrites, the hash key, the request body, and the route's
+//! `timeout` over the attempts ([`super::forward`]); then the response's headers.
+//!
+//! Weighted destinations are drawn at random per request, as Envoy does. The route's `timeout`
+//! bounds the whole exchange up to the response headers (504); the response body then streams
+//! unbounded.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue, SET_COOKIE};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::affinity::{Affinity, affinity};
+use super::headers::{add_forwarded, strip_hop_by_hop};
+use super::{Proxy, ProxyError, Trace};
+use crate::body::{Body, full};
+use crate::config::model::{RouteAction, StringMatcher};
+use crate::snapshot::Route;
+
+impl Proxy {
+    /// Serves a request `route` matched.
+    pub(super) async fn routed(
+        &self,
+        route: &Route,
+        mut parts: Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        trace: &mut Trace,
+    ) -> Response<Body> {
+        if let Some(fault) = &route.fault {
+            if let Some(delay) = fault.delay.as_ref().filter(|d| chance(d.percent)) {
+                tokio::time::sleep(delay.fixed).await;
+            }
+            if let Some(abort) = fault.abort.as_ref().filter(|a| chance(a.percent)) {
+                return plain(abort.status, "fault filter abort\n");
+            }
+        }
+        let dests = match &route.action {
+            RouteAction::DirectResponse { status, body } => {
+                return plain(*status, body.clone().unwrap_or_default());
+            }
+            RouteAction::Forward(dests) => dests,
+        };
+        let Some(which) = pick_destination(dests.iter().map(|d| d.weight)) else {
+            return ProxyError::NoHealthyUpstream.response();
+        };
+        let cluster = &route.clusters[which];
+        trace.labels.cluster = cluster.labels.cluster.clone();
+        trace.record("cluster", &*cluster.labels.cluster);
+
+        // h2 clients send `:authority`, not Host; HTTP/1.1 upstreams need Host.
+        if !parts.headers.contains_key(HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(HOST, host);
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        add_forwarded(&mut parts.headers, peer.ip(), "http");
+        route.edits.request.apply(&mut parts.headers);
+        route.destination_edits[which]
+            .request
+            .apply(&mut parts.headers);
+        rewrite(route, &mut parts);
+
+        let affinity = match &cluster.spec.hash_key {
+            Some(key) => {
+                let a = affinity(key, &mut parts.headers, parts.uri.query(), peer.ip());
+                trace.hash_key = Some(a != Affinity::None);
+                if a == Affinity::None {
+                    self.metrics
+                        .hash_key_missing
+                        .get_or_create(&cluster.labels)
+                        .inc();
+                }
+                a
+            }
+            None => Affinity::None,
+        };
+
+        let body = match self.prepare_body(&parts, body).await {
+            Ok(body) => body,
+            Err(e) => return e.response(),
+        };
+        let timeout = route.timeout.filter(|t| !t.is_zero());
+        let attempts = self.attempts(route, cluster, parts, body, affinity.hash(), trace);
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, attempts)
+                .await
+                .unwrap_or(Err(ProxyError::Timeout)),
+            None => attempts.await,
+        };
+        let mut response = match result {
+            Ok(response) => response,
+            Err(e) => return e.response(),
+        };
+        strip_hop_by_hop(response.headers_mut());
+        route.edits.response.apply(response.headers_mut());
+        route.destination_edits[which]
+            .response
+            .apply(response.headers_mut());
+        if let Affinity::Generated { set_cookie, .. } = affinity {
+            response.headers_mut().append(SET_COOKIE, set_cookie);
+        }
+        response
+    }
+}
+
+/// Applies `rewrite.uri` (replacing the matched prefix, or the whole path) and
+/// `rewrite.authority`.
+fn rewrite(route: &Route, parts: &mut Parts) {
+    let Some(rw) = &route.rewrite else { return };
+    if let Some(authority) = &rw.authority
+        && let Ok(value) = HeaderValue::from_str(authority)
+    {
+        parts.headers.insert(HOST, value);
+    }
+    let Some(new) = &rw.uri else { return };
+    let path = parts.uri.path();
+    let prefix = route.matches.iter().find_map(|m| match &m.uri {
+        Some(StringMatcher::Prefix(p)) if path.starts_with(p.as_str()) => Some(p.len()),
+        _ => None,
+    });
+    let rest = prefix.map_or("", |len| &path[len..]);
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let rewritten = format!("{new}{rest}{query}");
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(rewritten) {
+        let mut uri_parts = parts.uri.clone().into_parts();
+        uri_parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(uri_parts) {
+            parts.uri = uri;
+        }
+    }
+}
+
+fn chance(percent: f64) -> bool {
+    percent >= 100.0 || fastrand::f64() * 100.0 < percent
+}
+
+/// Picks a `route[]` entry by weight; `None` when every weight is 0.
+fn pick_destination(weights: impl Iterator<Item = u32> + Clone) -> Option<usize> {
+    let total: u32 = weights.clone().sum();
+    let count = weights.clone().count();
+    if count == 1 {
+        return Some(0);
+    }
+    if total == 0 {
+        return None;
+    }
+    let mut r = fastrand::u32(0..total);
+    for (i, w) in weights.enumerate() {
+        if r < w {
+            return Some(i);
+        }
+        r -= w;
+    }
+    None
+}
+
+fn plain(status: u16, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_destinations() {
+        assert_eq!(
+            pick_destination([0].into_iter()),
+            Some(0),
+            "a lone route always wins"
+        );
+        assert_eq!(pick_destination([0, 0].into_iter()), None);
+        assert_eq!(pick_destination([0, 100].into_iter()), Some(1));
+        let mut hits = [0u32; 2];
+        for _ in 0..10_000 {
+            hits[pick_destination([20, 80].into_iter()).unwrap()] += 1;
+        }
+        assert!((1_700..2_300).contains(&hits[0]), "{hits:?}");
+    }
+}
