@@ -6,12 +6,17 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# The one test command: format check, lints, every test of the workspace, k8s manifests
-test: fmt-check lint
+# The one test command: format check, lints, module layering, every test of the workspace, k8s manifests
+test: fmt-check lint check-imports
     cargo test --workspace --all-targets
     cargo test --workspace --doc
     just k8s-validate
     @scripts/e2e.sh
+
+# Module layering: no import cycle between sibling modules anywhere; crate::proxy only from the gateway's wiring
+check-imports:
+    python3 scripts/check_imports_selftest.py
+    python3 scripts/check-imports.py
 
 # Format the code
 fmt:
