@@ -182,6 +182,8 @@ fn main() -> ExitCode {
 /// (target `access`, see `gateway::proxy::access_log`) to stdout, whatever `RUST_LOG` says, as
 /// nginx keeps its access log apart from its error log.
 fn logging(format: LogFormat, default: &str, access_log: bool) {
+    use std::io::IsTerminal;
+
     use tracing_subscriber::filter::{EnvFilter, Targets};
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::{Layer, Registry, fmt};
@@ -198,7 +200,10 @@ fn logging(format: LogFormat, default: &str, access_log: bool) {
                     .expect("a valid directive"),
             )
     };
-    let logs = fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a terminal: not in files, pipes or `docker logs`.
+    let logs = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let logs: Boxed = match format {
         LogFormat::Text => logs.with_filter(filter()).boxed(),
         LogFormat::Json => logs.json().with_filter(filter()).boxed(),
@@ -206,7 +211,10 @@ fn logging(format: LogFormat, default: &str, access_log: bool) {
     let mut layers = vec![logs];
     if access_log {
         let only_access = Targets::new().with_target(ACCESS_LOG, tracing::Level::INFO);
-        let access = fmt::layer().with_writer(std::io::stdout).with_target(false);
+        let access = fmt::layer()
+            .with_writer(std::io::stdout)
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_target(false);
         layers.push(match format {
             LogFormat::Text => access.with_filter(only_access).boxed(),
             LogFormat::Json => access
