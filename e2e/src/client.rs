@@ -1,5 +1,7 @@
 //! The client side of the article: `GET /ping` with `x-user`, through a gateway's published port
 //! on 127.0.0.1, reporting who answered and how long it took.
+//!
+//! It may only reach 127.0.0.1: the stack's published ports, never another address.
 
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,8 @@
 //! - [`engine`]: is Docker there, are the images built; the network guard that removes itself.
 //! - [`stack`]: starting, stopping and restarting replicas and gateways.
 //! - [`client`]: the article's `GET /ping` with `x-user`, as a test sees it.
+//!
+//! Tests only: nothing in the shipped binaries depends on this crate.
 
 pub mod client;
 pub mod engine;

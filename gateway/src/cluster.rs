@@ -1,6 +1,6 @@
 //! One upstream cluster at run time: its spec, its endpoints and balancer ([`state`]), its
 //! connection pool ([`crate::upstream`]), and the tasks that keep the state in step with
-//! discovery, outlier detection and active checks ([`control`], [`probe`]).
+//! discovery, outlier detection and active checks (`control`, `probe`).
 //!
 //! The request path reads [`Cluster::state`] (one `ArcSwap` load) and never waits for a build;
 //! it reports an endpoint crossing an outlier threshold with [`Cluster::report_trip`] and goes

@@ -38,6 +38,9 @@
 //!     })
 //! );
 //! ```
+//!
+//! The config layer does no I/O but reading the files named, and knows nothing of sockets, time or
+//! the request path.
 
 pub mod check;
 pub mod diagnostic;

@@ -4,6 +4,8 @@
 //! are built once per config or endpoint change), so recording a request clones pointers and
 //! builds no string. [`Metrics::count_request`] also skips the family's lock and SipHash of
 //! the label strings: each thread caches counter handles by label *identity* (pointers).
+//!
+//! It may not import the request path: the request path reports to it.
 
 mod sharded;
 

@@ -5,9 +5,9 @@
 //!    serves HTTP/1.1 or h2c on it with the listener's limits.
 //! 2. [`Proxy::handle`] (here): the request id, the request's span, the config snapshot, the
 //!    route (matched by [`crate::snapshot::routes`]), the request counter.
-//! 3. [`route`]: faults, direct responses, the weighted destination, header edits and
+//! 3. `route`: faults, direct responses, the weighted destination, header edits and
 //!    rewrites, the hash key ([`affinity`]), the body, the route's timeout.
-//! 4. [`forward`]: attempts with retries, each picking an endpoint with the cluster's balancer
+//! 4. `forward`: attempts with retries, each picking an endpoint with the cluster's balancer
 //!    ([`crate::balancer`]) and sending through the cluster's pool ([`crate::upstream`]).
 //! 5. [`access_log`]: one line per request, when asked for.
 //!
@@ -81,7 +81,7 @@ impl std::ops::Deref for Current {
 /// Each worker thread has its own ([`Proxy::for_worker`]): the reference counts a request
 /// takes and drops (the handler, the snapshot, the `-` label) are then counted in memory
 /// only its worker writes, rather than in cache lines every worker's CPU keeps taking from the
-/// others. For the same reason the lock of [`Proxy::current`] is only ever taken by one thread.
+/// others. For the same reason the lock of `Proxy::current` is only ever taken by one thread.
 #[derive(Debug)]
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,

@@ -11,6 +11,9 @@
 //!   are ordered by that key too, so every replica builds the same ring whatever order discovery
 //!   gave (Envoy keeps discovery order for the running point budget and uses an unstable sort);
 //! - the running point budget is computed with exact integer arithmetic instead of doubles.
+//!
+//! Pure: std and `xxhash-rust`, no I/O, no clock, no async; health and discovery only hand it a new
+//! endpoint set.
 
 use std::fmt::Write as _;
 

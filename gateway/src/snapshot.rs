@@ -4,6 +4,9 @@
 //!
 //! Building a snapshot reuses every running cluster whose spec did not change, so a reload
 //! that edits one route keeps the other clusters' pools, DNS watches and ejections.
+//!
+//! Built off the request path, never mutated once published; this module may not import the request
+//! path (`crate::proxy`) or the pool's internals.
 
 pub mod clusters;
 pub mod edits;

@@ -1,4 +1,4 @@
-//! The upstream connection pool of one cluster: HTTP/1.1 ([`http1`]) or HTTP/2 ([`http2`]) to
+//! The upstream connection pool of one cluster: HTTP/1.1 (`http1`) or HTTP/2 (`http2`) to
 //! every endpoint, with the DestinationRule's `connectionPool` settings.
 //!
 //! One pool per cluster (not per endpoint) so the connect timeout and limits are the cluster's,

@@ -4,6 +4,8 @@
 //! DestinationRule whose host matches nothing is an error here (Istio ignores it without a
 //! word — the seed article has exactly this bug), and so is anything that leaves a reference
 //! dangling. Configurations that are valid but cannot keep users sticky are warnings.
+//!
+//! Analysis only: it reads the model and adds findings, never changes the model or touches files.
 
 mod affinity;
 

@@ -3,6 +3,8 @@
 //! One type for every finding, from a YAML syntax error to an analysis warning, so the CLI prints
 //! them all the same way (`file:line:col: severity: Kind/name: field.path: message`) and a later
 //! admin endpoint can serve them as JSON.
+//!
+//! Data only: it may not import the rest of `config`.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -5,6 +5,8 @@
 //! (optionally fractional) each followed by a unit `ns`, `us`/`µs`, `ms`, `s`, `m` or `h`, or a
 //! bare `0`. Negative durations parse in Go but no Istio field accepts them, so they are refused
 //! here, at the syntax level.
+//!
+//! Parsing only: no clock.
 
 use std::time::Duration;
 

@@ -9,6 +9,8 @@
 //! pass over that list. That picks exactly the slot probing would have found (a permutation
 //! reaches every slot exactly once per M steps), so the table is unchanged; a test compares it
 //! with a plain transcription of Envoy's loop.
+//!
+//! Pure like the rest of `maglev`: no allocation per lookup, no I/O, no clock.
 
 use crate::endpoint::{Endpoint, Member};
 use crate::hash::seeded;

@@ -6,6 +6,8 @@
 //! no other worker writes), and a scrape adds the workers' counts up. Envoy keeps its
 //! histograms per worker thread and merges them the same way. The `_count` written is the sum of
 //! the buckets, so it always matches them; the `_sum` is kept in nanoseconds.
+//!
+//! It may not import the request path; it knows worker threads only by [`crate::worker::index`].
 
 use std::fmt;
 use std::iter::once;

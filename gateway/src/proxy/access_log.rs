@@ -9,6 +9,8 @@
 //! are the whole exchange's, as nginx's `$body_bytes_sent` and `$request_time`. The query
 //! string is left out: it may carry the user's key. Off by default; when off, the request path
 //! does none of this.
+//!
+//! It may not change the response: it only counts what passes and writes once.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -4,6 +4,9 @@
 //! As Envoy does: a missing key means a random endpoint (counted by the caller); an
 //! `httpCookie` with a `ttl` that the client did not send is generated, hashed on, and returned
 //! in `Set-Cookie`, so the client's next request carries it and sticks.
+//!
+//! It reads the request's headers, query and address; it may not pick the endpoint (that is the
+//! balancer's job in `forward`).
 
 use std::io::Write;
 use std::net::IpAddr;

@@ -3,6 +3,8 @@
 //! Every error is a small `Copy` enum on the hot path; its body is one static line, so
 //! reporting an error builds no string. The wording follows Envoy's where users know it
 //! (`no healthy upstream`, `upstream request timeout`).
+//!
+//! It may not put internals (addresses, causes) in a body: the client sees one static line.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};

@@ -7,6 +7,8 @@
 //!   scheme the client used (this gateway is the edge, so a client-sent value is not trusted).
 //! - `x-request-id` is kept when the client sent a sane one, otherwise a UUIDv4 is generated,
 //!   and it is echoed on the response so a user can quote it.
+//!
+//! It may not route or pick: it only edits header maps.
 
 use std::cell::RefCell;
 use std::net::IpAddr;

@@ -5,6 +5,8 @@
 //! Weighted destinations are drawn at random per request, as Envoy does. The route's `timeout`
 //! bounds the whole exchange up to the response headers (504); the response body then streams
 //! unbounded.
+//!
+//! It may not pick an endpoint or talk to one: that is `forward`'s job.
 
 use std::net::SocketAddr;
 

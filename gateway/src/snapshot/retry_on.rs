@@ -10,6 +10,8 @@
 //! response has started, so they are not retried; Istio's default
 //! (`connect-failure,refused-stream,unavailable,cancelled`) amounts to retrying connect failures
 //! and refused streams.
+//!
+//! Parsing only: the attempt loop that acts on it is `proxy/forward.rs`.
 
 /// Parsed `retryOn`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //!   Candidates are tried most specific host first: exact, then the longest wildcard, then `*`.
 //! - Within a VirtualService, `http[]` routes are tried in order; the first whose `match[]` holds
 //!   (any one entry, every condition of it) wins. A route with no `match` matches everything.
+//!
+//! Matching only: it may not change the request.
 
 use std::sync::Arc;
 

@@ -3,6 +3,8 @@
 //! the streams of all requests to that endpoint are written and read together. Requests that
 //! find it being made wait for it rather than each making one (a replica that comes back under
 //! load gets one connection per worker, not one per request in flight).
+//!
+//! Like the rest of `upstream`, it may not import the request path, the cluster or the snapshot.
 
 mod connection;
 

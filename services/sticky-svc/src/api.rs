@@ -8,6 +8,8 @@
 //! | `GET /metrics` | OpenMetrics text |
 //!
 //! HEAD works wherever GET does. Refusals are described in [`Rejection`].
+//!
+//! It may not touch sockets or signals: the server (`serve`) hands it requests.
 
 mod elapsed;
 mod rejection;

@@ -1,4 +1,6 @@
 //! The command line: every flag has an environment twin, for containers and Kubernetes.
+//!
+//! Parsing only: it may not start anything.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;

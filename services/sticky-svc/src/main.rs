@@ -1,4 +1,6 @@
 //! The `sticky-svc` binary: parse the command line, set up logging, run the library.
+//!
+//! It holds no logic of its own: everything it runs is the `sticky_svc` library's.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

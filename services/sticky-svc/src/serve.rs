@@ -16,6 +16,8 @@
 //!
 //! Slow clients: a connection with no request in flight for `header_read_timeout` is closed
 //! ([`guard`]), which bounds both a trickled request head and an idle keep-alive connection.
+//!
+//! It may not answer requests itself: every request goes to the service `api` builds.
 
 pub use conn_guard as guard;
 

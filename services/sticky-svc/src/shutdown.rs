@@ -3,6 +3,8 @@
 //! The order on a signal, driven by [`crate::serve::serve`]: readiness turns 503 at once (so a
 //! load balancer stops sending new users), calls in flight, cold ones included, run to the end
 //! within the grace period, then the process exits 0.
+//!
+//! It may not close connections itself: `serve` drains them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

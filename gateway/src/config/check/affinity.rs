@@ -1,4 +1,6 @@
 //! Checks for configurations that are valid but cannot keep a user on one replica.
+//!
+//! Reads the model only: no I/O, no run-time state.
 
 use super::{destinations, finding, host_matches};
 use crate::config::diagnostic::{Diagnostic, Severity};

@@ -1,5 +1,7 @@
 //! `DestinationRule` → per-host traffic policy: load balancer, connection pool, outlier
 //! detection, subsets and per-port overrides.
+//!
+//! Pure: spec in, model and findings out; no I/O.
 
 use std::time::Duration;
 

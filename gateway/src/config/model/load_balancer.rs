@@ -1,5 +1,7 @@
 //! `loadBalancer`: simple policies and consistent hashing (hash key and algorithm), with
 //! Istio's and Envoy's bounds on table and ring sizes.
+//!
+//! Pure: spec in, model and findings out; building tables is the balancer's job, not this one's.
 
 use std::time::Duration;
 

@@ -1,4 +1,6 @@
 //! `match[]`: the conditions that select an HTTP route, with regexes compiled.
+//!
+//! Pure: spec in, model and findings out; no I/O.
 
 use std::collections::BTreeMap;
 

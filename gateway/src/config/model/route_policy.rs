@@ -1,5 +1,7 @@
 //! What a route does besides picking a destination: retries, fault injection, header
 //! rewriting and URI/authority rewrites.
+//!
+//! Pure: spec in, model and findings out; no I/O.
 
 use std::time::Duration;
 

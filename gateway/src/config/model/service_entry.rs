@@ -1,4 +1,6 @@
 //! `ServiceEntry` (hosts with their own endpoints or DNS) and `Gateway` (listeners).
+//!
+//! Pure: spec in, model and findings out; it may not resolve names or touch the network.
 
 use std::net::IpAddr;
 

@@ -1,4 +1,6 @@
 //! `VirtualService` → routes with compiled matchers and resolved destinations.
+//!
+//! Pure: spec in, model and findings out; no I/O.
 
 use std::time::Duration;
 

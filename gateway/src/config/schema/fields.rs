@@ -6,6 +6,8 @@
 //! `ign` a real Istio field it reports as ignored. Messages that are ignored as a whole (`tls`,
 //! `corsPolicy`, …) are still listed field by field so a typo inside them is an error too, as
 //! Istio's validation would make it.
+//!
+//! Data only: it may not import the model or the loader.
 
 use super::{Field, Msg, Support, Ty};
 

@@ -5,6 +5,8 @@
 //! formatting machinery was the largest single cost of a warm `/ping` in a callgrind profile
 //! (about 8% of the server's instructions per request), so the same digits are written here
 //! by hand. A property test pins the output to `Debug`'s for any duration.
+//!
+//! Formatting only: no clock of its own.
 
 use std::time::Duration;
 

@@ -1,4 +1,6 @@
 //! Every refusal the HTTP edge sends, mapped once to a status and a one-line body.
+//!
+//! It may not put internals in a body: each refusal is one fixed line.
 
 use axum::body::Body;
 use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};

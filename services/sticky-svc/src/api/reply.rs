@@ -1,4 +1,6 @@
 //! The body of a successful `/ping`: the article's line, or JSON when the client asks for it.
+//!
+//! Formatting only: it may not read the cache or decide the status.
 
 use std::time::Duration;
 

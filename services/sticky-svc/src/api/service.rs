@@ -6,6 +6,8 @@
 //! anyway). The workload's one hot route is matched by a method and a string compare instead;
 //! everything else (HEAD, other methods on `/ping`, health, metrics, errors) goes through the
 //! axum [`Router`], which also serves `/ping` there so both paths answer the same way.
+//!
+//! It may not hold state of its own: the workload's state is in `AppState`.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,4 +1,6 @@
 //! The `x-user` header: the key the cache and the gateway's consistent hash both use.
+//!
+//! Validation only: it may not look the user up.
 
 use axum::http::HeaderMap;
 use axum::http::HeaderName;
