@@ -91,19 +91,28 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("{err} (write it like 5s, 250ms, 1m 30s)"))
+/// Why a flag's value is refused (clap prints it after the flag's name).
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    /// Not a duration humantime reads.
+    #[error("{0} (write it like 5s, 250ms, 1m 30s)")]
+    Duration(#[from] humantime::DurationError),
+    /// Not a number.
+    #[error("{0}: expected a number of bytes")]
+    Number(#[from] std::num::ParseIntError),
+    /// Below hyper's smallest read buffer.
+    #[error("must be at least {MIN_HEADER_BYTES} (hyper's minimum)")]
+    TooSmall,
 }
 
-fn header_bytes(text: &str) -> Result<usize, String> {
-    let bytes: usize = text
-        .parse()
-        .map_err(|err| format!("{err}: expected a number of bytes"))?;
+fn duration(text: &str) -> Result<Duration, FlagError> {
+    Ok(humantime::parse_duration(text)?)
+}
+
+fn header_bytes(text: &str) -> Result<usize, FlagError> {
+    let bytes: usize = text.parse()?;
     if bytes < MIN_HEADER_BYTES {
-        return Err(format!(
-            "must be at least {MIN_HEADER_BYTES} (hyper's minimum)"
-        ));
+        return Err(FlagError::TooSmall);
     }
     Ok(bytes)
 }
