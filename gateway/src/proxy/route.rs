@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue, SET_COOKIE};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -20,8 +21,9 @@ use super::affinity::{Affinity, affinity};
 use super::headers::{add_forwarded, strip_hop_by_hop};
 use super::{Proxy, ProxyError, Trace};
 use crate::body::{Body, full};
-use crate::config::model::{RouteAction, StringMatcher};
+use crate::config::model::RouteAction;
 use crate::snapshot::Route;
+use crate::snapshot::routes::matched_prefix;
 
 impl Proxy {
     /// Serves a request `route` matched.
@@ -54,9 +56,10 @@ impl Proxy {
         trace.labels.cluster = cluster.labels.cluster.clone();
         trace.record("cluster", &*cluster.labels.cluster);
 
-        // h2 clients send `:authority`, not Host; HTTP/1.1 upstreams need Host.
-        if !parts.headers.contains_key(HOST)
-            && let Some(authority) = parts.uri.authority()
+        // The request was routed by its authority (h2's `:authority`, an absolute-form
+        // request's host), so that is the Host forwarded, whatever `Host` the client also sent
+        // (RFC 9112 §3.2.2: a proxy replaces it). Without one, the client's Host stays.
+        if let Some(authority) = parts.uri.authority()
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             parts.headers.insert(HOST, host);
@@ -123,24 +126,28 @@ fn rewrite(route: &Route, parts: &mut Parts) {
     }
     let Some(new) = &rw.uri else { return };
     let path = parts.uri.path();
-    let prefix = route.matches.iter().find_map(|m| match &m.uri {
-        Some(StringMatcher::Prefix(p)) if path.starts_with(p.as_str()) => Some(p.len()),
-        _ => None,
-    });
-    let rest = prefix.map_or("", |len| &path[len..]);
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let rewritten = format!("{new}{rest}{query}");
-    if let Ok(pq) = http::uri::PathAndQuery::try_from(rewritten) {
-        let mut uri_parts = parts.uri.clone().into_parts();
-        uri_parts.path_and_query = Some(pq);
-        if let Ok(uri) = http::Uri::from_parts(uri_parts) {
-            parts.uri = uri;
-        }
+    let matched = matched_prefix(&route.matches, path);
+    let Some(pq) = rewritten(new, path, matched, parts.uri.query()) else {
+        return;
+    };
+    let mut uri_parts = parts.uri.clone().into_parts();
+    uri_parts.path_and_query = Some(pq);
+    if let Ok(uri) = http::Uri::from_parts(uri_parts) {
+        parts.uri = uri;
     }
+}
+
+/// `path` with its first `matched` bytes (the whole path when `None`) replaced by `new`, the
+/// query kept; `None` when that is not a valid path (left as it was, then).
+fn rewritten(
+    new: &str,
+    path: &str,
+    matched: Option<usize>,
+    query: Option<&str>,
+) -> Option<PathAndQuery> {
+    let rest = matched.and_then(|len| path.get(len..)).unwrap_or("");
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    PathAndQuery::try_from(format!("{new}{rest}{query}")).ok()
 }
 
 fn chance(percent: f64) -> bool {
@@ -192,5 +199,41 @@ mod tests {
             hits[pick_destination([20, 80].into_iter()).unwrap()] += 1;
         }
         assert!((1_700..2_300).contains(&hits[0]), "{hits:?}");
+    }
+
+    #[test]
+    fn rewrite_replaces_the_matched_prefix_and_keeps_the_query() {
+        let pq = rewritten("/v2", "/API/users", Some(4), Some("a=1")).unwrap();
+        assert_eq!(pq.as_str(), "/v2/users?a=1");
+        assert_eq!(rewritten("/", "/x", None, None).unwrap().as_str(), "/");
+        // A length that is not a character boundary (it cannot come from a match) is ignored
+        // rather than a panic.
+        assert_eq!(
+            rewritten("/v2", "/\u{e9}", Some(2), None).unwrap().as_str(),
+            "/v2"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever the path, prefix and case rule: no panic, and a matched prefix is replaced
+        /// by exactly the rewrite, the rest of the path kept byte for byte.
+        #[test]
+        fn rewrite_never_panics(
+            path in "/[a-zA-Z0-9\u{e9}\u{c9}\u{1f600}%/._~-]{0,24}",
+            prefix in "/[a-zA-Z\u{e9}\u{c9}/]{0,6}",
+            new in "/[a-z0-9/]{0,8}",
+            ignore_case: bool,
+        ) {
+            let matched = crate::snapshot::routes::prefix_len(&prefix, &path, ignore_case);
+            if let (Some(pq), Some(len)) = (rewritten(&new, &path, matched, None), matched) {
+                // Only where http takes the expected path as it is.
+                let want = format!("{new}{}", &path[len..]);
+                if PathAndQuery::try_from(want.as_str()).is_ok() {
+                    proptest::prop_assert_eq!(pq.path(), want);
+                }
+            }
+        }
     }
 }

@@ -156,13 +156,33 @@ fn string_matches(matcher: &StringMatcher, value: &str, ignore_case: bool) -> bo
     match matcher {
         StringMatcher::Exact(s) if ignore_case => s.eq_ignore_ascii_case(value),
         StringMatcher::Exact(s) => s == value,
-        StringMatcher::Prefix(p) if ignore_case => {
-            value.len() >= p.len() && value[..p.len()].eq_ignore_ascii_case(p)
-        }
-        StringMatcher::Prefix(p) => value.starts_with(p.as_str()),
+        StringMatcher::Prefix(p) => prefix_len(p, value, ignore_case).is_some(),
         StringMatcher::Regex(re) => re.is_match(value),
         StringMatcher::Present => true,
     }
+}
+
+/// How many bytes of `value` the prefix `prefix` covers, if it is one (ASCII letters in either
+/// case when `ignore_case`, as Envoy's `ignore_case`). Compared as bytes: the end of a matched
+/// prefix is always where `prefix` itself ends, so slicing `value` there is safe whatever
+/// multi-byte characters either holds.
+pub fn prefix_len(prefix: &str, value: &str, ignore_case: bool) -> Option<usize> {
+    let head = value.as_bytes().get(..prefix.len())?;
+    let same = if ignore_case {
+        head.eq_ignore_ascii_case(prefix.as_bytes())
+    } else {
+        head == prefix.as_bytes()
+    };
+    same.then_some(prefix.len())
+}
+
+/// The prefix of `path` a route's `uri` prefix match covered (the first `match[]` entry with a
+/// prefix that covers it), in bytes: what `rewrite.uri` replaces.
+pub fn matched_prefix(matches: &[RequestMatch], path: &str) -> Option<usize> {
+    matches.iter().find_map(|m| match &m.uri {
+        Some(StringMatcher::Prefix(p)) => prefix_len(p, path, m.ignore_uri_case),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -253,5 +273,49 @@ mod tests {
         assert_eq!(query_value("a=1&user=ricky&b", "user"), Some("ricky"));
         assert_eq!(query_value("a=1&b", "b"), Some(""));
         assert_eq!(query_value("", "user"), None);
+    }
+
+    #[test]
+    fn a_case_insensitive_prefix_never_slices_inside_a_character() {
+        // `/a` + 'é' (two bytes): the first three bytes end inside the 'é'.
+        assert!(!string_matches(
+            &StringMatcher::Prefix("/ab".into()),
+            "/a\u{e9}x",
+            true
+        ));
+        assert!(string_matches(
+            &StringMatcher::Prefix("/A\u{e9}".into()),
+            "/a\u{e9}x",
+            true
+        ));
+        assert_eq!(prefix_len("/API", "/api/v1", true), Some(4));
+        assert_eq!(prefix_len("/API", "/api/v1", false), None);
+        assert_eq!(prefix_len("/api/v1/long", "/api", true), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any path the client can send against any prefix, either case rule: no panic, and a
+        /// match covers exactly the prefix's bytes, which end on a character boundary.
+        #[test]
+        fn prefixes_match_any_path_without_panicking(
+            path in "/[a-zA-Z0-9\u{e9}\u{c9}\u{1f600}%/._~-]{0,24}",
+            prefix in "/[a-zA-Z\u{e9}\u{c9}/]{0,6}",
+            ignore_case: bool,
+        ) {
+            let matcher = StringMatcher::Prefix(prefix.clone());
+            let matched = string_matches(&matcher, &path, ignore_case);
+            let len = prefix_len(&prefix, &path, ignore_case);
+            proptest::prop_assert_eq!(matched, len.is_some());
+            if let Some(len) = len {
+                proptest::prop_assert!(path.is_char_boundary(len));
+                proptest::prop_assert!(path[..len].eq_ignore_ascii_case(&prefix));
+            }
+            proptest::prop_assert_eq!(
+                string_matches(&StringMatcher::Exact(prefix.clone()), &path, ignore_case),
+                if ignore_case { prefix.eq_ignore_ascii_case(&path) } else { prefix == path }
+            );
+        }
     }
 }
