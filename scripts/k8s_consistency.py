@@ -42,6 +42,8 @@ PROBED = {
 SERVING_PORT = {"sticky-svc": 8080, "gateway": 8080}
 CRATES = {"sticky-svc": ROOT / "services" / "sticky-svc", "gateway": ROOT / "gateway"}
 HASH_HEADER = "x-user"
+# The label every namespace carries (Kubernetes 1.21+): how a NetworkPolicy names one namespace.
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 
 class Checks:
@@ -279,6 +281,56 @@ def check_gateway_service(c, docs):
                 host in ("http://gateway", "http://gateway:80"), f"--host {host}")
 
 
+def admits(rule, ct, port):
+    """Whether a NetworkPolicy ingress rule's ports admit the container's `port` (none: all)."""
+    ports = rule.get("ports") or []
+    return not ports or any(container_port(ct, p.get("port")) == port
+                            and p.get("protocol", "TCP") == "TCP" for p in ports)
+
+
+def namespace_only(peer):
+    """A `from` peer that names pods of this namespace, or one namespace by its name label."""
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" not in peer:
+        return "podSelector" in peer
+    labels = peer["namespaceSelector"].get("matchLabels") or {}
+    return list(labels) == [NAMESPACE_LABEL] and not peer["namespaceSelector"].get("matchExpressions")
+
+
+def check_admin_policy(c, docs):
+    """The admin port (metrics, config, key lookups) answers this namespace and Prometheus only;
+    the proxy port stays open to every client."""
+    gw = find(docs, "Deployment", "gateway")
+    if not gw:
+        return
+    ct = pod_spec(gw)["containers"][0]
+    admin = listen_port(env_value(ct, "GATEWAY_ADMIN"))
+    policies = [d for d in docs if d.get("kind") == "NetworkPolicy"
+                and selects(d["spec"].get("podSelector", {}).get("matchLabels"), pod_labels(gw))]
+    ingress_policies = [p for p in policies if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])]
+    if not c.check("gateway: a NetworkPolicy restricts ingress to the gateway pods",
+                   bool(ingress_policies), f"{len(policies)} NetworkPolicies select them"):
+        return
+    rules = [r for p in ingress_policies for r in p["spec"].get("ingress") or []]
+    to_admin = [r for r in rules if admits(r, ct, admin)]
+    open_to_all = [r for r in to_admin if not r.get("from")]
+    narrow = all(namespace_only(peer) for r in to_admin for peer in r.get("from") or [])
+    c.check(f"gateway NetworkPolicy: admin port {admin} admitted from this namespace and named "
+            "namespaces only",
+            to_admin and not open_to_all and narrow,
+            f"{len(to_admin)} rules admit port {admin}, {len(open_to_all)} of them from anywhere")
+    scrapers = [peer["namespaceSelector"]["matchLabels"][NAMESPACE_LABEL] for r in to_admin
+                for peer in r.get("from") or [] if NAMESPACE_LABEL in
+                (peer.get("namespaceSelector") or {}).get("matchLabels", {})]
+    c.check(f"gateway NetworkPolicy: Prometheus's namespace may scrape admin port {admin}",
+            bool(scrapers), f"no rule admits port {admin} from a namespace by {NAMESPACE_LABEL}")
+    serving = SERVING_PORT["gateway"]
+    c.check(f"gateway NetworkPolicy: the proxy port {serving} is open to every client",
+            any(admits(r, ct, serving) and not r.get("from") for r in rules),
+            f"no rule admits port {serving} from anywhere: the LoadBalancer's clients are cut off")
+
+
 def check_istio(c, docs, istio_docs):
     svc = find(docs, "Service", "sticky-svc")
     fqdn = f"sticky-svc.{NAMESPACE}.svc.cluster.local"
@@ -377,6 +429,7 @@ def run_all(docs, kustomization, sources, istio_docs, quiet=False, compose=COMPO
     check_config_mount(c, docs, kustomization)
     check_headless_service(c, docs)
     check_gateway_service(c, docs)
+    check_admin_policy(c, docs)
     check_istio(c, docs, istio_docs)
     check_pods(c, docs)
     check_compose(c, kustomization, compose)

@@ -17,6 +17,23 @@ def _destination_rule(istio_docs):
     return next(d for d in istio_docs if d["kind"] == "DestinationRule")
 
 
+def _policy_rules(ck, docs):
+    return ck.find(docs, "NetworkPolicy", "gateway")["spec"]["ingress"]
+
+
+def _admin_rule(ck, docs):
+    return next(r for r in _policy_rules(ck, docs) if r.get("from"))
+
+
+def _admin_from_namespace_only(ck, docs):
+    _admin_rule(ck, docs)["from"] = [{"podSelector": {}}]
+
+
+def _close_proxy_port(ck, docs):
+    rules = _policy_rules(ck, docs)
+    rules[:] = [r for r in rules if r.get("from")]
+
+
 # (what a person could get wrong, how to break the rendering that way, the check that must fail)
 BREAKAGES = [
     ("gateway readiness probe on the serving port 8080 instead of admin 15000",
@@ -50,6 +67,21 @@ BREAKAGES = [
      lambda ck, d, i: ck.pod_spec(ck.find(d, "Deployment", "sticky-svc"))
      .update(terminationGracePeriodSeconds=5),
      "sticky-svc: terminationGracePeriodSeconds covers a cold call plus the drain"),
+    ("the NetworkPolicy's admin rule on another port than the admin listener's",
+     lambda ck, d, i: _admin_rule(ck, d).update(ports=[{"port": 15001, "protocol": "TCP"}]),
+     "gateway NetworkPolicy: admin port 15000 admitted from this namespace and named namespaces only"),
+    ("the admin port opened to every source",
+     lambda ck, d, i: _admin_rule(ck, d).pop("from"),
+     "gateway NetworkPolicy: admin port 15000 admitted from this namespace and named namespaces only"),
+    ("the admin port opened to every namespace (an empty namespaceSelector)",
+     lambda ck, d, i: _admin_rule(ck, d)["from"].append({"namespaceSelector": {}}),
+     "gateway NetworkPolicy: admin port 15000 admitted from this namespace and named namespaces only"),
+    ("no namespace left for Prometheus to scrape from",
+     lambda ck, d, i: _admin_from_namespace_only(ck, d),
+     "gateway NetworkPolicy: Prometheus's namespace may scrape admin port 15000"),
+    ("the proxy port closed by the NetworkPolicy",
+     lambda ck, d, i: _close_proxy_port(ck, d),
+     "gateway NetworkPolicy: the proxy port 8080 is open to every client"),
     ("the gateway running as root",
      lambda ck, d, i: ck.pod_spec(ck.find(d, "Deployment", "gateway"))["securityContext"]
      .update(runAsUser=0),

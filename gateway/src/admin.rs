@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::balancer::PickContext;
 use crate::body::{Body, full};
 use crate::cluster::Cluster;
-use crate::config::model::RouteAction;
+use crate::config::model::{HashKey, RouteAction};
 use crate::hash::key_hash;
 use crate::metrics::render;
 use crate::snapshot::Snapshot;
@@ -157,7 +157,10 @@ impl Admin {
             .collect();
         let mut clusters: Vec<&Arc<Cluster>> = snapshot.clusters.values().collect();
         clusters.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-        let clusters: Vec<Value> = clusters.iter().map(|c| cluster_spec(c)).collect();
+        let clusters: Vec<Value> = clusters
+            .iter()
+            .map(|c| cluster_spec(c, snapshot.hash_key(&c.spec.name)))
+            .collect();
         let gateways: Vec<String> = snapshot
             .config
             .gateways
@@ -243,12 +246,13 @@ impl Admin {
     }
 }
 
-fn cluster_spec(c: &Cluster) -> Value {
+/// A cluster's spec, and the hash key its routes use (kept on the routes: see `ClusterSpec`).
+fn cluster_spec(c: &Cluster, hash_key: Option<&HashKey>) -> Value {
     json!({
         "name": &*c.spec.name,
         "source": format!("{:?}", c.spec.source),
         "policy": format!("{:?}", c.spec.policy),
-        "hashKey": c.spec.hash_key.as_ref().map(|k| format!("{k:?}")),
+        "hashKey": hash_key.map(|k| format!("{k:?}")),
         "connectTimeout": format!("{:?}", c.spec.pool.connect_timeout),
         "maxInFlight": c.spec.pool.max_in_flight,
         "maxConnections": c.spec.pool.max_connections,

@@ -4,7 +4,9 @@
 //!
 //! The request path reads [`Cluster::state`] (one `ArcSwap` load) and never waits for a build;
 //! it reports an endpoint crossing an outlier threshold with [`Cluster::report_trip`] and goes
-//! on. This module may not import the request path (`crate::proxy`).
+//! on. A snapshot build waits for a new cluster's first discovery ([`Cluster::discovered`])
+//! before publishing it, so a new DNS cluster does not answer 503 until its first lookup. This
+//! module may not import the request path (`crate::proxy`).
 
 mod control;
 mod probe;
@@ -18,7 +20,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::balancer::Policy;
-use crate::config::model::HashKey;
 use crate::discovery::{DnsResolver, DnsTarget, RefreshBounds, watch_dns};
 use crate::endpoint::EndpointSet;
 use crate::health::OutlierPolicy;
@@ -39,6 +40,10 @@ pub enum Source {
 
 /// Everything that defines a cluster. Two equal specs make the same cluster, so a config reload
 /// that leaves a cluster's spec alone keeps the running cluster (its pool, its ejections).
+///
+/// What `consistentHash` hashes (the hash key) is not here: the request path reads it from the
+/// route ([`crate::snapshot::Route::hash_keys`]), as Envoy keeps the hash policy on the route
+/// and the algorithm on the cluster. Editing only the key keeps the running cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
     /// `outbound|<port>|<subset>|<host>`, as Envoy names clusters.
@@ -47,8 +52,6 @@ pub struct ClusterSpec {
     pub source: Source,
     /// The balancing policy.
     pub policy: Policy,
-    /// What `consistentHash` hashes, when the policy is a hash.
-    pub hash_key: Option<HashKey>,
     /// The pool settings.
     pub pool: PoolSettings,
     /// Outlier detection; `None`: never eject.
@@ -72,6 +75,8 @@ pub struct Cluster {
     /// the family's lock and label hashing.
     latency: OnceLock<ShardedHistogram>,
     state: Arc<ArcSwap<ClusterState>>,
+    /// True once the state of discovery's first answer is published.
+    discovered: watch::Receiver<bool>,
     trips: mpsc::UnboundedSender<SocketAddr>,
     tasks: Vec<AbortHandle>,
     /// Keeps a static cluster's endpoint channel open for the control task.
@@ -88,8 +93,9 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Starts a cluster: discovery (for DNS), and the control task. Must run inside a Tokio
-    /// runtime. The first state is published before this returns for static clusters; DNS
-    /// clusters start empty and fill within one lookup.
+    /// runtime (a blocking thread of one will do). The first state is published before this
+    /// returns for static clusters; DNS clusters start empty and fill within one lookup
+    /// ([`Cluster::discovered`]).
     pub fn start(
         spec: ClusterSpec,
         resolver: &DnsResolver,
@@ -116,10 +122,17 @@ impl Cluster {
                 rx
             }
         };
-        let mut control = Control::new(&spec, state.clone(), metrics.clone(), labels.clone());
+        let (discovered_tx, discovered) = watch::channel(false);
+        let mut control = Control::new(
+            &spec,
+            state.clone(),
+            metrics.clone(),
+            labels.clone(),
+            discovered_tx,
+        );
         if let Source::Static(set) = &spec.source {
             // Publish before returning so a static cluster serves from its first request.
-            control.set_endpoints(set);
+            control.start_static(set);
         }
         tasks.push(tokio::spawn(control.run(endpoints_rx, trips_rx)).abort_handle());
         let upstream = Upstream::new(&spec.pool);
@@ -130,6 +143,7 @@ impl Cluster {
             metrics,
             latency: OnceLock::new(),
             state,
+            discovered,
             trips,
             tasks,
             _static_endpoints: static_endpoints,
@@ -139,6 +153,15 @@ impl Cluster {
     /// The current state (one atomic load and reference count).
     pub fn state(&self) -> Arc<ClusterState> {
         self.state.load_full()
+    }
+
+    /// Resolves once discovery has spoken and the state it led to is published: at once for a
+    /// static cluster; for a DNS cluster once its first lookup has answered, or failed (the
+    /// cluster then stays empty until one answers).
+    pub async fn discovered(&self) {
+        let mut discovered = self.discovered.clone();
+        // An error: the control task has ended (the runtime is going away); nothing to wait for.
+        let _ = discovered.wait_for(|done| *done).await;
     }
 
     /// Records the time one attempt waited for response headers.

@@ -3,10 +3,12 @@
 //! ([`crate::proxy`]), the admin pages and the reload triggers together, and holds none of their
 //! logic.
 //!
-//! The control path in one place: a config change (file watch, SIGHUP, poll) is loaded and
-//! validated in full; only a config with no error becomes a new [`Snapshot`], built off the
-//! request path and published with one `ArcSwap::store`. A rejected config is logged with its
-//! file and line, counted, and shown on `/config`; the running one keeps serving.
+//! The control path in one place: a config change (file watch, SIGHUP, poll) whose files two
+//! reads agree on is loaded and validated in full; only a config with no error becomes a new
+//! [`Snapshot`], built on a blocking thread (off the request path and off this thread's accept
+//! loop) and published with one `ArcSwap::store` once its new DNS clusters have answered. A
+//! rejected config is logged with its file and line, counted, and shown on `/config`; the
+//! running one keeps serving.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,14 +21,14 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::admin::{Admin, Status};
-use crate::config::{self, Diagnostic, LoadError, LoadOptions, Severity};
-use crate::discovery::{DiscoveryError, DnsResolver, RefreshBounds};
+use crate::config::{Diagnostic, LoadError, LoadOptions, Severity};
+use crate::discovery::{DiscoveryError, DnsResolver, FIRST_LOOKUP_WAIT, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::proxy::handoff::{StartError, Workers};
 use crate::proxy::listener::{self, Limits};
 use crate::proxy::{Proxy, ProxySettings};
-use crate::reload::{self, Trigger};
+use crate::reload::{self, Changes, ConfigFiles};
 use crate::snapshot::{Context, Snapshot, SnapshotError};
 use crate::worker;
 
@@ -145,9 +147,12 @@ impl Gateway {
             gateway: options.gateway.clone(),
             active: options.active.clone(),
         };
-        // Taken before reading, so a change made while loading is seen by the first check.
-        let loaded_fingerprint = reload::fingerprint(&options.config);
-        let snapshot = load_snapshot(&options, None, &ctx)?;
+        // The fingerprint of exactly the texts loaded: any later change is seen by the first
+        // check. At start one read is enough: a save caught half-way is loaded, and replaced
+        // as soon as the rest is written (its events trigger a reload).
+        let files = ConfigFiles::read_blocking(options.config.clone().into()).await;
+        let loaded_fingerprint = files.fingerprint();
+        let snapshot = load_snapshot(files, &options, None, &ctx).await?;
         let status = Arc::new(Status::default());
         status.loaded();
         metrics.reloaded(ReloadResult::Success);
@@ -191,7 +196,7 @@ impl Gateway {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
-        let mut triggers = reload::watch(&self.options.config, self.options.reload_poll)?;
+        let triggers = reload::watch(&self.options.config, self.options.reload_poll)?;
         let proxy = Arc::new(Proxy::new(
             self.snapshot.clone(),
             self.metrics.clone(),
@@ -216,18 +221,18 @@ impl Gateway {
             let status = self.status.clone();
             let metrics = self.metrics.clone();
             let ctx = self.ctx.clone();
-            let mut last = self.loaded_fingerprint;
+            let mut changes = Changes::new(
+                triggers,
+                &options.config,
+                self.loaded_fingerprint,
+                Duration::from_millis(200),
+            );
+            // One reload at a time: a later config is built only once the earlier one is
+            // stored or rejected, so it can never be overtaken.
             tokio::spawn(async move {
-                while let Some(trigger) = triggers.next(Duration::from_millis(200)).await {
-                    let now = reload::fingerprint(&options.config);
-                    if trigger == Trigger::Files && now == last {
-                        continue;
-                    }
-                    // Recorded even when the new files are rejected: they are not retried until
-                    // they change again (or SIGHUP), so one bad edit logs one error.
-                    last = now;
+                while let Some((trigger, files)) = changes.next().await {
                     let previous = snapshot.load_full();
-                    match load_snapshot(&options, Some(&previous), &ctx) {
+                    match load_snapshot(files, &options, Some(previous), &ctx).await {
                         Ok(next) => {
                             snapshot.store(Arc::new(next));
                             status.loaded();
@@ -280,13 +285,45 @@ impl Gateway {
     }
 }
 
-/// Loads and validates the config, then builds its snapshot.
-fn load_snapshot(
+/// Loads and validates the config from `files`, then builds its snapshot, all on a blocking
+/// thread (parsing a big config or building Maglev tables never holds the accept loop on this
+/// thread); then waits, at most [`FIRST_LOOKUP_WAIT`], for its new DNS clusters' first lookups,
+/// so that a new cluster is not published before it has endpoints.
+async fn load_snapshot(
+    files: ConfigFiles,
     options: &RunOptions,
+    previous: Option<Arc<Snapshot>>,
+    ctx: &Context,
+) -> Result<Snapshot, ConfigError> {
+    let (paths, load, ctx) = (options.config.clone(), options.load.clone(), ctx.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        build_snapshot(files, &paths, &load, previous.as_deref(), &ctx)
+    })
+    .await;
+    let snapshot = match built {
+        Ok(snapshot) => snapshot?,
+        // A blocking task is never cancelled while the runtime runs: this is a panic.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    for cluster in snapshot.discovered(FIRST_LOOKUP_WAIT).await {
+        tracing::warn!(
+            %cluster,
+            wait = ?FIRST_LOOKUP_WAIT,
+            "no DNS answer yet: the cluster serves 503 until its first lookup answers"
+        );
+    }
+    Ok(snapshot)
+}
+
+/// Loads and validates the config, then builds its snapshot (blocking).
+fn build_snapshot(
+    files: ConfigFiles,
+    paths: &[PathBuf],
+    load: &LoadOptions,
     previous: Option<&Snapshot>,
     ctx: &Context,
 ) -> Result<Snapshot, ConfigError> {
-    let loaded = config::load_paths(&options.config, &options.load)?;
+    let loaded = files.load(load)?;
     for finding in &loaded.diagnostics {
         match finding.severity {
             Severity::Error => {}
@@ -304,8 +341,7 @@ fn load_snapshot(
     }
     if loaded.config.virtual_services.is_empty() {
         return Err(ConfigError::NoVirtualService {
-            paths: options
-                .config
+            paths: paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()

@@ -11,7 +11,12 @@
 //! - records → exactly those endpoints (sorted, so the set does not depend on answer order);
 //! - "no such name" or "no records" → no endpoints: the cluster answers 503 at once;
 //! - a failure (timeout, SERVFAIL, refused) → the last good set is kept, as Envoy does, and the
-//!   name is tried again after the minimum refresh.
+//!   name is tried again after the minimum refresh. A first lookup that fails has no set to
+//!   keep: it publishes the empty set, so a subscriber knows the first lookup has ended.
+//!
+//! A config reload that adds a DNS cluster waits for its first lookup (at most
+//! [`FIRST_LOOKUP_WAIT`]) before the new config is published, so the old config serves until
+//! then instead of the new cluster answering 503.
 //!
 //! Each watch publishes through a `tokio::sync::watch` channel; whoever builds the balancer
 //! tables subscribes. The resolver keeps no cache of its own: the watch loop is the cache.
@@ -150,13 +155,23 @@ impl DnsResolver {
     }
 }
 
+/// How long a query waits for its answer; a lookup makes up to [`LOOKUP_ATTEMPTS`] of them.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+const LOOKUP_ATTEMPTS: usize = 2;
+
+/// The longest a config is held back for its new DNS clusters' first lookups: a lookup gives
+/// up after `LOOKUP_TIMEOUT × LOOKUP_ATTEMPTS` (2 s), with room for a ServiceEntry that lists a
+/// few names (resolved in turn). Past it the config is published, and a cluster still without
+/// an answer serves 503 until one comes.
+pub const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(5);
+
 fn tune(opts: &mut ResolverOpts) {
     // Every lookup must reach the server: the watch loop decides when to ask again.
     opts.cache_size = 0;
     opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     // Cluster DNS (CoreDNS, Docker's) answers in milliseconds; a slow answer is a failure.
-    opts.timeout = Duration::from_secs(1);
-    opts.attempts = 2;
+    opts.timeout = LOOKUP_TIMEOUT;
+    opts.attempts = LOOKUP_ATTEMPTS;
 }
 
 /// One name to resolve into endpoints on `port`, each with `weight`.
@@ -172,8 +187,9 @@ pub struct DnsTarget {
 
 /// Resolves `targets` until every receiver of `tx` is gone, publishing each new endpoint set.
 ///
-/// The first lookup happens at once. A set is published only when it differs from the last one,
-/// so subscribers rebuild tables only on real changes. When any target fails, nothing is
+/// The first lookup happens at once, and always publishes: its set, or the empty set when it
+/// fails. After that a set is published only when it differs from the last one, so
+/// subscribers rebuild tables only on real changes. When any target fails, nothing is
 /// published (a partial answer would move users needlessly) and the lookup is retried after
 /// `bounds.min`; past `bounds.failure_grace`, if set, the set is emptied.
 pub async fn watch_dns(
@@ -198,6 +214,16 @@ pub async fn watch_dns(
                     last = Some(set);
                 }
                 bounds.clamp(ttl)
+            }
+            Err(e) if last.is_none() => {
+                tracing::warn!(
+                    error = %e,
+                    "first DNS lookup failed: no endpoints until a lookup answers"
+                );
+                let empty = EndpointSet::from(Vec::new());
+                tx.send_replace(empty.clone());
+                last = Some(empty);
+                bounds.min
             }
             Err(e) => {
                 let failing = answered.elapsed();

@@ -6,7 +6,8 @@
 //! - [`control`] — `gateway run`: load, bind, start the workers and the admin listener,
 //!   hot-reload. The binary's wiring.
 //! - [`admin`] — the admin pages: health, readiness, metrics, config, clusters, key lookup.
-//! - [`reload`] — when to reload the config (folder watch, SIGHUP, poll) and a content fingerprint.
+//! - [`reload`] — when to reload the config (folder watch, SIGHUP, poll), and the files' content
+//!   once two reads agree.
 //! - [`proxy`] — the request path: listener and worker hand-off, route, affinity, forwarding
 //!   with retries, access log.
 //! - [`snapshot`] — routes and clusters of one config, published whole; route matching, header

@@ -82,6 +82,10 @@ struct RunArgs {
     /// Connections served at once; more get 429.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Connections one client address may have open at once; more get 429. Off by default:
+    /// behind a NAT or Docker's port proxy every client shares one address.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS_PER_CLIENT")]
+    max_connections_per_client: Option<u32>,
     /// Largest request head (request line + headers); more gets 431.
     #[arg(long, env = "GATEWAY_MAX_HEADER_SIZE", default_value_t = 64 * 1024)]
     max_header_size: usize,
@@ -91,6 +95,35 @@ struct RunArgs {
     /// Request bodies up to this size are kept so the request can be retried.
     #[arg(long, env = "GATEWAY_RETRY_BUFFER_SIZE", default_value_t = 64 * 1024)]
     retry_buffer_size: u64,
+    /// A connection with no request in flight this long (a trickled request head, an idle
+    /// HTTP/1.1 keep-alive connection) is closed.
+    #[arg(long, env = "GATEWAY_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// A request body that makes no progress this long gets 408 and its connection closes.
+    #[arg(long, env = "GATEWAY_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// The whole request must have arrived this long after its headers, or 408 (default: no
+    /// deadline, only --body-timeout).
+    #[arg(long, env = "GATEWAY_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    request_timeout: Option<Duration>,
+    /// The timeout, up to the response headers, of a route whose VirtualService sets none (Istio
+    /// has none; nginx's proxy_read_timeout is 60 s). `0s`: none.
+    #[arg(long, env = "GATEWAY_ROUTE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    route_timeout: Duration,
+    /// An HTTP/2 client connection with no stream open this long is sent GOAWAY and closed.
+    #[arg(long, env = "GATEWAY_HTTP2_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    http2_idle_timeout: Duration,
+    /// Ping an HTTP/2 client connection after this long without a frame; close it when the
+    /// ping goes unanswered (20 s at most). `0s`: no pings.
+    #[arg(long, env = "GATEWAY_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    http2_keepalive_interval: Duration,
+    /// Streams one HTTP/2 client connection may have open at once.
+    #[arg(
+        long,
+        env = "GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100
+    )]
+    http2_max_concurrent_streams: u32,
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -262,13 +295,20 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         limits: Limits {
             max_connections: args.max_connections,
             max_header_bytes: args.max_header_size,
+            header_read_timeout: args.idle_timeout,
+            http2_idle_timeout: args.http2_idle_timeout,
+            http2_keepalive: Some(args.http2_keepalive_interval).filter(|d| !d.is_zero()),
+            http2_max_streams: args.http2_max_concurrent_streams,
+            max_connections_per_client: args.max_connections_per_client,
             grace: args.shutdown_grace,
-            ..Limits::default()
         },
         proxy: ProxySettings {
             max_body_bytes: args.max_body_size,
             retry_buffer_bytes: args.retry_buffer_size,
             access_log: args.access_log,
+            body_timeout: args.body_timeout,
+            request_timeout: args.request_timeout,
+            route_timeout: Some(args.route_timeout).filter(|d| !d.is_zero()),
         },
         reload_poll: args.reload_poll,
         active: args.health_check_path.map(|path| ActiveCheck {

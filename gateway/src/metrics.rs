@@ -4,18 +4,21 @@
 //! are built once per config or endpoint change), so recording a request clones pointers and
 //! builds no string. [`Metrics::count_request`] also skips the family's lock and SipHash of
 //! the label strings: each thread caches counter handles by label *identity* (pointers).
+//! An endpoint's request series live while a running cluster holds it (`endpoints.rs`).
 //!
 //! It may not import the request path: the request path reports to it.
 
+mod endpoints;
 mod sharded;
 
+pub use endpoints::EndpointHolds;
 pub use sharded::ShardedHistogram;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -100,6 +103,8 @@ pub struct Metrics {
     pub config_last_reload_ok: Gauge,
     /// Tells this instance's entries apart in the per-thread counter cache (tests run several).
     id: u64,
+    /// Which endpoints running clusters hold, and their request series (`endpoints.rs`).
+    endpoint_index: Mutex<endpoints::Index>,
 }
 
 /// Source of [`Metrics`] ids; never reused, unlike addresses.
@@ -165,6 +170,7 @@ impl Metrics {
             reloads: Family::default(),
             config_last_reload_ok: Gauge::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            endpoint_index: Mutex::default(),
         };
         let r = registry.sub_registry_with_prefix("gateway");
         r.register(
@@ -215,7 +221,9 @@ impl Metrics {
     /// Counts one proxied request. Same as `requests.get_or_create(labels).inc()`, but a
     /// repeated label set costs a pointer-keyed lookup in a per-thread cache instead of the
     /// family's lock and a SipHash of the label strings (the cached handle shares the family
-    /// entry's atomic; entries are never removed from the family, so it cannot go stale).
+    /// entry's atomic). A series removed because its endpoint left (`endpoints.rs`) is not
+    /// made again by a late request of that endpoint: a cached handle counts into the removed
+    /// counter, and an uncached label set of it is not counted.
     pub fn count_request(&self, labels: &RequestLabels) {
         let key = (
             self.id,
@@ -233,7 +241,9 @@ impl Metrics {
             if cache.len() >= MAX_CACHED {
                 cache.clear();
             }
-            let counter = self.requests.get_or_create(labels).clone();
+            let Some(counter) = self.request_counter(labels) else {
+                return;
+            };
             counter.inc();
             cache.insert(key, (labels.clone(), counter));
         });

@@ -22,6 +22,7 @@ mod forward;
 pub mod handoff;
 pub mod headers;
 pub mod listener;
+mod request_body;
 mod route;
 
 use std::net::SocketAddr;
@@ -51,6 +52,14 @@ pub struct ProxySettings {
     pub retry_buffer_bytes: u64,
     /// One access log line per request (`--access-log`).
     pub access_log: bool,
+    /// A request body that makes no progress this long gets 408 (`--body-timeout`).
+    pub body_timeout: Duration,
+    /// The whole request (its body) must have arrived this long after its headers, or 408
+    /// (`--request-timeout`); `None`: no deadline.
+    pub request_timeout: Option<Duration>,
+    /// The timeout of a route that sets none, up to the response headers (`--route-timeout`);
+    /// `None`: none (Istio's behaviour).
+    pub route_timeout: Option<Duration>,
 }
 
 impl Default for ProxySettings {
@@ -59,6 +68,9 @@ impl Default for ProxySettings {
             max_body_bytes: 64 * 1024 * 1024,
             retry_buffer_bytes: 64 * 1024,
             access_log: false,
+            body_timeout: Duration::from_secs(30),
+            request_timeout: None,
+            route_timeout: Some(Duration::from_secs(60)),
         }
     }
 }

@@ -6,18 +6,24 @@
 //! content [`fingerprint`] decides whether anything really changed. inotify is not available
 //! everywhere (some bind mounts, network file systems), hence the poll every `poll` interval.
 //!
-//! This module only says "look again"; loading, validating and swapping is the caller's job, so
-//! a bad new config never replaces a good running one. It walks the config folders with the
-//! loader's walk, so it looks at exactly the files a load reads.
+//! An editor that truncates a file and writes it in several steps can leave, at the end of a
+//! burst's settle, a shorter file that still parses (a `---` between documents cut off). So a
+//! change is acted on only when two reads a settle apart agree ([`Changes`]), and the config is
+//! then loaded from that very read ([`ConfigFiles`]), not from a third one.
+//!
+//! This module says when to look again and hands over what it read; loading, validating and
+//! swapping is the caller's job, so a bad new config never replaces a good running one. It walks
+//! the config folders with the loader's walk, so it looks at exactly the files a load reads.
 
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config;
+use crate::config::{self, LoadError, LoadOptions, Loaded};
 
 /// Why a reload was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +53,7 @@ pub enum ReloadError {
 /// Keeps the watch alive; drop it to stop watching.
 pub struct Triggers {
     rx: mpsc::Receiver<Trigger>,
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Triggers {
@@ -118,8 +124,131 @@ pub fn watch(paths: &[PathBuf], poll: Duration) -> Result<Triggers, ReloadError>
 
     Ok(Triggers {
         rx,
-        _watcher: watcher,
+        _watcher: Some(watcher),
     })
+}
+
+/// The config changes to act on: each trigger, settled, whose files two reads a settle apart
+/// agree on and differ from the last ones acted on (a SIGHUP acts on unchanged files too).
+pub struct Changes {
+    triggers: Triggers,
+    paths: Arc<[PathBuf]>,
+    settle: Duration,
+    /// Fingerprint of the files last acted on (or loaded at start).
+    last: u64,
+}
+
+impl Changes {
+    /// Changes of `paths` as `triggers` signal them; `loaded` is the fingerprint of the files
+    /// the running config was read from.
+    pub fn new(triggers: Triggers, paths: &[PathBuf], loaded: u64, settle: Duration) -> Self {
+        Self {
+            triggers,
+            paths: paths.into(),
+            settle,
+            last: loaded,
+        }
+    }
+
+    /// Waits for the next change and returns why, and the files as both reads saw them.
+    /// Files still changing between the two reads are left for the next trigger (the writes'
+    /// own events, or the poll).
+    pub async fn next(&mut self) -> Option<(Trigger, ConfigFiles)> {
+        loop {
+            let trigger = self.triggers.next(self.settle).await?;
+            let first = ConfigFiles::read_blocking(self.paths.clone()).await;
+            if trigger == Trigger::Files && first.fingerprint == self.last {
+                continue;
+            }
+            tokio::time::sleep(self.settle).await;
+            let second = ConfigFiles::read_blocking(self.paths.clone()).await;
+            if !second.same_as(&first) {
+                tracing::info!("configuration files still being written; waiting for them");
+                continue;
+            }
+            // Recorded even when the new files are rejected: they are not retried until they
+            // change again (or SIGHUP), so one bad edit logs one error.
+            self.last = second.fingerprint;
+            return Some((trigger, second));
+        }
+    }
+}
+
+/// The YAML files a load reads ([`config::config_files`]), as one pass read them: what a
+/// config is loaded from, and what tells two passes apart.
+#[derive(Debug)]
+pub struct ConfigFiles {
+    /// Each file and its text; the first walk or read error ends the pass.
+    files: Result<Vec<(PathBuf, String)>, LoadError>,
+    fingerprint: u64,
+}
+
+impl ConfigFiles {
+    /// Reads the files under `paths` (blocking I/O).
+    pub fn read(paths: &[PathBuf]) -> Self {
+        let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
+        let files = config::config_files(paths).and_then(|files| {
+            files
+                .into_iter()
+                .map(|file| {
+                    hasher.write(file.as_os_str().as_encoded_bytes());
+                    let text = std::fs::read_to_string(&file);
+                    match &text {
+                        Ok(text) => hasher.write(text.as_bytes()),
+                        Err(e) => hasher.write(e.to_string().as_bytes()),
+                    }
+                    let text = text.map_err(|source| LoadError::Read {
+                        path: file.clone(),
+                        source,
+                    })?;
+                    Ok((file, text))
+                })
+                .collect()
+        });
+        if let Err(e) = &files {
+            hasher.write(e.to_string().as_bytes());
+        }
+        Self {
+            files,
+            fingerprint: hasher.finish(),
+        }
+    }
+
+    /// [`ConfigFiles::read`] on a blocking thread, off the event loop.
+    pub async fn read_blocking(paths: Arc<[PathBuf]>) -> Self {
+        match tokio::task::spawn_blocking(move || Self::read(&paths)).await {
+            Ok(files) => files,
+            // A blocking task is never cancelled while the runtime runs: this is a panic.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// A hash of the files' names and texts (and of a read's error).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Whether both passes read the same files with the same texts.
+    pub fn same_as(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+            && match (&self.files, &other.files) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a.to_string() == b.to_string(),
+                _ => false,
+            }
+    }
+
+    /// Loads the config from these texts, as [`config::load_paths`] would from the files.
+    pub fn load(self, options: &LoadOptions) -> Result<Loaded, LoadError> {
+        let mut loaded = Loaded::default();
+        for (file, text) in self.files? {
+            let before = loaded.diagnostics.len();
+            config::load_source(&file, &text, options, &mut loaded);
+            let findings = loaded.diagnostics.len() - before;
+            tracing::debug!(file = %file.display(), findings, "configuration file read");
+        }
+        Ok(loaded)
+    }
 }
 
 fn watched_folder(path: &Path) -> PathBuf {
@@ -137,84 +266,8 @@ fn watched_folder(path: &Path) -> PathBuf {
 /// (`..data`) are skipped as the loader skips them. A walk or read that fails hashes its error,
 /// so a file that appears, vanishes or turns unreadable changes the fingerprint.
 pub fn fingerprint(paths: &[PathBuf]) -> u64 {
-    let mut hasher = xxhash_rust::xxh64::Xxh64::new(0);
-    match config::config_files(paths) {
-        Ok(files) => {
-            for file in files {
-                hasher.write(file.as_os_str().as_encoded_bytes());
-                match std::fs::read(&file) {
-                    Ok(bytes) => hasher.write(&bytes),
-                    Err(e) => hasher.write(e.to_string().as_bytes()),
-                }
-            }
-        }
-        Err(e) => hasher.write(e.to_string().as_bytes()),
-    }
-    hasher.finish()
+    ConfigFiles::read(paths).fingerprint
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Lays out a folder the way kubelet mounts a ConfigMap.
-    fn configmap(dir: &Path, version: &str, body: &str) {
-        let data = dir.join(format!("..{version}"));
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("istio.yaml"), body).unwrap();
-        let tmp = dir.join("..data_tmp");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
-        std::fs::rename(&tmp, dir.join("..data")).unwrap();
-        let link = dir.join("istio.yaml");
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink("..data/istio.yaml", &link).unwrap();
-        }
-    }
-
-    #[test]
-    fn fingerprint_follows_a_configmap_symlink_swap() {
-        let dir = tempfile::tempdir().unwrap();
-        configmap(dir.path(), "v1", "a: 1\n");
-        let paths = vec![dir.path().to_path_buf()];
-        let v1 = fingerprint(&paths);
-        assert_eq!(v1, fingerprint(&paths), "stable");
-        configmap(dir.path(), "v2", "a: 2\n");
-        assert_ne!(v1, fingerprint(&paths));
-    }
-
-    #[test]
-    fn fingerprint_ignores_other_files() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("a.yaml"), "x: 1\n").unwrap();
-        let paths = vec![dir.path().to_path_buf()];
-        let before = fingerprint(&paths);
-        std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
-        assert_eq!(before, fingerprint(&paths));
-        std::fs::write(dir.path().join("b.yml"), "y: 1\n").unwrap();
-        assert_ne!(before, fingerprint(&paths));
-    }
-
-    #[tokio::test]
-    async fn a_symlink_swap_triggers_a_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        configmap(dir.path(), "v1", "a: 1\n");
-        let mut triggers = watch(&[dir.path().to_path_buf()], Duration::from_secs(3600)).unwrap();
-        configmap(dir.path(), "v2", "a: 2\n");
-        let got = tokio::time::timeout(
-            Duration::from_secs(5),
-            triggers.next(Duration::from_millis(50)),
-        )
-        .await
-        .expect("a trigger within 5 s");
-        assert_eq!(got, Some(Trigger::Files));
-    }
-
-    #[tokio::test]
-    async fn the_poll_triggers_without_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut triggers = watch(&[dir.path().to_path_buf()], Duration::from_millis(100)).unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), triggers.next(Duration::ZERO)).await;
-        assert_eq!(got.unwrap(), Some(Trigger::Files));
-    }
-}
+mod tests;

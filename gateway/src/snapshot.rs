@@ -3,7 +3,13 @@
 //! snapshot to its end, so a reload mid-request cannot tear it.
 //!
 //! Building a snapshot reuses every running cluster whose spec did not change, so a reload
-//! that edits one route keeps the other clusters' pools, DNS watches and ejections.
+//! that edits one route keeps the other clusters' pools, DNS watches and ejections. The hash
+//! key of `consistentHash` belongs to the route's destinations ([`Route::hash_keys`]), not to
+//! the cluster's spec: editing only the key keeps the running cluster too.
+//!
+//! A build is synchronous and may take a while (parsing, Maglev tables of static clusters):
+//! the caller runs it on a blocking thread, then waits for the new clusters' first discovery
+//! ([`Snapshot::discovered`]) before publishing it.
 //!
 //! Built off the request path, never mutated once published; this module may not import the request
 //! path (`crate::proxy`) or the pool's internals.
@@ -15,13 +21,14 @@ pub mod routes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::diagnostic::Location;
-use crate::config::model::{Gateway, HttpRoute, VirtualService};
+use crate::config::model::{Gateway, HashKey, HttpRoute, VirtualService};
 use crate::discovery::{DnsResolver, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::Metrics;
@@ -39,6 +46,9 @@ pub struct Route {
     pub http: HttpRoute,
     /// `route[]` clusters, parallel to the model's weighted destinations.
     pub clusters: Vec<Arc<Cluster>>,
+    /// Parallel to `clusters`: what each destination's requests are hashed by (the
+    /// `consistentHash` key of its DestinationRule); `None` when its cluster hashes nothing.
+    pub hash_keys: Vec<Option<HashKey>>,
     /// `retries.retryOn`, parsed.
     pub retry_on: RetryOn,
     /// `headers.request` / `headers.response` of the route.
@@ -159,6 +169,7 @@ impl Snapshot {
                     .map_err(bad_headers(format!("{route_field}.headers")))?;
                 let mut destination_edits = Vec::new();
                 let mut route_clusters = Vec::new();
+                let mut hash_keys = Vec::new();
                 if let crate::config::model::RouteAction::Forward(dests) = &http.action {
                     for (j, wd) in dests.iter().enumerate() {
                         let dest_field = format!("{route_field}.route[{j}]");
@@ -166,8 +177,8 @@ impl Snapshot {
                             Edits::compile(&wd.headers)
                                 .map_err(bad_headers(format!("{dest_field}.headers")))?,
                         );
-                        let mut spec =
-                            clusters::cluster_spec(&wd.destination, &config).map_err(|source| {
+                        let (mut spec, hash_key) = clusters::cluster_spec(&wd.destination, &config)
+                            .map_err(|source| {
                                 let field = format!("{dest_field}.destination");
                                 Box::new(SnapshotError::Destination {
                                     location: vs.meta.location_of(&field),
@@ -197,6 +208,7 @@ impl Snapshot {
                             }
                         };
                         route_clusters.push(cluster);
+                        hash_keys.push(hash_key);
                     }
                 }
                 routes.push(Route {
@@ -204,6 +216,7 @@ impl Snapshot {
                     retry_on: RetryOn::parse(&http.retries.retry_on),
                     http: http.clone(),
                     clusters: route_clusters,
+                    hash_keys,
                     edits,
                     destination_edits,
                 });
@@ -219,6 +232,34 @@ impl Snapshot {
             services,
             clusters,
         })
+    }
+
+    /// Waits, at most `bound`, until every cluster has been discovered once (at once for the
+    /// clusters already running and the static ones; a new DNS cluster's first lookup, answered
+    /// or failed); returns the names of those still waiting.
+    pub async fn discovered(&self, bound: Duration) -> Vec<Arc<str>> {
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut waiting = Vec::new();
+        for (name, cluster) in &self.clusters {
+            // One deadline for all: they look up at the same time, each in its own task.
+            if tokio::time::timeout_at(deadline, cluster.discovered())
+                .await
+                .is_err()
+            {
+                waiting.push(name.clone());
+            }
+        }
+        waiting
+    }
+
+    /// The hash key of the cluster named `name`, as its routes' destinations carry it.
+    pub fn hash_key(&self, name: &str) -> Option<&HashKey> {
+        self.services
+            .iter()
+            .flat_map(|vs| &vs.routes)
+            .flat_map(|r| r.clusters.iter().zip(&r.hash_keys))
+            .find(|(c, _)| &*c.spec.name == name)
+            .and_then(|(_, key)| key.as_ref())
     }
 
     /// The route for a request, if any.

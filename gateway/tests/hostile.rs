@@ -115,3 +115,504 @@ async fn a_rewrite_honours_ignore_uri_case() {
     let head = heads.recv().await.unwrap();
     assert!(head.starts_with("GET /v2/users?a=1 HTTP/1.1\r\n"), "{head}");
 }
+
+/// An h2c connection (prior knowledge) to `addr`: the request handle and the connection's
+/// task, which ends when the gateway closes the connection.
+async fn h2c(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(stream).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// GET /ping as ricky over `send`, read to the end; the status.
+async fn h2_get(send: &mut h2::client::SendRequest<bytes::Bytes>) -> u16 {
+    let request = http::Request::get("http://x/ping")
+        .header("x-user", "ricky")
+        .body(())
+        .unwrap();
+    let (response, _) = send.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    status
+}
+
+/// An HTTP/2 client that made one request and then stays idle is sent GOAWAY and closed after
+/// the HTTP/2 idle timeout (it used to be left open for ever once past its first request).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_with_goaway() {
+    let (backend, _heads) = recording_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+        o.limits.http2_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let (mut send, conn) = h2c(gw.addr).await;
+    assert_eq!(h2_get(&mut send).await, 200);
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("closed within 10 s");
+    // A graceful close (GOAWAY, NO_ERROR) ends the client's connection without an error.
+    ended.unwrap().expect("closed with GOAWAY, not cut");
+}
+
+/// A stream in flight is not idle: a request slower than the idle timeout is answered.
+#[tokio::test]
+async fn an_http2_stream_in_flight_keeps_its_connection() {
+    let backends = stack::backends(1, Duration::from_millis(800)).await;
+    let gw = RunningGateway::start_with(&static_config(&[backends[0].addr], BY_USER), None, |o| {
+        o.limits.http2_idle_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let (mut send, _conn) = h2c(gw.addr).await;
+    assert_eq!(
+        h2_get(&mut send).await,
+        200,
+        "an 800 ms first call, 200 ms idle timeout"
+    );
+}
+
+/// Rapid reset (CVE-2023-44487): streams opened and reset at once, faster than they can be
+/// served, get the connection closed (h2's limit on remotely reset streams pending accept).
+#[tokio::test]
+async fn rapid_reset_gets_the_connection_closed() {
+    let (backend, _heads) = recording_backend().await;
+    let gw = RunningGateway::start(&static_config(&[backend], BY_USER), None).await;
+    let (mut send, conn) = h2c(gw.addr).await;
+    for _ in 0..1_000 {
+        let Ok(()) = std::future::poll_fn(|cx| send.poll_ready(cx)).await else {
+            break; // the gateway has stopped taking streams
+        };
+        let request = http::Request::get("http://x/ping")
+            .header("x-user", "ricky")
+            .body(())
+            .unwrap();
+        match send.send_request(request, true) {
+            Ok((_response, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => break,
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection is closed within 10 s");
+    let error = ended
+        .unwrap()
+        .expect_err("a connection error, not a graceful end");
+    assert_eq!(
+        error.reason(),
+        Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "{error}"
+    );
+}
+
+/// A header block that never ends (HEADERS then CONTINUATION frames, far past the header size
+/// limit) gets the connection closed, rather than buffered.
+#[tokio::test]
+async fn an_endless_header_block_gets_the_connection_closed() {
+    let (backend, _heads) = recording_backend().await;
+    let gw = RunningGateway::start(&static_config(&[backend], BY_USER), None).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let frame = |kind: u8, flags: u8, stream_id: u32, payload: &[u8]| {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream_id.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    stream.write_all(&frame(0x4, 0, 0, &[])).await.unwrap(); // SETTINGS
+    // A literal header, never indexed, with a 16 KiB value, then more of the same: 100 frames
+    // of 16 KiB, 1.6 MiB of headers against a 64 KiB limit.
+    let mut literal = vec![0x10, 0x01, b'x', 0x7f, 0x81, 0x7f]; // name "x", value 16 256 bytes
+    literal.resize(16_384, b'a');
+    let mut written = 0;
+    let mut closed = false;
+    for i in 0..100 {
+        let f = if i == 0 {
+            frame(0x1, 0, 1, &literal) // HEADERS, no END_HEADERS
+        } else {
+            frame(0x9, 0, 1, &[b'a'; 16_384]) // CONTINUATION, no END_HEADERS
+        };
+        if stream.write_all(&f).await.is_err() {
+            closed = true;
+            break;
+        }
+        written += 1;
+    }
+    if !closed {
+        // Everything was written (the kernel buffers): the gateway must still close.
+        let mut rest = Vec::new();
+        // Ok (FIN) or a reset: either way it ended, which is what is asserted here.
+        let _ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+            .await
+            .expect("closed within 10 s");
+        // A GOAWAY frame (type 7) is what it says before closing, if anything.
+        let goaway = rest.windows(4).any(|w| w[3] == 0x7);
+        assert!(
+            goaway || rest.is_empty(),
+            "{written} frames, then {} bytes",
+            rest.len()
+        );
+    }
+}
+
+/// Over `--max-connections`, a connection is answered 429 and closed at once (it used to be
+/// held open for 5 s after the answer); one that sends nothing is closed within a second.
+#[tokio::test]
+async fn over_the_connection_cap_429_comes_at_once_and_the_connection_closes() {
+    let (backend, _heads) = recording_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+        o.limits.max_connections = 2;
+        o.workers = 1;
+    })
+    .await;
+    // Two connections hold the two places (each proven served, then left idle).
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        holders.push(s);
+    }
+    let started = std::time::Instant::now();
+    let answer = raw(
+        gw.addr,
+        b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n", // keep-alive asked
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed right after the answer, not held: {:?}",
+        started.elapsed()
+    );
+    // Silent: closed within the second it has to speak.
+    let started = std::time::Instant::now();
+    let silent = raw(gw.addr, b"").await;
+    assert!(silent.is_empty(), "{silent:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A place freed is a place served.
+    drop(holders.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = raw(
+            gw.addr,
+            b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer:?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A backend that reads each request's whole body (by `content-length`) before answering
+/// `200` with the number of body bytes it got.
+async fn body_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                let head_end = loop {
+                    if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while data.len() - head_end < length {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let got = (data.len() - head_end).to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{got}",
+                    got.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a POST head announcing `length` body bytes and `sent` of them, then nothing; returns
+/// the answer and how long it took to come and the connection to close.
+async fn stalled_post(addr: SocketAddr, length: usize, sent: usize) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let mut request = format!(
+        "POST /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\ncontent-length: {length}\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend(std::iter::repeat_n(b'a', sent));
+    let answer = raw(addr, &request).await;
+    (answer, started.elapsed())
+}
+
+/// A body that stops (1 000 000 bytes announced, 100 sent) gets 408 and its connection closed
+/// after the body timeout, whether it was being buffered for retries or streamed upstream; it
+/// used to hold its connection (and a place under --max-connections) for ever.
+#[tokio::test]
+async fn a_stalled_body_gets_408_and_its_connection_closed() {
+    let backend = body_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+        o.proxy.body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    for (length, what) in [(1_000, "buffered for retries"), (1_000_000, "streamed")] {
+        let (answer, took) = stalled_post(gw.addr, length, 100).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer:?}");
+        assert!(answer.contains("connection: close"), "{what}: {answer:?}");
+        assert!(
+            answer.ends_with("request body timeout\n"),
+            "{what}: {answer:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "{what}: closed after {took:?}"
+        );
+    }
+}
+
+/// A slow body that keeps moving is never cut by the body timeout.
+#[tokio::test]
+async fn a_slow_body_that_keeps_moving_is_not_cut() {
+    let backend = body_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+        o.proxy.body_timeout = Duration::from_millis(300);
+    })
+    .await;
+    for length in [20, 100_000] {
+        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+        let head = format!(
+            "POST /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // 20 parts, 100 ms apart: 2 s in all, well past the 300 ms timeout, never idle 300 ms.
+        let part = length / 20;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await; // the client's pace, on purpose
+            stream.write_all(&vec![b'a'; part]).await.unwrap();
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{length}: {answer:?}");
+        assert!(answer.ends_with(&format!("\r\n\r\n{length}")), "{answer:?}");
+    }
+}
+
+/// With --request-timeout, a body that keeps moving but too slowly to arrive in time gets 408.
+#[tokio::test]
+async fn the_request_deadline_bounds_a_body_that_trickles() {
+    let backend = body_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+        o.proxy.body_timeout = Duration::from_secs(30);
+        o.proxy.request_timeout = Some(Duration::from_millis(500));
+    })
+    .await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(
+            b"POST /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\ncontent-length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Read the answer while trickling, and stop trickling once it has come (writing on after
+    // the gateway closed could make the kernel drop the answer with a reset).
+    let mut answer = Vec::new();
+    let read = reader.read_to_end(&mut answer);
+    tokio::pin!(read);
+    let mut sent = 0;
+    loop {
+        tokio::select! {
+            _ = &mut read => break,
+            () = tokio::time::sleep(Duration::from_millis(50)) => { // the client's pace, on purpose
+                assert!(sent < 200, "no answer after 10 s of trickling");
+                let _ = writer.write_all(b"a").await;
+                sent += 1;
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A replica that hangs: it accepts connections and never answers (a paused container, a
+/// deadlock). Returns its address; the connections it accepted are kept open.
+async fn hung_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// A route with no `timeout` is still bounded, by the gateway's default: a hung replica's user
+/// gets 504 instead of waiting for ever (Istio sets no timeout by default). A VirtualService's
+/// own `timeout: 0s` still turns it off.
+#[tokio::test]
+async fn a_hung_replica_is_bounded_by_the_default_route_timeout() {
+    let hung = hung_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[hung], BY_USER), None, |o| {
+        o.proxy.route_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let answer = raw(
+        gw.addr,
+        b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer:?}");
+    assert!(answer.ends_with("upstream request timeout\n"), "{answer:?}");
+
+    let off = static_config(&[hung], BY_USER).replace("  - route:", "  - timeout: 0s\n    route:");
+    let gw = RunningGateway::start_with(&off, None, |o| {
+        o.proxy.route_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let waited = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "timeout: 0s means no timeout: still waiting after 2 s"
+    );
+}
+
+/// A circuit breaker's 503 says so the way Envoy does, so clients and dashboards can tell it
+/// from a replica's own 503.
+#[tokio::test]
+async fn a_circuit_breaker_503_carries_x_envoy_overloaded() {
+    let hung = hung_backend().await;
+    let pool = format!(
+        "{BY_USER}\n    connectionPool:\n      tcp: {{maxConnections: 1}}\n      http: {{http1MaxPendingRequests: 1}}"
+    );
+    let gw = RunningGateway::start(&static_config(&[hung], &pool), None).await;
+    // Two requests take the two places (they wait on the hung replica) ...
+    let mut waiting = Vec::new();
+    for user in ["a", "b"] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(format!("GET /ping HTTP/1.1\r\nhost: x\r\nx-user: {user}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        waiting.push(s);
+    }
+    // ... so, once both are in flight, the next is refused at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = raw(
+            gw.addr,
+            b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: c\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if answer.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
+            break answer;
+        }
+    };
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.contains("x-envoy-overloaded: true\r\n"),
+        "{answer:?}"
+    );
+}
+
+/// With --max-connections-per-client, one address cannot take every place: its connections
+/// past the limit get 429 while another address is still served; a closed one frees a place.
+#[tokio::test]
+async fn one_client_address_is_held_to_its_share_of_connections() {
+    let (backend, _heads) = recording_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+        o.limits.max_connections_per_client = Some(2);
+    })
+    .await;
+    let port = gw.addr.port();
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((ip, 0))).unwrap();
+        socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap()
+    };
+    let ask = |mut s: TcpStream| async move {
+        s.write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), s)
+    };
+    let (first, a) = ask(from([127, 0, 0, 2]).await).await;
+    let (second, b) = ask(from([127, 0, 0, 2]).await).await;
+    assert!(first.starts_with("HTTP/1.1 200") && second.starts_with("HTTP/1.1 200"));
+    let (third, _) = ask(from([127, 0, 0, 2]).await).await;
+    assert!(third.starts_with("HTTP/1.1 429"), "{third:?}");
+    let (other, _c) = ask(from([127, 0, 0, 3]).await).await;
+    assert!(
+        other.starts_with("HTTP/1.1 200"),
+        "another address: {other:?}"
+    );
+    drop((a, b));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (again, _s) = ask(from([127, 0, 0, 2]).await).await;
+        if again.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{again:?}");
+        tokio::task::yield_now().await;
+    }
+}

@@ -10,11 +10,19 @@
 //! period, never from before it, so a connection is closed between `timeout` and `timeout` +
 //! two sweep periods after its last request, never early.
 //!
+//! A connection may have a timeout of its own ([`Watch::close_gracefully_after`]): the gateway's
+//! HTTP/2 clients keep connections open longer between requests (Envoy's and nginx's HTTP/2
+//! idle timeouts), and such a connection is not aborted when it expires but told to close
+//! gracefully (GOAWAY): [`Watch::should_close`] turns true and the waker its task registered
+//! ([`Watch::register_waker`]) is woken. [`IdleGuard::close_all`] tells every connection the
+//! same, for a server's drain.
+//!
 //! Used by sticky-svc and by the gateway's listeners (which also hold a request in flight
 //! until its response body is sent, since they stream bodies).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -47,10 +55,15 @@ pub struct Watch {
     /// Whether finished requests are signalled on `answered` (see [`Watch::report_answers`]).
     report_answers: AtomicBool,
     answered: Notify,
-    /// Set by [`Watch::keep_open`].
-    kept_open: AtomicBool,
     /// Set by [`Watch::abort_on_expiry`].
     task: OnceLock<AbortHandle>,
+    /// This connection's own timeout (ms), set by [`Watch::close_gracefully_after`]; 0: the
+    /// guard's, and expiry aborts the task.
+    timeout_ms: AtomicU64,
+    /// The connection task's waker ([`Watch::register_waker`]), woken to close gracefully.
+    waker: OnceLock<Waker>,
+    /// Told to close gracefully (expired with its own timeout, or [`IdleGuard::close_all`]).
+    closing: AtomicBool,
 }
 
 /// Marks one request in flight until dropped (also when the request is cancelled).
@@ -92,8 +105,10 @@ impl IdleGuard {
             expired: Notify::new(),
             report_answers: AtomicBool::new(false),
             answered: Notify::new(),
-            kept_open: AtomicBool::new(false),
             task: OnceLock::new(),
+            timeout_ms: AtomicU64::new(0),
+            waker: OnceLock::new(),
+            closing: AtomicBool::new(false),
         });
         self.shared
             .connections
@@ -101,6 +116,19 @@ impl IdleGuard {
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(&watch));
         watch
+    }
+
+    /// Tells every connection to close gracefully ([`Watch::should_close`]), waking the tasks
+    /// that registered a waker; for a server's drain.
+    pub fn close_all(&self) {
+        let connections = self
+            .shared
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for watch in connections.iter().filter_map(Weak::upgrade) {
+            watch.close();
+        }
     }
 }
 
@@ -126,12 +154,18 @@ impl Shared {
                 return false;
             };
             let idle_since = watch.idle_since_ms.load(Ordering::Relaxed);
+            let timeout = match watch.timeout_ms.load(Ordering::Relaxed) {
+                0 => self.timeout_ms,
+                own => own,
+            };
             if watch.in_flight.load(Ordering::Relaxed) == 0
-                && now.saturating_sub(idle_since) >= self.timeout_ms
+                && now.saturating_sub(idle_since) >= timeout
             {
                 // `notify_one` keeps the permit if the connection is not waiting right now.
                 watch.expired.notify_one();
-                if let Some(task) = watch.task.get() {
+                if watch.timeout_ms.load(Ordering::Relaxed) != 0 {
+                    watch.close();
+                } else if let Some(task) = watch.task.get() {
                     task.abort();
                 }
             }
@@ -149,23 +183,47 @@ impl Watch {
         }
     }
 
-    /// Exempts the connection from the guard from now on (the gateway's HTTP/2 clients, which
-    /// keep a connection open between requests as a rule).
-    /// Idempotent: it may be called on every request.
-    pub fn keep_open(&self) {
-        if !self.kept_open.load(Ordering::Relaxed) && !self.kept_open.swap(true, Ordering::Relaxed)
-        {
-            // One request that never ends.
-            self.in_flight.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Closes the connection when it expires by aborting `task`, the task that serves it (which
     /// must release what it holds on drop). An alternative to selecting on [`Watch::expired`]:
     /// that future is polled at every wake-up of the task, and each poll takes `Notify`'s lock
     /// (~700 instructions per proxied request in the gateway).
     pub fn abort_on_expiry(&self, task: AbortHandle) {
         let _ = self.task.set(task);
+    }
+
+    /// From now on the connection has its own idle `timeout`, and expiring closes it
+    /// gracefully ([`Watch::should_close`], the registered waker woken) rather than aborting
+    /// its task: for a connection that can close without losing anything in flight (HTTP/2's
+    /// GOAWAY). Cheap enough to call on every request.
+    pub fn close_gracefully_after(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if self.timeout_ms.load(Ordering::Relaxed) != ms {
+            self.timeout_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Registers the waker of the task that serves the connection, woken when it should close
+    /// gracefully. The first call wins (a task's waker does not change); later calls cost one
+    /// load, so the connection's future may call it at every poll.
+    pub fn register_waker(&self, waker: &Waker) {
+        if self.waker.get().is_none() {
+            let _ = self.waker.set(waker.clone());
+        }
+    }
+
+    /// Whether the connection has been told to close gracefully.
+    pub fn should_close(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) {
+        if !self.closing.swap(true, Ordering::Relaxed)
+            && let Some(waker) = self.waker.get()
+        {
+            waker.wake_by_ref();
+        }
     }
 
     /// Resolves once the connection has been idle past the timeout.
@@ -195,5 +253,71 @@ impl Drop for InFlight {
         if self.watch.report_answers.load(Ordering::Relaxed) {
             self.watch.answered.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use super::*;
+
+    /// Polls until the watch is told to close, or gives up after `limit`.
+    async fn closes_within(watch: &Watch, limit: Duration) -> bool {
+        let waiting = poll_fn(|cx| {
+            watch.register_waker(cx.waker());
+            if watch.should_close() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        tokio::time::timeout(limit, waiting).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_graceful_connection_is_woken_to_close_after_its_own_timeout() {
+        let guard = IdleGuard::start(Duration::from_secs(3600));
+        let watch = guard.watch();
+        watch.close_gracefully_after(Duration::from_millis(100));
+        assert!(closes_within(&watch, Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_keeps_it_open() {
+        let guard = IdleGuard::start(Duration::from_secs(3600));
+        let watch = guard.watch();
+        watch.close_gracefully_after(Duration::from_millis(50));
+        let in_flight = watch.request();
+        assert!(!closes_within(&watch, Duration::from_millis(400)).await);
+        drop(in_flight);
+        assert!(closes_within(&watch, Duration::from_secs(5)).await);
+    }
+
+    #[tokio::test]
+    async fn close_all_tells_every_connection() {
+        let guard = IdleGuard::start(Duration::from_secs(3600));
+        let (a, b) = (guard.watch(), guard.watch());
+        let _busy = b.request();
+        guard.close_all();
+        assert!(a.should_close() && b.should_close());
+        assert!(closes_within(&a, Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn without_its_own_timeout_an_idle_connection_is_aborted() {
+        let guard = IdleGuard::start(Duration::from_millis(50));
+        let watch = guard.watch();
+        let task = tokio::spawn(std::future::pending::<()>());
+        watch.abort_on_expiry(task.abort_handle());
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(
+            ended
+                .expect("aborted within 5 s")
+                .unwrap_err()
+                .is_cancelled()
+        );
+        assert!(!watch.should_close(), "aborted, not closed gracefully");
     }
 }

@@ -99,7 +99,17 @@ pub fn build_state(
     policy: Policy,
     routable: impl Fn(&SocketAddr) -> bool,
 ) -> ClusterState {
-    let ejected: Vec<bool> = endpoints.iter().map(|e| !routable(&e.addr)).collect();
+    let ejected = endpoints.iter().map(|e| !routable(&e.addr)).collect();
+    build(endpoints.to_vec(), ejected, policy)
+}
+
+/// [`build_state`] with the unroutable endpoints already known (`ejected`, parallel to
+/// `endpoints`): owns what it reads, so it can run on a blocking thread.
+pub(super) fn build(
+    endpoints: Vec<Arc<EndpointState>>,
+    ejected: Vec<bool>,
+    policy: Policy,
+) -> ClusterState {
     let weighted: Vec<Endpoint> = endpoints
         .iter()
         .zip(&ejected)
@@ -117,7 +127,7 @@ pub fn build_state(
         }
     };
     ClusterState {
-        endpoints: endpoints.to_vec(),
+        endpoints,
         ejected,
         balancer,
     }

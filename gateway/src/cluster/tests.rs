@@ -17,7 +17,6 @@ fn spec(n: u8, outlier: Option<OutlierPolicy>) -> ClusterSpec {
         name: "outbound|8080||svc.test".into(),
         source: Source::Static(endpoint_set(endpoints)),
         policy: Policy::Maglev(TableSize::DEFAULT),
-        hash_key: Some(HashKey::Header("x-user".into())),
         pool: PoolSettings::default(),
         outlier,
         active: None,
@@ -125,4 +124,48 @@ fn ejected_endpoints_weigh_zero_but_keep_their_index() {
     assert_eq!(state.routable(), 2);
     let none = build_state(&endpoints, Policy::RoundRobin, |_| false);
     assert!(none.balancer.is_none());
+}
+
+#[tokio::test]
+async fn a_new_table_is_built_off_the_event_loop_while_the_old_one_serves() {
+    let outlier = OutlierPolicy {
+        consecutive_5xx: Some(1),
+        base_ejection_time: Duration::from_secs(3600),
+        max_ejection_percent: 100,
+        ..OutlierPolicy::default()
+    };
+    // A table that takes a while to fill (two million slots).
+    let spec = ClusterSpec {
+        policy: Policy::Maglev(TableSize::new(2_000_003).unwrap()),
+        ..spec(50, Some(outlier))
+    };
+    let metrics = Metrics::new(&mut Registry::default());
+    let resolver = DnsResolver::with_name_server("127.0.0.1:9".parse().unwrap());
+    let cluster = Cluster::start(spec, &resolver, RefreshBounds::default(), metrics.clone());
+    let before = cluster.state();
+    cluster.report_trip(&before, 0);
+    // The control task counts the ejection, then builds the table without it. This test's
+    // task shares the control task's only thread: it runs meanwhile only if the build does not
+    // hold that thread.
+    let ejections = || {
+        metrics
+            .ejections
+            .get(&cluster.labels)
+            .map_or(0, |counter| counter.get())
+    };
+    while ejections() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        cluster.state().routable(),
+        50,
+        "the old table serves while the new one is built"
+    );
+    for _ in 0..3000 {
+        if cluster.state().routable() == 49 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the new table was never published");
 }

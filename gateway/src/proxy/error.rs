@@ -11,6 +11,10 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, full};
 
+/// `x-envoy-overloaded`, on a 503 from a circuit breaker.
+pub static X_ENVOY_OVERLOADED: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-overloaded");
+
 /// An answer the gateway gives itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
@@ -38,6 +42,10 @@ pub enum ProxyError {
     /// The request body could not be read from the client.
     #[error("bad request body")]
     BadBody,
+    /// The request body made no progress for `--body-timeout` (or missed the request
+    /// deadline); the connection is closed.
+    #[error("request body timeout")]
+    BodyTimeout,
     /// The cluster's `connectionPool` limits are reached (Envoy's overflow).
     #[error("upstream overflow: connection pool limit reached")]
     Overflow,
@@ -59,6 +67,7 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadBody => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -74,6 +83,7 @@ impl ProxyError {
             ProxyError::Timeout => "upstream request timeout\n",
             ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::BadBody => "bad request body\n",
+            ProxyError::BodyTimeout => "request body timeout\n",
             ProxyError::Overflow => "upstream overflow: connection pool limit reached\n",
             ProxyError::TooManyConnections => "too many connections\n",
         }
@@ -88,9 +98,20 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if self == ProxyError::TooManyConnections {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        match self {
+            ProxyError::TooManyConnections => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // The rest of the body may still come: the connection cannot be reused.
+            ProxyError::BodyTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // Envoy's word for a circuit breaker's 503, which clients and dashboards know.
+            ProxyError::Overflow => {
+                headers.insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
+            }
+            _ => {}
         }
         response
     }

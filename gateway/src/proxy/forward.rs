@@ -15,16 +15,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
 use http::request::Parts;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
 
+use super::request_body::Payload;
 use super::{Proxy, ProxyError, Trace};
 use crate::balancer::{PickContext, PickError, Reason};
-use crate::body::{Body, boxed, full};
+use crate::body::{Body, full};
 use crate::cluster::{Cluster, ClusterState};
 use crate::health::Outcome;
 use crate::snapshot::Route;
@@ -34,36 +31,6 @@ use crate::upstream::UpstreamError;
 const MAX_TRIED: usize = 8;
 
 impl Proxy {
-    pub(super) async fn prepare_body(
-        &self,
-        parts: &Parts,
-        body: Incoming,
-    ) -> Result<Payload, ProxyError> {
-        if body.is_end_stream() {
-            return Ok(Payload::Replayable(Bytes::new()));
-        }
-        let length = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|n| n > self.settings.max_body_bytes) {
-            return Err(ProxyError::BodyTooLarge);
-        }
-        let limit = usize::try_from(self.settings.max_body_bytes).unwrap_or(usize::MAX);
-        if length.is_some_and(|n| n <= self.settings.retry_buffer_bytes) {
-            let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    ProxyError::BodyTooLarge
-                } else {
-                    ProxyError::BadBody
-                }
-            })?;
-            return Ok(Payload::Replayable(collected.to_bytes()));
-        }
-        Ok(Payload::Stream(boxed(Limited::new(body, limit))))
-    }
-
     /// The attempt loop. Returns the upstream response, or why there is none.
     pub(super) async fn attempts(
         &self,
@@ -231,12 +198,6 @@ impl Proxy {
         }
         result
     }
-}
-
-/// A request body, either kept for retries or streamed once.
-pub(super) enum Payload {
-    Replayable(Bytes),
-    Stream(Body),
 }
 
 /// A retryable failure that is not a connect failure: the endpoint gets one second chance per

@@ -7,10 +7,11 @@
 //! with the fewest open ones, as HAProxy does: the kernel's SO_REUSEPORT hash left two workers
 //! about 45/55 of 64 keep-alive clients.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -35,6 +36,53 @@ pub struct Workers {
     finished: Vec<oneshot::Receiver<()>>,
     /// Where the next tie goes (round robin among equally loaded workers).
     next: usize,
+    /// `max_connections_per_client`, when set.
+    per_client: Option<Arc<PerClient>>,
+}
+
+/// Open connections per client address, under `max_connections_per_client`.
+struct PerClient {
+    max: u32,
+    open: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One connection's place under its address's limit, given back when dropped (when the
+/// connection closes).
+struct ClientPlace {
+    limit: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    /// A place for one more connection from `ip`, if it has fewer than the limit open.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientPlace> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientPlace {
+            limit: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut open = self
+            .limit
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Workers {
@@ -70,12 +118,18 @@ impl Workers {
             handoff,
             finished,
             next: 0,
+            per_client: limits.max_connections_per_client.map(|max| {
+                Arc::new(PerClient {
+                    max,
+                    open: Mutex::default(),
+                })
+            }),
         })
     }
 
     /// Accepts on `listener` until `shutdown` resolves (or every worker has stopped), handing
-    /// each connection to a worker. At most `max_connections` are served at once; one more is
-    /// answered 429 by its worker.
+    /// each connection to a worker. At most `max_connections` are served at once, and
+    /// `max_connections_per_client` from one address; one more is answered 429 by its worker.
     pub async fn accept(
         &mut self,
         listener: TcpListener,
@@ -91,11 +145,19 @@ impl Workers {
                 let Ok(stream) = stream.into_std() else {
                     return ControlFlow::Continue(());
                 };
+                let (permit, place) = match (&self.per_client, permit) {
+                    (Some(limit), Some(permit)) => match limit.take(peer.ip()) {
+                        Some(place) => (Some(permit), Some(place)),
+                        None => (None, None),
+                    },
+                    (_, permit) => (permit, None),
+                };
                 let job = Accepted {
                     stream,
                     peer,
                     permit,
                     open: None,
+                    place,
                 };
                 match hand_off(&self.handoff, &mut self.next, job) {
                     Ok(()) => ControlFlow::Continue(()),
@@ -126,6 +188,8 @@ struct Accepted {
     permit: Option<OwnedSemaphorePermit>,
     /// The worker's count of open connections, decremented when this one closes.
     open: Option<Arc<AtomicUsize>>,
+    /// Its place under `max_connections_per_client`, given back when it closes.
+    place: Option<ClientPlace>,
 }
 
 /// The control thread's end of one worker's hand-off.
@@ -198,9 +262,11 @@ impl Worker {
                 peer,
                 permit,
                 open,
+                place,
             }) = accepted.recv().await
             {
                 let closed = move || {
+                    drop(place);
                     if let Some(open) = open {
                         open.fetch_sub(1, Ordering::Relaxed);
                     }

@@ -9,8 +9,15 @@
 //! request head and an idle HTTP/1.1 keep-alive connection as hyper's `header_read_timeout`
 //! does, without arming a timer per request (~1 500 instructions of a ~41 000-instruction
 //! proxied request). A request counts as in flight until its response body is sent, so a long
-//! streamed body is never cut. An HTTP/2 client's connection is guarded until its first
-//! request, then left open between requests, as before (hyper's timeout is HTTP/1-only).
+//! streamed body is never cut. An HTTP/2 connection is guarded the same way until its first
+//! request; from then on it may stay idle (no stream open) for `http2_idle_timeout`, after which
+//! it is sent GOAWAY and closed, and keepalive pings find a peer that vanished without a FIN.
+//! The drain on shutdown tells every connection to close gracefully through the same guard.
+//!
+//! Flooding clients: over `max_connections` a connection is answered 429 and closed at once (a
+//! bounded number at a time per event loop, the rest closed unanswered); an HTTP/2 client is
+//! held to `http2_max_streams` streams, and one that resets streams faster than they are
+//! served (rapid reset) or sends more header bytes than `max_header_bytes` is cut off by h2.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +25,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,9 +38,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::ProxyError;
 use crate::body::{Body, BoxError};
@@ -48,6 +55,19 @@ pub struct Limits {
     /// A connection with no request in flight this long (a client that has not sent its
     /// headers, an idle HTTP/1.1 keep-alive connection) is closed.
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no stream open this long is sent GOAWAY and closed (nginx:
+    /// 75 s; Envoy: none by default).
+    pub http2_idle_timeout: Duration,
+    /// An HTTP/2 connection is pinged after this long without a frame, and closed when the
+    /// ping is not answered within 20 s (or this, if shorter): a peer gone without a FIN.
+    /// `None`: no pings.
+    pub http2_keepalive: Option<Duration>,
+    /// Streams one HTTP/2 client may have open at once (nginx: 128, HAProxy: 100).
+    pub http2_max_streams: u32,
+    /// Connections one client address may have open at once (more are answered 429, as over
+    /// `max_connections`); `None`: no such limit. The proxy listener's only. Behind a NAT or
+    /// Docker's port proxy every client has the same address, so it is off by default.
+    pub max_connections_per_client: Option<u32>,
     /// How long in-flight requests may run after shutdown starts.
     pub grace: Duration,
 }
@@ -58,10 +78,20 @@ impl Default for Limits {
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            http2_idle_timeout: Duration::from_secs(60),
+            http2_keepalive: Some(Duration::from_secs(30)),
+            http2_max_streams: 100,
+            max_connections_per_client: None,
             grace: Duration::from_secs(10),
         }
     }
 }
+
+/// Connections answered 429 at once, per event loop; more are closed without an answer.
+const MAX_REFUSING: usize = 256;
+
+/// How long a connection over the limit may take to send the request it is answered 429 to.
+const REFUSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// Serves `listener` with `handler` until `shutdown` resolves, then stops accepting and waits
 /// up to `limits.grace` for open connections to finish their requests.
@@ -127,10 +157,51 @@ pub async fn accept_until<D>(
 /// of the loop that calls [`Connections::serve`], all drained together.
 pub struct Connections<H> {
     builder: auto::Builder<TokioExecutor>,
-    graceful: GracefulShutdown,
+    /// For connections over the limit: one answer, no keep-alive.
+    refusing: auto::Builder<TokioExecutor>,
+    /// Places among the connections being answered 429.
+    refusals: Arc<Semaphore>,
     guard: IdleGuard,
-    grace: Duration,
+    open: Arc<Open>,
+    limits: Limits,
     handler: H,
+}
+
+/// The connections of one event loop still open, for the drain to wait on.
+#[derive(Default)]
+struct Open {
+    count: AtomicUsize,
+    none: Notify,
+}
+
+/// Counts a connection among [`Open`] until dropped (also when its task is aborted).
+struct Counted(Arc<Open>);
+
+impl Counted {
+    fn new(open: &Arc<Open>) -> Self {
+        open.count.fetch_add(1, Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+impl Open {
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.none.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl<H, F> Connections<H>
@@ -141,29 +212,24 @@ where
     /// Connections served with `handler` under `limits` (header size and timeout, grace).
     /// The idle guard's sweeper runs on the calling task's runtime.
     pub fn new(limits: Limits, handler: H) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            // The idle guard's job (see the module's doc).
-            .header_read_timeout(None)
-            // hyper's floor is 8 KiB; it answers 431 past the buffer.
-            .max_buf_size(limits.max_header_bytes.max(8192));
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let builder = builder(&limits);
+        let mut refusing = builder.clone();
+        refusing.http1().keep_alive(false);
         Self {
             builder,
-            graceful: GracefulShutdown::new(),
+            refusing,
+            refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
             guard: IdleGuard::start(limits.header_read_timeout),
-            grace: limits.grace,
+            open: Arc::default(),
+            limits,
             handler,
         }
     }
 
     /// Serves `stream` on a task of the current event loop; `closed` runs when it ends. With
-    /// no `permit` (the listener's connection limit is reached) every request on it is
-    /// answered `429 too many connections` and it is closed within 5 s.
+    /// no `permit` (the listener's connection limit is reached) its first request is answered
+    /// `429 too many connections` and it is closed at once (within `REFUSE_WITHIN` if it
+    /// sends none); past `MAX_REFUSING` such connections it is closed unanswered.
     pub fn serve(
         &self,
         stream: TcpStream,
@@ -172,73 +238,122 @@ where
         closed: impl FnOnce() + Send + 'static,
     ) {
         let _ = stream.set_nodelay(true);
+        let Some(permit) = permit else {
+            return self.refuse(stream, closed);
+        };
         let io = TokioIo::new(Batched::new(stream));
-        match permit {
-            Some(permit) => {
-                let handler = self.handler.clone();
-                let watch = self.guard.watch();
-                let service = {
-                    let watch = watch.clone();
-                    service_fn(move |req: Request<Incoming>| {
-                        let in_flight = if req.version() == Version::HTTP_2 {
-                            watch.keep_open();
-                            None
-                        } else {
-                            Some(watch.request())
-                        };
-                        let handler = handler.clone();
-                        async move {
-                            let response = handler(req, peer).await;
-                            Ok::<_, Infallible>(match in_flight {
-                                Some(in_flight) => response.map(|body| {
-                                    Sending {
-                                        body,
-                                        _in_flight: in_flight,
-                                    }
-                                    .boxed_unsync()
-                                }),
-                                None => response,
-                            })
+        let handler = self.handler.clone();
+        let watch = self.guard.watch();
+        let http2_idle = self.limits.http2_idle_timeout;
+        let service = {
+            let watch = watch.clone();
+            service_fn(move |req: Request<Incoming>| {
+                if req.version() == Version::HTTP_2 {
+                    // Idle between streams for longer than HTTP/1.1, then GOAWAY.
+                    watch.close_gracefully_after(http2_idle);
+                }
+                let in_flight = watch.request();
+                let handler = handler.clone();
+                async move {
+                    let response = handler(req, peer).await;
+                    Ok::<_, Infallible>(response.map(|body| {
+                        Sending {
+                            body,
+                            _in_flight: in_flight,
                         }
-                    })
-                };
-                let conn = self
-                    .builder
-                    .serve_connection_with_upgrades(io, service)
-                    .into_owned();
-                let conn = self.graceful.watch(conn);
-                let task = tokio::spawn(async move {
-                    let _permit = permit;
-                    // Also when the idle guard aborts the task.
-                    let _closed = OnDrop(Some(closed));
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        .boxed_unsync()
+                    }))
+                }
+            })
+        };
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let open = Counted::new(&self.open);
+        let task = {
+            let watch = watch.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _open = open;
+                // Also when the idle guard aborts the task.
+                let _closed = OnDrop(Some(closed));
+                let mut conn = std::pin::pin!(conn);
+                let mut closing = false;
+                // Told to close (an idle HTTP/2 connection, the drain): the graceful way, GOAWAY
+                // for HTTP/2, after the answer in progress for HTTP/1.1.
+                let served = std::future::poll_fn(|cx| {
+                    if !closing {
+                        watch.register_waker(cx.waker());
+                        if watch.should_close() {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
                     }
+                    conn.as_mut().poll(cx)
                 });
-                watch.abort_on_expiry(task.abort_handle());
-            }
-            None => {
-                let service = service_fn(|_req| async {
-                    Ok::<_, Infallible>(ProxyError::TooManyConnections.response())
-                });
-                let conn = self.builder.serve_connection(io, service).into_owned();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
-                    closed();
-                });
-            }
-        }
+                if let Err(e) = served.await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            })
+        };
+        watch.abort_on_expiry(task.abort_handle());
+    }
+
+    /// Answers a connection over the limit `429 too many connections` and closes it.
+    fn refuse(&self, stream: TcpStream, closed: impl FnOnce() + Send + 'static) {
+        let Ok(refusal) = self.refusals.clone().try_acquire_owned() else {
+            drop(stream);
+            return closed();
+        };
+        let service = service_fn(|_req| async {
+            Ok::<_, Infallible>(ProxyError::TooManyConnections.response())
+        });
+        let io = TokioIo::new(Batched::new(stream));
+        let conn = self.refusing.serve_connection(io, service).into_owned();
+        tokio::spawn(async move {
+            let _refusal = refusal;
+            let _ = tokio::time::timeout(REFUSE_WITHIN, conn).await;
+            closed();
+        });
     }
 
     /// Lets in-flight requests finish, up to the grace period, closing idle connections.
     pub async fn drain(self) {
+        self.guard.close_all();
         tokio::select! {
-            () = self.graceful.shutdown() => {}
-            () = tokio::time::sleep(self.grace) => {
-                tracing::warn!(grace = ?self.grace, "connections still open after the grace period");
+            () = self.open.all_closed() => {}
+            () = tokio::time::sleep(self.limits.grace) => {
+                tracing::warn!(grace = ?self.limits.grace, "connections still open after the grace period");
             }
         }
     }
+}
+
+/// The HTTP/1.1 and HTTP/2 server settings of `limits`.
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // The idle guard's job (see the module's doc).
+        .header_read_timeout(None)
+        // hyper's floor is 8 KiB; it answers 431 past the buffer.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let mut http2 = builder.http2();
+    http2
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.http2_max_streams)
+        // hyper's rapid-reset defence (CVE-2023-44487), stated rather than assumed: a client
+        // that opens and resets streams faster than they are served is sent GOAWAY.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    if let Some(interval) = limits.http2_keepalive {
+        http2
+            .keep_alive_interval(interval)
+            .keep_alive_timeout(interval.min(Duration::from_secs(20)));
+    }
+    builder
 }
 
 /// A response body that keeps its request in flight for the idle guard until it has been sent

@@ -3,8 +3,9 @@
 //! `timeout` over the attempts ([`super::forward`]); then the response's headers.
 //!
 //! Weighted destinations are drawn at random per request, as Envoy does. The route's `timeout`
-//! bounds the whole exchange up to the response headers (504); the response body then streams
-//! unbounded.
+//! (or, when it sets none, the gateway's `--route-timeout`, 60 s) bounds the whole exchange up
+//! to the response headers (504); the response body then streams, bounded only by the time
+//! between its reads.
 //!
 //! It may not pick an endpoint or talk to one: that is `forward`'s job.
 
@@ -72,7 +73,7 @@ impl Proxy {
             .apply(&mut parts.headers);
         rewrite(route, &mut parts);
 
-        let affinity = match &cluster.spec.hash_key {
+        let affinity = match &route.hash_keys[which] {
             Some(key) => {
                 let a = affinity(key, &mut parts.headers, parts.uri.query(), peer.ip());
                 trace.hash_key = Some(a != Affinity::None);
@@ -87,11 +88,16 @@ impl Proxy {
             None => Affinity::None,
         };
 
-        let body = match self.prepare_body(&parts, body).await {
-            Ok(body) => body,
+        let (body, stall) = match self.prepare_body(&parts, body).await {
+            Ok(prepared) => prepared,
             Err(e) => return e.response(),
         };
-        let timeout = route.timeout.filter(|t| !t.is_zero());
+        // The route's own timeout (`0s`: none), else the gateway's default (unlike Istio, which
+        // has none: a hung replica would hold its users' requests for ever).
+        let timeout = route
+            .timeout
+            .or(self.settings.route_timeout)
+            .filter(|t| !t.is_zero());
         let attempts = self.attempts(route, cluster, parts, body, affinity.hash(), trace);
         let result = match timeout {
             Some(t) => tokio::time::timeout(t, attempts)
@@ -101,6 +107,8 @@ impl Proxy {
         };
         let mut response = match result {
             Ok(response) => response,
+            // The client's body stalled while it streamed upstream: that is why it failed.
+            Err(_) if stall.happened() => return ProxyError::BodyTimeout.response(),
             Err(e) => return e.response(),
         };
         strip_hop_by_hop(response.headers_mut());

@@ -21,8 +21,8 @@ use crate::balancer::Policy;
 use crate::cluster::{ClusterSpec, Source};
 use crate::config::Config;
 use crate::config::model::{
-    ConnectionPool, Destination, DestinationRule, HashAlgorithm, LoadBalancer, OutlierDetection,
-    Resolution, ServiceEntry, SimpleLb, TrafficPolicy,
+    ConnectionPool, Destination, DestinationRule, HashAlgorithm, HashKey, LoadBalancer,
+    OutlierDetection, Resolution, ServiceEntry, SimpleLb, TrafficPolicy,
 };
 use crate::discovery::DnsTarget;
 use crate::endpoint::{Endpoint, endpoint_set};
@@ -73,8 +73,12 @@ pub fn cluster_name(host: &str, subset: Option<&str>, port: u16) -> String {
     format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
 }
 
-/// Builds the spec of the cluster a destination names.
-pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, SpecError> {
+/// Builds the spec of the cluster a destination names, and the hash key of its
+/// `consistentHash` (kept apart from the spec: see [`ClusterSpec`]).
+pub fn cluster_spec(
+    dest: &Destination,
+    config: &Config,
+) -> Result<(ClusterSpec, Option<HashKey>), SpecError> {
     let entry = service_entry(config, &dest.host);
     let port = dest
         .port
@@ -108,15 +112,15 @@ pub fn cluster_spec(dest: &Destination, config: &Config) -> Result<ClusterSpec, 
         .and_then(|p| p.protocol.as_deref())
         .is_some_and(|protocol| matches!(protocol, "HTTP2" | "GRPC" | "GRPC-WEB"));
     let http2 = h2_port || policy.connection_pool.h2_upgrade == Some(true);
-    Ok(ClusterSpec {
+    let spec = ClusterSpec {
         name: cluster_name(&dest.host, dest.subset.as_deref(), port).into(),
         source,
         policy: lb_policy,
-        hash_key,
         pool: pool_settings(&policy.connection_pool, http2),
         outlier: policy.outlier_detection.as_ref().map(outlier_policy),
         active: None,
-    })
+    };
+    Ok((spec, hash_key))
 }
 
 /// The traffic policy in force: the rule's, overridden field by field by the subset's, then by
@@ -262,9 +266,7 @@ fn source(
     }
 }
 
-fn balancer_policy(
-    lb: Option<&LoadBalancer>,
-) -> Result<(Policy, Option<crate::config::model::HashKey>), SpecError> {
+fn balancer_policy(lb: Option<&LoadBalancer>) -> Result<(Policy, Option<HashKey>), SpecError> {
     Ok(match lb {
         None => (Policy::LEAST_REQUEST, None),
         Some(LoadBalancer::Simple(simple)) => (

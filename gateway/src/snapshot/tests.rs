@@ -91,10 +91,7 @@ async fn the_article_routes_with_or_without_its_gateway() {
             Policy::Maglev(TableSize::DEFAULT),
             "Maglev by default"
         );
-        assert_eq!(
-            cluster.spec.hash_key,
-            Some(HashKey::Header("x-user".into()))
-        );
+        assert_eq!(route.hash_keys[0], Some(HashKey::Header("x-user".into())));
         assert!(matches!(&cluster.spec.source, Source::Dns(t) if t[0].port == 8080));
     }
 }
@@ -177,7 +174,7 @@ async fn static_endpoints_subsets_and_policy_precedence() {
     let route = snap.route(&canary).unwrap();
     let v2 = &route.clusters[0];
     assert_eq!(&*v2.spec.name, "outbound|8080|v2|backends.local");
-    assert_eq!(v2.spec.hash_key, Some(HashKey::SourceIp));
+    assert_eq!(route.hash_keys[0], Some(HashKey::SourceIp));
     assert!(matches!(v2.spec.policy, Policy::RingHash(_)));
     let Source::Static(set) = &v2.spec.source else {
         panic!("static")
@@ -226,6 +223,27 @@ async fn unchanged_clusters_survive_a_rebuild() {
         Arc::ptr_eq(&second.clusters[v2], &third.clusters[v2]),
         "the subset kept its policy"
     );
+}
+
+#[tokio::test]
+async fn a_new_hash_key_keeps_the_running_cluster() {
+    let ctx = Context::for_tests();
+    let first = Snapshot::build(config(STATIC), None, &ctx).unwrap();
+    let edited = STATIC.replace("useSourceIp: true", "httpHeaderName: x-session");
+    let second = Snapshot::build(config(&edited), Some(&first), &ctx).unwrap();
+    let v2 = "outbound|8080|v2|backends.local";
+    assert!(
+        Arc::ptr_eq(&first.clusters[v2], &second.clusters[v2]),
+        "endpoints, ejections and pool are kept"
+    );
+    let mut canary = parts("/", "backends.local");
+    canary.headers.insert("x-canary", "1".parse().unwrap());
+    let route = second.route(&canary).unwrap();
+    assert_eq!(
+        route.hash_keys[0],
+        Some(HashKey::Header("x-session".into()))
+    );
+    assert_eq!(second.hash_key(v2), route.hash_keys[0].as_ref());
 }
 
 #[tokio::test]

@@ -35,7 +35,8 @@ pub struct HttpRoute {
     pub matches: Vec<RequestMatch>,
     /// What to do with a matched request.
     pub action: RouteAction,
-    /// `timeout`; `None` (or zero) means no timeout.
+    /// `timeout`; `None`: not set (the gateway's default applies, `--route-timeout`); zero:
+    /// no timeout, as Istio's `0s` turns it off.
     pub timeout: Option<Duration>,
     /// `retries`, Istio's default when unset.
     pub retries: RetryPolicy,
@@ -205,7 +206,7 @@ fn http_route(
         name: route.name,
         matches,
         action: action?,
-        timeout: timeout.filter(|t| !t.is_zero()),
+        timeout,
         retries,
         headers: header_rules(route.headers),
         rewrite: route.rewrite.map(|r| Rewrite {
