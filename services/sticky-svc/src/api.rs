@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::cache::{Cache, Outcome};
+use crate::limits::{Connections, Limits};
 use crate::metrics::{self, CacheLabel, Metrics};
 use crate::shutdown::Readiness;
 
@@ -55,7 +56,7 @@ pub struct Workload {
     pub host: String,
     /// Delay of each user's first call.
     pub first_call_cost: Duration,
-    /// Most users cached at once.
+    /// Most users whose first call completed cached at once.
     pub cache_capacity: NonZeroUsize,
 }
 
@@ -69,24 +70,40 @@ struct Shared {
     served_by: HeaderValue,
     cost: Duration,
     cache: Arc<Cache>,
+    connections: Arc<Connections>,
     metrics: Arc<Metrics>,
     readiness: Readiness,
 }
 
 impl AppState {
-    /// Builds the cache and the metrics registry for `workload`.
+    /// Builds the cache and the metrics registry for `workload`, with the default [`Limits`].
     pub fn new(workload: Workload, readiness: Readiness) -> Result<Self, StateError> {
+        Self::with_limits(workload, Limits::default(), readiness)
+    }
+
+    /// Builds the cache, the connection limit and the metrics registry for `workload`.
+    pub fn with_limits(
+        workload: Workload,
+        limits: Limits,
+        readiness: Readiness,
+    ) -> Result<Self, StateError> {
         let served_by = HeaderValue::from_str(&workload.host)
             .ok()
             .filter(|_| !workload.host.is_empty())
             .ok_or_else(|| StateError::HostName(workload.host.clone()))?;
-        let cache = Arc::new(Cache::new(workload.cache_capacity));
-        let metrics = Arc::new(Metrics::new(Arc::clone(&cache)));
+        let cache = Arc::new(Cache::new(
+            workload.cache_capacity,
+            limits.max_first_calls,
+            limits.abandon_grace,
+        ));
+        let connections = Arc::new(Connections::new(limits.max_connections));
+        let metrics = Arc::new(Metrics::new(Arc::clone(&cache), Arc::clone(&connections)));
         Ok(Self(Arc::new(Shared {
             host: workload.host,
             served_by,
             cost: workload.first_call_cost,
             cache,
+            connections,
             metrics,
             readiness,
         })))
@@ -95,6 +112,11 @@ impl AppState {
     /// The user cache, for inspection.
     pub fn cache(&self) -> &Arc<Cache> {
         &self.0.cache
+    }
+
+    /// The connection limit the server asks before serving a connection.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.0.connections
     }
 
     /// The readiness flag `/readyz` reports.
@@ -106,6 +128,11 @@ impl AppState {
         self.0
             .metrics
             .request(CacheLabel::None, rejection.status().as_u16());
+        self.refusal(rejection, json)
+    }
+
+    /// `rejection`'s response with `x-served-by`, counted nowhere.
+    fn refusal(&self, rejection: Rejection, json: bool) -> Response {
         let mut response = rejection.into_response(json);
         response
             .headers_mut()

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::limits::Limits;
 use crate::serve::MIN_HEADER_BYTES;
 
 /// sticky-svc: the first call per user is expensive, later calls hit a cache.
@@ -36,9 +37,24 @@ pub struct ServeArgs {
     #[arg(long, env = "POD_NAME")]
     pub host_name: Option<String>,
 
-    /// Most users cached; beyond it the oldest cached user is evicted
+    /// Most users cached; beyond it the user whose first call completed earliest is evicted
+    /// (first calls in progress are not counted: see --max-first-calls)
     #[arg(long, env = "CACHE_CAPACITY", default_value = "100000")]
     pub cache_capacity: NonZeroUsize,
+
+    /// Most first calls in progress at once; past it a new user's first call gets 503 at once
+    /// (cached users, and users whose first call is in progress, are not affected)
+    #[arg(long, env = "MAX_FIRST_CALLS", default_value = "10000")]
+    pub max_first_calls: NonZeroUsize,
+
+    /// A first call nobody has waited for during this long is cancelled (a caller who comes
+    /// back sooner joins it)
+    #[arg(long, env = "ABANDON_GRACE", default_value = "2s", value_parser = duration)]
+    pub abandon_grace: Duration,
+
+    /// Most connections served at once; past it a connection is answered 503 and closed
+    #[arg(long, env = "MAX_CONNECTIONS", default_value = "10000")]
+    pub max_connections: NonZeroUsize,
 
     /// Longest wait for in-flight calls after SIGTERM/SIGINT
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
@@ -64,6 +80,17 @@ pub struct ServeArgs {
     /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `sticky_svc=debug`
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+}
+
+impl ServeArgs {
+    /// The limits these flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_first_calls: self.max_first_calls,
+            abandon_grace: self.abandon_grace,
+        }
+    }
 }
 
 /// Subcommands; without one, the server runs.
@@ -136,6 +163,36 @@ mod tests {
         assert_eq!(cli.serve.cache_capacity.get(), 100_000);
         assert_eq!(cli.serve.shutdown_grace, Duration::from_secs(10));
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn limit_defaults_are_the_librarys() {
+        let cli = Cli::try_parse_from(["sticky-svc"]).unwrap();
+        assert_eq!(cli.serve.limits(), Limits::default());
+        let cli = Cli::try_parse_from([
+            "sticky-svc",
+            "--max-first-calls",
+            "3",
+            "--abandon-grace",
+            "250ms",
+            "--max-connections",
+            "7",
+        ])
+        .unwrap();
+        let limits = cli.serve.limits();
+        assert_eq!(limits.max_first_calls.get(), 3);
+        assert_eq!(limits.abandon_grace, Duration::from_millis(250));
+        assert_eq!(limits.max_connections.get(), 7);
+        for bad in [
+            ["--max-first-calls", "0"],
+            ["--max-connections", "0"],
+            ["--abandon-grace", "2"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["sticky-svc", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   an axum router), `x-user` validation, the response formats.
 //! - [`cache`]: the bounded single-flight cache, its eviction policy.
 //! - [`config`]: the command line and its environment twins.
+//! - [`limits`]: how much the service takes on at once (connections, first calls in progress).
 //! - [`metrics`]: the Prometheus registry.
 //! - [`mod@serve`]: the hyper server, its header limit and the drain on shutdown.
 //! - [`shutdown`]: readiness and the SIGTERM/SIGINT listener.
@@ -22,6 +23,7 @@
 //! use std::num::NonZeroUsize;
 //! use std::time::Duration;
 //!
+//! use sticky_svc::limits::Limits;
 //! use sticky_svc::shutdown::Readiness;
 //! use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
 //!
@@ -32,7 +34,9 @@
 //!     first_call_cost: Duration::from_secs(5),
 //!     cache_capacity: NonZeroUsize::new(100_000).unwrap(),
 //! };
-//! let state = AppState::new(workload, readiness.clone())?;
+//! // At most 10 000 connections and 10 000 first calls in progress; a first call nobody
+//! // waits for is cancelled after 2 s.
+//! let state = AppState::with_limits(workload, Limits::default(), readiness.clone())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let options = ServeOptions {
 //!     grace: Duration::from_secs(10),
@@ -52,6 +56,7 @@
 pub mod api;
 pub mod cache;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;

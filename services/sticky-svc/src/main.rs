@@ -69,6 +69,7 @@ fn run(listen: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
 
 async fn serve_until_signal(listen: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
     let signals = Signals::install()?;
+    let limits = args.limits();
     let host = match args.host_name {
         Some(host) => host,
         None => gethostname::gethostname().to_string_lossy().into_owned(),
@@ -79,7 +80,7 @@ async fn serve_until_signal(listen: SocketAddr, args: ServeArgs) -> anyhow::Resu
         first_call_cost: args.first_call_cost,
         cache_capacity: args.cache_capacity,
     };
-    let state = AppState::new(workload, readiness.clone())?;
+    let state = AppState::with_limits(workload, limits, readiness.clone())?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -87,6 +88,9 @@ async fn serve_until_signal(listen: SocketAddr, args: ServeArgs) -> anyhow::Resu
         host,
         first_call_cost = ?args.first_call_cost,
         cache_capacity = args.cache_capacity,
+        max_first_calls = limits.max_first_calls,
+        abandon_grace = ?limits.abandon_grace,
+        max_connections = limits.max_connections,
         "sticky-svc starting"
     );
     let options = ServeOptions {

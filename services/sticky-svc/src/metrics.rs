@@ -6,8 +6,14 @@
 //! | `sticky_first_call_cost_seconds` | histogram | |
 //! | `sticky_cache_entries` | gauge | |
 //! | `sticky_cache_capacity` | gauge | |
-//! | `sticky_first_calls_in_flight` | gauge | |
 //! | `sticky_cache_evictions_total` | counter | |
+//! | `sticky_first_calls_in_flight` | gauge | |
+//! | `sticky_first_calls_limit` | gauge | |
+//! | `sticky_first_calls_refused_total` | counter | |
+//! | `sticky_first_calls_cancelled_total` | counter | |
+//! | `sticky_connections_open` | gauge | |
+//! | `sticky_connections_limit` | gauge | |
+//! | `sticky_connections_refused_total` | counter | |
 //!
 //! `sticky_requests_total` counts `/ping` calls and calls to unknown paths, not health probes or
 //! scrapes, so it is the workload's traffic only.
@@ -28,6 +34,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cache::Cache;
+use crate::limits::Connections;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -77,8 +84,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric, reading `cache` at each scrape.
-    pub fn new(cache: Arc<Cache>) -> Self {
+    /// Registers every metric, reading `cache` and `connections` at each scrape.
+    pub fn new(cache: Arc<Cache>, connections: Arc<Connections>) -> Self {
         let mut registry = Registry::with_prefix("sticky");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -96,7 +103,7 @@ impl Metrics {
             "Time the first-call computation of a user took",
             first_call_cost.clone(),
         );
-        registry.register_collector(Box::new(CacheCollector(cache)));
+        registry.register_collector(Box::new(Collected { cache, connections }));
         let hits_ok = requests
             .get_or_create(&RequestLabels {
                 cache: CacheLabel::Hit,
@@ -135,40 +142,80 @@ impl Metrics {
     }
 }
 
-/// Reads the cache's own counters at scrape time, so the request path updates no gauge.
+/// Reads the cache's and the connection limit's own counters at scrape time, so neither the
+/// request path nor the accept loop updates a gauge.
 #[derive(Debug)]
-struct CacheCollector(Arc<Cache>);
+struct Collected {
+    cache: Arc<Cache>,
+    connections: Arc<Connections>,
+}
 
-impl Collector for CacheCollector {
+impl Collector for Collected {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (cache, connections) = (&self.cache, &self.connections);
         let gauges = [
             (
                 "cache_entries",
-                "Users held by the cache, first calls in progress included",
-                self.0.len(),
+                "Users whose first call completed, held by the cache",
+                cache.len(),
             ),
             (
                 "cache_capacity",
-                "Most users the cache holds",
-                self.0.capacity(),
+                "Most completed users the cache holds",
+                cache.capacity(),
             ),
             (
                 "first_calls_in_flight",
                 "First-call computations in progress",
-                self.0.pending(),
+                cache.pending(),
+            ),
+            (
+                "first_calls_limit",
+                "Most first-call computations in progress at once",
+                cache.max_first_calls(),
+            ),
+            (
+                "connections_open",
+                "Connections being served",
+                connections.open(),
+            ),
+            (
+                "connections_limit",
+                "Most connections served at once",
+                connections.max(),
             ),
         ];
         for (name, help, value) in gauges {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-            ConstGauge::new(value as i64).encode(metric)?;
+            ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?;
         }
-        let metric = encoder.encode_descriptor(
-            "cache_evictions",
-            "Users evicted to make room for new ones",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(self.0.evictions()).encode(metric)
+        let counters = [
+            (
+                "cache_evictions",
+                "Users evicted to make room for new ones",
+                cache.evictions(),
+            ),
+            (
+                "first_calls_refused",
+                "New users' first calls refused because too many were in progress",
+                cache.refused(),
+            ),
+            (
+                "first_calls_cancelled",
+                "First calls cancelled because nobody waited for them during the grace",
+                cache.cancelled(),
+            ),
+            (
+                "connections_refused",
+                "Connections answered 503 and closed because too many were open",
+                connections.refused(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -180,8 +227,13 @@ mod tests {
 
     #[test]
     fn renders_typed_labels_and_cache_state() {
-        let cache = Arc::new(Cache::new(NonZeroUsize::new(7).unwrap()));
-        let metrics = Metrics::new(cache);
+        let cache = Arc::new(Cache::new(
+            NonZeroUsize::new(7).unwrap(),
+            NonZeroUsize::new(3).unwrap(),
+            Duration::from_secs(2),
+        ));
+        let connections = Arc::new(Connections::new(NonZeroUsize::new(5).unwrap()));
+        let metrics = Metrics::new(cache, connections);
         metrics.request(CacheLabel::Hit, 200);
         metrics.request(CacheLabel::Hit, 200);
         metrics.request(CacheLabel::None, 400);
@@ -197,6 +249,12 @@ mod tests {
         assert!(text.contains("sticky_cache_entries 0"));
         assert!(text.contains("sticky_cache_capacity 7"));
         assert!(text.contains("sticky_cache_evictions_total 0"));
+        assert!(text.contains("sticky_first_calls_limit 3"));
+        assert!(text.contains("sticky_first_calls_refused_total 0"));
+        assert!(text.contains("sticky_first_calls_cancelled_total 0"));
+        assert!(text.contains("sticky_connections_open 0"));
+        assert!(text.contains("sticky_connections_limit 5"));
+        assert!(text.contains("sticky_connections_refused_total 0"));
         assert!(text.ends_with("# EOF\n"));
     }
 }

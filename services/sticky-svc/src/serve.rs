@@ -17,6 +17,15 @@
 //! Slow clients: a connection with no request in flight for `header_read_timeout` is closed
 //! ([`guard`]), which bounds both a trickled request head and an idle keep-alive connection.
 //!
+//! Many clients: each connection served holds a permit of the app's connection limit
+//! ([`crate::limits::Connections`]) until it closes. A connection past the limit is served as
+//! the gateway serves one (`Connections::serve` in its `proxy/listener.rs`), but answered 503
+//! with `Retry-After: 1` rather than the gateway's 429: for the clients of a replica (the
+//! gateway, mostly) 503 means "this replica is overloaded", which they may retry elsewhere
+//! and count towards ejecting it. HTTP/1.1 gets `connection: close` and the connection is
+//! closed after that answer; whatever it does, it is closed within 5 s (or the
+//! header-read timeout, if shorter). It holds no permit and is not waited for by the drain.
+//!
 //! It may not answer requests itself: every request goes to the service `api` builds.
 
 pub use conn_guard as guard;
@@ -29,7 +38,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
@@ -42,6 +51,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The smallest request-head buffer hyper accepts.
 pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// The longest a connection past the limit stays open, as at the gateway.
+const REFUSED_CONNECTION_LIFETIME: Duration = Duration::from_secs(5);
 
 /// The server failed to run.
 #[derive(Debug, Error)]
@@ -107,14 +119,20 @@ pub async fn serve(
     // Each connection task holds a receiver: it learns of the drain through it, and the
     // sender sees every connection gone when the receiver count drops to zero.
     let (drain, _) = watch::channel(Phase::Serving);
-    let guard = IdleGuard::start(options.header_read_timeout);
+    let connections = Connections {
+        builder,
+        last_call,
+        app,
+        guard: IdleGuard::start(options.header_read_timeout),
+        refused_lifetime: options.header_read_timeout.min(REFUSED_CONNECTION_LIFETIME),
+    };
     info!(%addr, "listening");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Some(stream) = accepted_stream(accepted).await {
-                    spawn_connection(stream, &builder, &app, &guard, drain.subscribe());
+                    connections.open(stream, &drain);
                 }
             }
             () = &mut shutdown => break,
@@ -130,9 +148,7 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 if let Some(stream) = accepted_stream(accepted).await {
-                    // Telling a fresh connection to shut down would close it before its first
-                    // request; `last_call` closes it after one answer instead.
-                    spawn_connection(stream, &last_call, &app, &guard, drain.subscribe());
+                    connections.open(stream, &drain);
                 }
             }
             () = drain.closed() => {
@@ -178,62 +194,110 @@ enum Phase {
     Closed,
 }
 
-fn spawn_connection(
-    stream: TcpStream,
-    builder: &auto::Builder<TokioExecutor>,
-    app: &App,
-    guard: &IdleGuard,
-    mut drain: watch::Receiver<Phase>,
-) {
-    let watch = guard.watch();
-    let guard_watch = watch.clone();
-    let opened_while_serving = *drain.borrow() == Phase::Serving;
-    if !opened_while_serving {
-        watch.report_answers();
+/// How accepted connections are served.
+struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    /// Closes each connection after one answer (HTTP/1.1: `connection: close`).
+    last_call: auto::Builder<TokioExecutor>,
+    app: App,
+    guard: IdleGuard,
+    refused_lifetime: Duration,
+}
+
+impl Connections {
+    /// Serves `stream` if the connection limit has room for it, refuses it otherwise.
+    fn open(&self, stream: TcpStream, drain: &watch::Sender<Phase>) {
+        match self.app.admit_connection() {
+            Some(permit) => self.serve(stream, permit, drain.subscribe()),
+            None => self.refuse(stream),
+        }
     }
-    let service = {
-        let (app, watch) = (app.clone(), watch.clone());
-        hyper::service::service_fn(move |req| {
-            let in_flight = watch.request();
-            let call = app.clone().oneshot(req);
-            async move {
-                let response = call.await;
-                drop(in_flight);
-                response
+
+    /// Answers every request on `stream` with 503 and closes it (see the module docs).
+    fn refuse(&self, stream: TcpStream) {
+        let app = self.app.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let response = app.too_many_connections(&req);
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        });
+        let connection = self
+            .last_call
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let lifetime = self.refused_lifetime;
+        tokio::spawn(async move {
+            if let Ok(result) = tokio::time::timeout(lifetime, connection).await {
+                log_end(result);
             }
-        })
-    };
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let task = tokio::spawn(async move {
-        tokio::pin!(connection);
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => return log_end(result),
-            // Drain: finish what is in flight, then close.
-            _ = drain.wait_for(|phase| *phase != Phase::Serving), if opened_while_serving => {
-                connection.as_mut().graceful_shutdown();
-            }
-            // Opened during the drain: one answer, then close. (Shutting down before the
-            // first request would close it unanswered.)
-            () = watch.answered(), if !opened_while_serving => {
-                connection.as_mut().graceful_shutdown();
-            }
+        });
+    }
+
+    /// Serves `stream`, which holds `permit` until it closes.
+    fn serve(
+        &self,
+        stream: TcpStream,
+        permit: OwnedSemaphorePermit,
+        mut drain: watch::Receiver<Phase>,
+    ) {
+        let watch = self.guard.watch();
+        let guard_watch = watch.clone();
+        let opened_while_serving = *drain.borrow() == Phase::Serving;
+        if !opened_while_serving {
+            watch.report_answers();
         }
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => log_end(result),
-            _ = drain.wait_for(|phase| *phase == Phase::Closed) => {
-                debug!("connection closed at the end of the grace period");
+        let service = {
+            let (app, watch) = (self.app.clone(), watch.clone());
+            hyper::service::service_fn(move |req| {
+                let in_flight = watch.request();
+                let call = app.clone().oneshot(req);
+                async move {
+                    let response = call.await;
+                    drop(in_flight);
+                    response
+                }
+            })
+        };
+        // Telling a connection opened during the drain to shut down would close it before its
+        // first request; `last_call` closes it after one answer instead.
+        let builder = if opened_while_serving {
+            &self.builder
+        } else {
+            &self.last_call
+        };
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let task = tokio::spawn(async move {
+            // Dropped with the task, also when the idle guard aborts it.
+            let _permit = permit;
+            tokio::pin!(connection);
+            tokio::select! {
+                biased;
+                result = connection.as_mut() => return log_end(result),
+                // Drain: finish what is in flight, then close.
+                _ = drain.wait_for(|phase| *phase != Phase::Serving), if opened_while_serving => {
+                    connection.as_mut().graceful_shutdown();
+                }
+                // Opened during the drain: one answer, then close. (Shutting down before the
+                // first request would close it unanswered.)
+                () = watch.answered(), if !opened_while_serving => {
+                    connection.as_mut().graceful_shutdown();
+                }
             }
-        }
-        // `drain` is dropped only now: the server counts this connection until it ends.
-        drop(drain);
-    });
-    // An idle connection is closed by aborting its task (which drops `drain` with it): a
-    // `select!` on `watch.expired()` would take `Notify`'s lock at every wake-up.
-    guard_watch.abort_on_expiry(task.abort_handle());
+            tokio::select! {
+                biased;
+                result = connection.as_mut() => log_end(result),
+                _ = drain.wait_for(|phase| *phase == Phase::Closed) => {
+                    debug!("connection closed at the end of the grace period");
+                }
+            }
+            // `drain` is dropped only now: the server counts this connection until it ends.
+            drop(drain);
+        });
+        // An idle connection is closed by aborting its task (which drops `drain` with it): a
+        // `select!` on `watch.expired()` would take `Notify`'s lock at every wake-up.
+        guard_watch.abort_on_expiry(task.abort_handle());
+    }
 }
 
 fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -54,28 +55,47 @@ fn healthcheck(addr: SocketAddr) -> Output {
         .unwrap()
 }
 
-fn get_ping(addr: SocketAddr, user: &str) -> String {
+fn get(addr: SocketAddr, path: &str, user: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     let request =
-        format!("GET /ping HTTP/1.1\r\nHost: t\r\nx-user: {user}\r\nConnection: close\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nx-user: {user}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("still running after {within:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
+fn get_ping(addr: SocketAddr, user: &str) -> String {
+    get(addr, "/ping", user)
+}
+
+/// Scrapes `/metrics` until it has `line`; fails after 5 s. Each scrape waits for the server's
+/// answer, so this never spins idle.
+fn until_metric(addr: SocketAddr, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !get(addr, "/metrics", "probe").contains(line) {
+        assert!(
+            Instant::now() < deadline,
+            "no {line:?} in /metrics after 5 s"
+        );
     }
+}
+
+/// Waits for `child` to exit (on a thread blocked in `wait`); kills it after `within`.
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    thread::scope(|scope| {
+        let (exited, exit) = mpsc::channel();
+        scope.spawn(move || exited.send(child.wait().unwrap()));
+        match exit.recv_timeout(within) {
+            Ok(status) => status,
+            Err(_) => {
+                // The waiting thread returns once the child is dead, so the scope can end.
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("still running after {within:?}");
+            }
+        }
+    })
 }
 
 #[test]
@@ -85,7 +105,7 @@ fn sigterm_lets_a_cold_call_finish_then_exits_zero() {
     assert!(healthy.status.success(), "{healthy:?}");
 
     let cold = thread::spawn(move || get_ping(addr, "ricky"));
-    thread::sleep(Duration::from_millis(200));
+    until_metric(addr, "\nsticky_first_calls_in_flight 1\n");
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

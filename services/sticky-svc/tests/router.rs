@@ -1,6 +1,9 @@
 //! The router in process (tower `oneshot`), with a short first-call cost and paused time.
 
+use std::future::{Future, poll_fn};
 use std::num::NonZeroUsize;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -8,8 +11,11 @@ use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
 use http_body_util::BodyExt;
 use sticky_svc::api::App;
+use sticky_svc::limits::Limits;
 use sticky_svc::shutdown::Readiness;
 use sticky_svc::{AppState, Workload, app};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -22,6 +28,39 @@ fn state(capacity: usize) -> AppState {
         cache_capacity: NonZeroUsize::new(capacity).unwrap(),
     };
     AppState::new(workload, Readiness::new()).unwrap()
+}
+
+/// A state with this first-call cost, cache capacity and first-call bound (default grace).
+fn limited(cost: Duration, capacity: usize, max_first_calls: usize) -> AppState {
+    let workload = Workload {
+        host: "sticky-svc-0".into(),
+        first_call_cost: cost,
+        cache_capacity: NonZeroUsize::new(capacity).unwrap(),
+    };
+    let limits = Limits {
+        max_first_calls: NonZeroUsize::new(max_first_calls).unwrap(),
+        ..Limits::default()
+    };
+    AppState::with_limits(workload, limits, Readiness::new()).unwrap()
+}
+
+/// Spawns `call` and returns once it has been polled once: by then its first call has been
+/// started, joined or refused.
+async fn spawn_admitted<T: Send + 'static>(
+    call: impl Future<Output = T> + Send + 'static,
+) -> JoinHandle<T> {
+    let (admitted, is_admitted) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut call = pin!(call);
+        let first = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        let _ = admitted.send(());
+        match first {
+            Poll::Ready(out) => out,
+            Poll::Pending => call.await,
+        }
+    });
+    is_admitted.await.unwrap();
+    task
 }
 
 fn get(path: &str) -> axum::http::request::Builder {
@@ -261,4 +300,94 @@ async fn the_cache_stays_within_capacity() {
         "miss",
         "the oldest user was evicted"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_made_up_users_gets_503_at_once_and_warm_users_are_served() {
+    // Two cached users at most, eight first calls in progress at most.
+    let state = limited(COST, 2, 8);
+    let router = app(state.clone());
+    for user in ["warm-1", "warm-2"] {
+        assert_eq!(ping(&router, user).await.0.headers()["x-cache"], "miss");
+    }
+    let started = Instant::now();
+    let mut flood = Vec::new();
+    for n in 0..8 {
+        let router = router.clone();
+        let call = async move { ping(&router, &format!("made-up-{n}")).await };
+        flood.push(spawn_admitted(call).await);
+    }
+    assert_eq!(state.cache().pending(), 8);
+
+    let (refused, body) = ping(&router, "made-up-8").await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(body, "too many first calls in progress; retry shortly\n");
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused at once");
+    for user in ["warm-1", "warm-2"] {
+        let (warm, _) = ping(&router, user).await;
+        assert_eq!(warm.status(), StatusCode::OK);
+        assert_eq!(
+            warm.headers()["x-cache"],
+            "hit",
+            "{user} is neither evicted nor blocked"
+        );
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "warm calls wait for nothing"
+    );
+    let (metrics_now, metrics) = call(&router, get("/metrics")).await;
+    assert_eq!(metrics_now.status(), StatusCode::OK);
+    for line in [
+        "sticky_first_calls_in_flight 8\n",
+        "sticky_first_calls_limit 8\n",
+        "sticky_first_calls_refused_total 1\n",
+        "sticky_cache_entries 2\n",
+        "sticky_cache_evictions_total 0\n",
+        r#"sticky_requests_total{cache="none",status="503"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
+    // A made-up user already in progress is joined, not refused.
+    let (joined, _) = ping(&router, "made-up-0").await;
+    assert_eq!(joined.status(), StatusCode::OK);
+    assert_eq!(joined.headers()["x-cache"], "miss");
+    for caller in flood {
+        assert_eq!(caller.await.unwrap().0.status(), StatusCode::OK);
+    }
+    assert_eq!(started.elapsed(), COST);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_call_whose_callers_hung_up_is_cancelled_after_the_grace() {
+    let grace = Limits::default().abandon_grace;
+    let state = limited(10 * grace, 10, 10);
+    let router = app(state.clone());
+    let caller = {
+        let router = router.clone();
+        spawn_admitted(async move { ping(&router, "gone").await }).await
+    };
+    caller.abort(); // the client hangs up
+    assert!(caller.await.unwrap_err().is_cancelled());
+
+    // Time is paused: each sleep moves the clock to the moment under test.
+    tokio::time::sleep(grace - Duration::from_millis(1)).await;
+    let (_, metrics) = call(&router, get("/metrics")).await;
+    assert!(
+        metrics.contains("sticky_first_calls_in_flight 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sticky_first_calls_cancelled_total 0\n"));
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let (_, metrics) = call(&router, get("/metrics")).await;
+    assert!(
+        metrics.contains("sticky_first_calls_in_flight 0\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sticky_first_calls_cancelled_total 1\n"));
+    assert!(metrics.contains("sticky_first_call_cost_seconds_count 0\n"));
+    assert!(!state.cache().is_ready("gone"));
 }

@@ -1,98 +1,21 @@
-//! The server over real sockets on 127.0.0.1: the real default cost, the 431, the drain.
+//! The server over real sockets on 127.0.0.1: the real default cost, the 431, the drain, slow
+//! and idle clients.
+//!
+//! Where a test must know the server got somewhere (a call in flight, the drain started), it
+//! waits for that condition ([`until`]), never for a guessed delay.
+
+#[path = "support/server.rs"]
+mod server;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use clap::Parser;
-use http_body_util::BodyExt;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use sticky_svc::config::Cli;
+use axum::http::StatusCode;
+use server::{Client, start, until};
 use sticky_svc::serve::Drained;
-use sticky_svc::shutdown::Readiness;
-use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
 
-struct Server {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    done: JoinHandle<Drained>,
-}
-
-/// Starts the server with the command line's defaults, changed by `flags`.
-async fn start(flags: &[&str]) -> Server {
-    let cli = Cli::try_parse_from(["sticky-svc"].iter().chain(flags)).unwrap();
-    let readiness = Readiness::new();
-    let workload = Workload {
-        host: "socket-test".into(),
-        first_call_cost: cli.serve.first_call_cost,
-        cache_capacity: cli.serve.cache_capacity,
-    };
-    let state = AppState::new(workload, readiness.clone()).unwrap();
-    let options = ServeOptions {
-        grace: cli.serve.shutdown_grace,
-        max_header_bytes: cli.serve.max_header_bytes,
-        header_read_timeout: cli.serve.header_read_timeout,
-        readiness,
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        serve(listener, app(state), options, shutdown)
-            .await
-            .unwrap()
-    });
-    Server { addr, stop, done }
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Client(http1::SendRequest<Body>);
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(connection);
-        Self(sender)
-    }
-
-    async fn get(&mut self, path: &str, user: Option<&str>) -> Reply {
-        let mut request = Request::get(path).header("host", "test");
-        if let Some(user) = user {
-            request = request.header("x-user", user);
-        }
-        self.0.ready().await.unwrap();
-        let response = self
-            .0
-            .send_request(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8(body.to_vec()).unwrap(),
-        }
-    }
-}
-
-/// The elapsed time the body reports, parsed back from `Duration`'s Debug output.
 fn reported(body: &str) -> Duration {
     let text = body.trim_end().rsplit(" took ").next().unwrap();
     let split = text.find(|c: char| c.is_alphabetic()).unwrap();
@@ -184,9 +107,11 @@ async fn shutdown_drains_in_flight_cold_calls_and_turns_readiness_off() {
 
     let mut busy = Client::connect(server.addr).await;
     let cold = tokio::spawn(async move { busy.get("/ping", Some("late")).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cache = server.state.cache();
+    until("the cold call in flight", || cache.pending() == 1).await;
     let _ = server.stop.send(());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let readiness = server.state.readiness();
+    until("the drain to start", || !readiness.is_ready()).await;
 
     // The listener still answers during the drain, and says it is not ready.
     let mut probe = Client::connect(server.addr).await;
@@ -217,7 +142,8 @@ async fn the_grace_period_bounds_the_drain() {
     busy.write_all(b"GET /ping HTTP/1.1\r\nhost: test\r\nx-user: stuck\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cache = server.state.cache();
+    until("the call in flight", || cache.pending() == 1).await;
     let started = Instant::now();
     let _ = server.stop.send(());
     let drained = server.done.await.unwrap();
@@ -288,7 +214,8 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_long_call_is_not_cut() {
     let cold = client.get("/ping", Some("ricky")).await;
     assert_eq!(cold.status, StatusCode::OK);
     assert_eq!(cold.headers["x-cache"], "miss");
-    // Busy keep-alive connections stay open: requests every 200 ms for 1.2 s.
+    // Busy keep-alive connections stay open: requests every 200 ms for 1.2 s. (This sleep is
+    // the client's pace under test, not a wait for the server.)
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(

@@ -28,6 +28,9 @@ pub enum Rejection {
     /// The cache cannot take or finish this first call right now: 503.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The connection came past the connection limit: 503, then the connection is closed.
+    #[error("too many connections; retry shortly")]
+    TooManyConnections,
 }
 
 #[derive(Serialize)]
@@ -43,7 +46,7 @@ impl Rejection {
             Self::User(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Cache(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Cache(_) | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -70,7 +73,7 @@ impl Rejection {
             Self::MethodNotAllowed => {
                 headers.insert(ALLOW, HeaderValue::from_static("GET,HEAD"));
             }
-            Self::Cache(_) => {
+            Self::Cache(_) | Self::TooManyConnections => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::User(_) | Self::NotFound => {}

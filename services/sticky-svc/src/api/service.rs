@@ -18,9 +18,10 @@ use axum::Router;
 use axum::body::{Bytes, HttpBody};
 use axum::http::{Method, Request};
 use axum::response::Response;
+use tokio::sync::OwnedSemaphorePermit;
 use tower::Service;
 
-use super::{AppState, answer};
+use super::{AppState, Rejection, answer, wants_json};
 
 /// The response future of [`App`]; boxed, as axum's handler futures are.
 pub type AppFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -39,6 +40,18 @@ impl App {
             router: super::router(state.clone()),
             state,
         }
+    }
+
+    /// A place for one more connection, to hold while it is served; `None` past the limit.
+    pub fn admit_connection(&self) -> Option<OwnedSemaphorePermit> {
+        self.state.connections().admit()
+    }
+
+    /// The answer to every request on a connection past the limit: 503 with `Retry-After`.
+    /// Counted by `sticky_connections_refused_total`, not as a workload request.
+    pub fn too_many_connections<B>(&self, request: &Request<B>) -> Response {
+        self.state
+            .refusal(Rejection::TooManyConnections, wants_json(request.headers()))
     }
 }
 
