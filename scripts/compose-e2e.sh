@@ -6,7 +6,7 @@
 #   curl (twice)                cold: >= FIRST_CALL_COST; warm: fast; same replica
 #   just scale 0                503 "no healthy upstream"
 #   just scale 5                served again: cold once more, then warm
-#   just load                   goose inside the network (once the loadtest image exists)
+#   just load                   goose inside the network (the sticky/loadtest image is required)
 #   just down                   no container or network of the project left
 #
 # It runs as its own compose project (sticky-e2e), so a stack you have up is not touched, and on
@@ -75,6 +75,13 @@ slower_than() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
 
 step "just up (port $GATEWAY_PORT, FIRST_CALL_COST=$FIRST_CALL_COST, $PROFILE images)"
 just up
+# `just up` builds every image, the loadtest one included; the load step needs it, so a missing
+# image fails the run here, before the checks, instead of the run passing without its load.
+version="$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version *=/ { print $2; exit }' Cargo.toml)"
+for image in sticky-svc gateway loadtest; do
+  docker image inspect "sticky/$image:$version" >/dev/null 2>&1 ||
+    fail "no sticky/$image:$version image after \`just up\` (scripts/images.sh builds it from docker/$image.Dockerfile and the $image binary)"
+done
 
 step "the article's curl, twice: cold, then warm on the same replica"
 call ricky
@@ -112,9 +119,5 @@ slower_than 0.5 "$seconds" || fail "second call after scale 5 took ${seconds}s: 
 [[ "$host" == "$cold_host" ]] || fail "served by $host, then by $cold_host"
 
 step "just load: goose inside the compose network"
-# LOADTEST: the loadtest crate's image; until the crate is in the workspace this step skips.
-if docker image inspect "sticky/loadtest:0.1.0" >/dev/null 2>&1; then
-  LOAD_USERS="${LOAD_USERS:-50}" LOAD_RUN_TIME="${LOAD_RUN_TIME:-10s}" just load
-else
-  echo "  skip: no sticky/loadtest image (the loadtest crate is not in the workspace yet)"
-fi
+LOAD_USERS="${LOAD_USERS:-50}" LOAD_RUN_TIME="${LOAD_RUN_TIME:-10s}" just load ||
+  fail "just load failed (goose's verdict above)"

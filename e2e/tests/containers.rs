@@ -5,11 +5,12 @@
 //! and runs them (`cargo test -p e2e --test containers -- --ignored`). A first call costs 1 s here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{Client, Engine, Stack, StackOptions};
+use e2e::client::ClientError;
+use e2e::{Client, Engine, Reply, Stack, StackOptions};
 use futures::future::join_all;
 use http::StatusCode;
 
@@ -99,6 +100,37 @@ async fn two_hundred_users_stay_on_one_replica_and_two_gateways_agree() {
     assert!(per_host.values().all(|&n| n >= 15), "{per_host:?}");
 }
 
+/// Every answer the load got: user, when its request was sent, the reply. The send time is what
+/// places a request before or after the stop: one that met the stopped replica during the
+/// transition may take the gateway's connect timeout to end, and counts as sent then.
+type Log = Arc<Mutex<Vec<(String, Instant, Result<Reply, ClientError>)>>>;
+
+/// Waits until every user has `rounds` answers in `log` to requests sent after `since`.
+async fn wait_for_answers(log: &Log, users: &[String], since: Instant, rounds: usize, what: &str) {
+    let within = Duration::from_secs(60);
+    let deadline = Instant::now() + within;
+    loop {
+        let short = {
+            let log = log.lock().unwrap();
+            let mut answers: BTreeMap<&str, usize> = BTreeMap::new();
+            for (user, _, _) in log.iter().filter(|(_, at, _)| *at > since) {
+                *answers.entry(user.as_str()).or_default() += 1;
+            }
+            (users.iter())
+                .filter(|u| answers.get(u.as_str()).copied().unwrap_or(0) < rounds)
+                .count()
+        };
+        if short == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}: {short} users short"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Docker and the images: just e2e"]
 async fn losing_a_replica_under_load_fails_nothing_and_moves_only_its_users() {
@@ -112,36 +144,54 @@ async fn losing_a_replica_under_load_fails_nothing_and_moves_only_its_users() {
 
     // Eight clients loop over the users until told to stop, recording every answer.
     let stop = Arc::new(AtomicBool::new(false));
+    let log: Log = Arc::default();
+    let started = Instant::now();
     let workers: Vec<_> = (0..8)
         .map(|w| {
-            let (client, users, stop, port) =
-                (client.clone(), users.clone(), stop.clone(), stack.port());
+            let (client, users, stop, log, port) = (
+                client.clone(),
+                users.clone(),
+                stop.clone(),
+                log.clone(),
+                stack.port(),
+            );
             tokio::spawn(async move {
-                let mut seen = Vec::new();
                 let mut i = w;
                 while !stop.load(Ordering::Relaxed) {
                     let user = &users[i % users.len()];
+                    let sent = Instant::now();
                     let reply = client.ping(port, user, PATIENCE).await;
-                    seen.push((user.clone(), Instant::now(), reply));
+                    log.lock().unwrap().push((user.clone(), sent, reply));
                     i += 8;
                 }
-                seen
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The replica stops under load: the load has had an answer for every user.
+    wait_for_answers(&log, &users, started, 1, "the load to reach every user").await;
     let gone = stack.stop_replica(0).await.unwrap().to_owned();
     let stopped_at = Instant::now();
     stack
         .wait_routable(4, Duration::from_secs(5))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The load goes on until every user has been answered 3 times for requests sent on four
+    // replicas and past the first second after the stop (the window the checks below leave to
+    // the transition).
+    let settled = Instant::now().max(stopped_at + Duration::from_secs(1));
+    wait_for_answers(
+        &log,
+        &users,
+        settled,
+        3,
+        "3 answers per user after the stop",
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
-    let mut seen = Vec::new();
     for worker in workers {
-        seen.extend(worker.await.unwrap());
+        worker.await.unwrap();
     }
+    let seen = std::mem::take(&mut *log.lock().unwrap());
 
     let mut failed = Vec::new();
     let mut after: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();

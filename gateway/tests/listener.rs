@@ -1,6 +1,7 @@
 //! The shared accept loop over real sockets: h1 and h2c, limits, graceful drain.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 async fn handler(req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     match req.uri().path() {
@@ -62,7 +63,17 @@ impl http_body::Body for Trickle {
     }
 }
 
-async fn start(limits: Limits) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+type Running = (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>);
+
+async fn start(limits: Limits) -> Running {
+    start_with(limits, handler).await
+}
+
+async fn start_with<H, F>(limits: Limits, handler: H) -> Running
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -152,9 +163,20 @@ async fn connections_over_the_limit_get_429() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
-    let (addr, stop, task) = start(Limits::default()).await;
+    // The handler says when a request has reached it: the shutdown comes while one is in flight.
+    let arrived = Arc::new(Notify::new());
+    let (addr, stop, task) = start_with(Limits::default(), {
+        let arrived = arrived.clone();
+        move |req, peer| {
+            arrived.notify_one();
+            handler(req, peer)
+        }
+    })
+    .await;
     let slow = tokio::spawn(get(addr, "/slow"));
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(10), arrived.notified())
+        .await
+        .expect("the /slow request reached the handler within 10 s");
     stop.send(()).unwrap();
     let (status, _) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK, "the in-flight request finished");

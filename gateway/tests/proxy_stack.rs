@@ -89,18 +89,21 @@ async fn stop_a_backend_under_load(protocol: &str) {
     let users = users(200);
     let before = homes(&http, gw.addr, &users).await;
 
-    // Load: 8 clients looping over the users until told to stop.
+    // Load: 8 clients looping over the users until told to stop, counting each user's answers.
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(AtomicUsize::new(0));
+    let answered: Arc<Vec<AtomicUsize>> =
+        Arc::new(users.iter().map(|_| AtomicUsize::new(0)).collect());
     let mut load = tokio::task::JoinSet::new();
     for c in 0..8 {
-        let (http, users, stop, failures, sent) = (
+        let (http, users, stop, failures, sent, answered) = (
             http.clone(),
             users.clone(),
             stop.clone(),
             failures.clone(),
             sent.clone(),
+            answered.clone(),
         );
         let addr = gw.addr;
         load.spawn(async move {
@@ -108,6 +111,7 @@ async fn stop_a_backend_under_load(protocol: &str) {
             while !stop.load(Ordering::Relaxed) {
                 let answer = http.ping(addr, &users[i % users.len()]).await;
                 sent.fetch_add(1, Ordering::Relaxed);
+                answered[i % users.len()].fetch_add(1, Ordering::Relaxed);
                 if answer.status != 200 {
                     failures.fetch_add(1, Ordering::Relaxed);
                     eprintln!("failed: {answer:?}");
@@ -116,10 +120,26 @@ async fn stop_a_backend_under_load(protocol: &str) {
             }
         });
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The stop comes under load: every user has had an answer from it.
+    wait_for_answers(
+        &answered,
+        &vec![0; users.len()],
+        1,
+        "the load to reach every user",
+    )
+    .await;
     let victim = backends[2].name.clone();
     backends[2].stop().await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The load goes on until every user, the stopped backend's included, has been answered for
+    // requests sent after the stop (a client's second answer from here on is to one of those).
+    let at_stop = answer_counts(&answered);
+    wait_for_answers(
+        &answered,
+        &at_stop,
+        3,
+        "3 more answers per user after the stop",
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     while load.join_next().await.is_some() {}
     assert!(sent.load(Ordering::Relaxed) > 200, "the load ran");
@@ -243,6 +263,26 @@ async fn a_bad_reload_keeps_the_old_config_and_a_good_one_applies() {
     assert!(failures.is_empty(), "{failures:?}");
 }
 
+/// How many answers each user has had.
+fn answer_counts(answered: &[AtomicUsize]) -> Vec<usize> {
+    answered.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+}
+
+/// Waits until every user has had `more` answers on top of its count in `base`.
+async fn wait_for_answers(answered: &[AtomicUsize], base: &[usize], more: usize, what: &str) {
+    stack::wait_for(what, Duration::from_secs(30), async || {
+        let behind = (answer_counts(answered).iter().zip(base))
+            .filter(|(now, base)| **now < **base + more)
+            .count();
+        if behind == 0 {
+            Ok(())
+        } else {
+            Err(format!("{behind} users short"))
+        }
+    })
+    .await;
+}
+
 async fn wait_for_body(http: &Http, addr: SocketAddr, path: &str, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -265,14 +305,27 @@ async fn shutdown_drains_in_flight_requests() {
     let http = Http::new();
     let (h, addr) = (http.clone(), gw.addr);
     let cold = tokio::spawn(async move { h.ping(addr, "ricky").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    stack::wait_for(
+        "the cold call to be in flight to the backend",
+        Duration::from_secs(10),
+        async || match in_flight(&http, gw.admin).await {
+            0 => Err("none in flight"),
+            _ => Ok(()),
+        },
+    )
+    .await;
     let task = gw.shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        http.get(gw.admin, "/readyz", None).await.status,
-        503,
-        "not ready while draining"
-    );
+    // The admin listener answers until the drain ends (the cold call, 600 ms): a 503 from it
+    // is "not ready while draining".
+    stack::wait_for(
+        "not ready while draining: /readyz to answer 503",
+        Duration::from_secs(10),
+        async || match http.get(gw.admin, "/readyz", None).await.status {
+            503 => Ok(()),
+            status => Err(status),
+        },
+    )
+    .await;
     let answer = cold.await.unwrap();
     assert_eq!(
         answer.status, 200,
@@ -282,6 +335,19 @@ async fn shutdown_drains_in_flight_requests() {
         .await
         .expect("stopped")
         .unwrap();
+}
+
+/// Requests in flight to the endpoints of every cluster, from the admin `/clusters`.
+async fn in_flight(http: &Http, admin: SocketAddr) -> u64 {
+    let body = http.get(admin, "/clusters", None).await.body;
+    let clusters: serde_json::Value = serde_json::from_str(&body).expect("/clusters is JSON");
+    clusters["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["endpoints"].as_array().into_iter().flatten())
+        .map(|e| e["inFlight"].as_u64().expect("inFlight"))
+        .sum()
 }
 
 const NAME: &str = "sticky-svc.default.svc.cluster.local.";

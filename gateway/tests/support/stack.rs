@@ -4,11 +4,12 @@
 #![allow(dead_code)] // each test file uses a different part
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway::config::LoadOptions;
@@ -328,4 +329,26 @@ pub async fn ping_all(
 /// `user-0` … `user-{n-1}`.
 pub fn users(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("user-{i}")).collect()
+}
+
+/// Polls `check` every 10 ms until it returns `Ok`, and returns that value; panics naming `what`
+/// and the last `Err` (the state seen) when `within` passes first. For waiting on something to
+/// have happened (a reload applied, a request in flight) instead of sleeping and hoping.
+pub async fn wait_for<T, E: Debug>(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what} (last seen: {last:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

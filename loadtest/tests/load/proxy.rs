@@ -1,12 +1,13 @@
 //! A test-only HTTP proxy in front of the replicas: the stand-in for the gateway, with the
 //! three routings the tests need.
 
+use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
 use std::convert::Infallible;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -46,7 +47,8 @@ pub struct Proxy {
     route: Route,
     upstreams: RwLock<Vec<Upstream>>,
     next: AtomicUsize,
-    forwarded: AtomicUsize,
+    /// The `x-user` keys that have had a cache hit (`x-cache: hit`) through the proxy.
+    warm: Mutex<HashSet<Vec<u8>>>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -57,7 +59,7 @@ impl Proxy {
             route,
             upstreams: RwLock::new(upstreams),
             next: AtomicUsize::new(0),
-            forwarded: AtomicUsize::new(0),
+            warm: Mutex::new(HashSet::new()),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -89,9 +91,9 @@ impl Proxy {
         *self.upstreams.write().unwrap() = upstreams;
     }
 
-    /// Requests forwarded so far.
-    pub fn forwarded(&self) -> usize {
-        self.forwarded.load(Ordering::Relaxed)
+    /// Users that have had a warm answer (a cache hit) so far.
+    pub fn warm_users(&self) -> usize {
+        self.warm.lock().unwrap().len()
     }
 
     fn pick(&self, user: &[u8]) -> SocketAddr {
@@ -126,7 +128,6 @@ impl Proxy {
             .map(|value| value.as_bytes().to_vec())
             .unwrap_or_default();
         let addr = self.pick(&user);
-        self.forwarded.fetch_add(1, Ordering::Relaxed);
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::try_from(format!("http://{addr}{path}")).unwrap();
@@ -144,6 +145,9 @@ impl Proxy {
             Err(err) => return bad_gateway(&err.to_string()),
         };
         let (parts, body) = answer.into_parts();
+        if parts.headers.get("x-cache").is_some_and(|v| v == "hit") {
+            self.warm.lock().unwrap().insert(user);
+        }
         match body.collect().await {
             Ok(body) => Response::from_parts(parts, Full::new(body.to_bytes())),
             Err(err) => bad_gateway(&err.to_string()),

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use loadtest::{Scenario, Violation, run};
 
-use crate::proxy::Route;
+use crate::gateway_stack::wait_for;
+use crate::proxy::{Proxy, Route};
 use crate::stack::{COST, Stack, exclusive, scratch};
 
 fn ms(duration: Duration) -> f64 {
@@ -101,10 +102,7 @@ async fn sticky_fails_on_lost_caches_when_a_replica_restarts_under_its_name() {
         (summary, verdict)
     });
     // Once every user is warm, svc-0 "restarts": same name, empty cache.
-    while stack.proxy.forwarded() < 10 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    every_user_warm(&stack.proxy, 10).await;
     stack.restart(0, COST).await;
     let (summary, verdict) = load.await.unwrap();
     eprint!("{summary}{verdict}");
@@ -125,24 +123,32 @@ async fn sticky_fails_on_lost_caches_when_a_replica_restarts_under_its_name() {
     );
 }
 
-/// Runs `rebalance` with 40 users for 3 s; one of 4 replicas is removed a second after every
-/// user made its first call, so each user has a host and a warm cache by then.
+/// Waits until each of the `users` users has had a warm answer (a cache hit) through `proxy`.
+async fn every_user_warm(proxy: &Proxy, users: usize) {
+    let what = format!("all {users} users to have a warm cache");
+    wait_for(&what, Duration::from_secs(30), async || {
+        match proxy.warm_users() {
+            warm if warm >= users => Ok(()),
+            warm => Err(format!("{warm} warm")),
+        }
+    })
+    .await;
+}
+
+/// Runs `rebalance` with 40 users for 3 s; one of 4 replicas is removed once every user has
+/// had a warm answer, so each user has a host and a warm cache by then.
 async fn rebalance(route: Route) -> (loadtest::Summary, loadtest::Verdict) {
     let stack = Stack::start(4, COST, route).await;
     let mut config = stack.config(Scenario::Rebalance, 40, 3);
     config.thresholds.max_moved = Some(50.0);
-    let proxy = std::sync::Arc::clone(&stack.proxy);
-    let survivors = stack.upstreams[..3].to_vec();
-    let scale = tokio::spawn(async move {
-        while proxy.forwarded() < 40 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        proxy.set_upstreams(survivors);
+    let load = tokio::spawn(async move {
+        let summary = run(&config).await.unwrap();
+        let verdict = summary.verdict(&config.thresholds);
+        (summary, verdict)
     });
-    let summary = run(&config).await.unwrap();
-    scale.await.unwrap();
-    let verdict = summary.verdict(&config.thresholds);
+    every_user_warm(&stack.proxy, 40).await;
+    stack.proxy.set_upstreams(stack.upstreams[..3].to_vec());
+    let (summary, verdict) = load.await.unwrap();
     // Shown with --nocapture: the figures docs/loadtest.md quotes.
     eprint!("{summary}{verdict}");
     (summary, verdict)
