@@ -132,3 +132,7 @@ bench-peers:
 # Instructions per proxied request in the gateway (callgrind; deterministic, unlike requests/s)
 bench-gateway-instructions:
     bench/peers-instructions.sh
+
+# Gateway RSS per idle HTTP/1.1 and h2c client connection, next to nginx (CONNS=5000; CHECK_KIB_H1/CHECK_KIB_H2 exit 1 above a bound; installs nginx via apt)
+bench-conn-memory:
+    bench/conn-memory.sh
