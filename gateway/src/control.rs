@@ -146,6 +146,7 @@ impl Gateway {
             metrics: metrics.clone(),
             gateway: options.gateway.clone(),
             active: options.active.clone(),
+            response_idle_timeout: options.proxy.response_idle_timeout,
         };
         // The fingerprint of exactly the texts loaded: any later change is seen by the first
         // check. At start one read is enough: a save caught half-way is loaded, and replaced

@@ -110,6 +110,11 @@ struct RunArgs {
     /// has none; nginx's proxy_read_timeout is 60 s). `0s`: none.
     #[arg(long, env = "GATEWAY_ROUTE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     route_timeout: Duration,
+    /// A response body with no data from its replica this long is cut (its client connection
+    /// closed mid-body), as nginx's proxy_read_timeout; a body that keeps moving is never cut.
+    /// `0s`: never.
+    #[arg(long, env = "GATEWAY_RESPONSE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    response_idle_timeout: Duration,
     /// An HTTP/2 client connection with no stream open this long is sent GOAWAY and closed.
     #[arg(long, env = "GATEWAY_HTTP2_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     http2_idle_timeout: Duration,
@@ -309,6 +314,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             body_timeout: args.body_timeout,
             request_timeout: args.request_timeout,
             route_timeout: Some(args.route_timeout).filter(|d| !d.is_zero()),
+            response_idle_timeout: Some(args.response_idle_timeout).filter(|d| !d.is_zero()),
         },
         reload_poll: args.reload_poll,
         active: args.health_check_path.map(|path| ActiveCheck {

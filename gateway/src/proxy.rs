@@ -60,6 +60,9 @@ pub struct ProxySettings {
     /// The timeout of a route that sets none, up to the response headers (`--route-timeout`);
     /// `None`: none (Istio's behaviour).
     pub route_timeout: Option<Duration>,
+    /// A response body with no data from its replica this long is cut
+    /// (`--response-idle-timeout`); `None`: never.
+    pub response_idle_timeout: Option<Duration>,
 }
 
 impl Default for ProxySettings {
@@ -71,6 +74,7 @@ impl Default for ProxySettings {
             body_timeout: Duration::from_secs(30),
             request_timeout: None,
             route_timeout: Some(Duration::from_secs(60)),
+            response_idle_timeout: Some(Duration::from_secs(60)),
         }
     }
 }

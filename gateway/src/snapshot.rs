@@ -77,6 +77,8 @@ pub struct Context {
     pub gateway: Option<String>,
     /// Active health checks for every cluster (`--health-check-path`).
     pub active: Option<ActiveCheck>,
+    /// Every cluster's response idle timeout (`--response-idle-timeout`).
+    pub response_idle_timeout: Option<Duration>,
 }
 
 impl Context {
@@ -88,6 +90,7 @@ impl Context {
             metrics: Metrics::new(&mut Registry::default()),
             gateway: None,
             active: None,
+            response_idle_timeout: None,
         }
     }
 }
@@ -188,6 +191,7 @@ impl Snapshot {
                                 })
                             })?;
                         spec.active = ctx.active.clone();
+                        spec.pool.response_idle_timeout = ctx.response_idle_timeout;
                         let cluster = match clusters.get(&spec.name) {
                             Some(c) => c.clone(),
                             None => {

@@ -55,6 +55,10 @@ pub struct PoolSettings {
     /// `tcp.maxConnections`: HTTP/1.1 connections open to the cluster at once, in use or idle;
     /// `None`: unlimited. (HTTP/2 opens one per endpoint and worker, uncapped.)
     pub max_connections: Option<usize>,
+    /// A response body with no data from the endpoint this long is given up (its connection,
+    /// or HTTP/2 stream, closed; the client's too, mid-body): the gateway's
+    /// `--response-idle-timeout`, nginx's `proxy_read_timeout`. `None`: never.
+    pub response_idle_timeout: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -66,6 +70,7 @@ impl Default for PoolSettings {
             http2: false,
             max_requests_per_connection: None,
             max_connections: None,
+            response_idle_timeout: None,
         }
     }
 }
@@ -90,6 +95,10 @@ pub enum UpstreamError {
     /// request was not processed.
     #[error("refused stream")]
     Refused,
+    /// The endpoint went out of rotation (failed its active checks, ejected) while the request
+    /// waited for its answer; the wait was given up.
+    #[error("endpoint went out of rotation")]
+    Ejected,
 }
 
 /// A cluster's pool.
@@ -100,7 +109,7 @@ pub struct Upstream {
     /// One idle list per worker thread; a worker only locks its own, so the lock is never
     /// contended on the request path (other threads, e.g. in tests, share list 0).
     /// Each list in an allocation of its own: the reference counts a request takes and drops
-    /// (its connection's way back, [`Release`]) stay on its worker's CPU.
+    /// (its connection's way back) stay on its worker's CPU.
     idle: Arc<[Arc<Mutex<Idle>>]>,
     /// HTTP/2 clusters: the shared connection per endpoint, per worker.
     streams: Option<Arc<[Mutex<Streams>]>>,
@@ -109,6 +118,8 @@ pub struct Upstream {
     cap: Option<Arc<ConnectionCap>>,
     /// `maxRequestsPerConnection` (`u32::MAX`: unlimited).
     max_requests: u32,
+    /// See [`PoolSettings::response_idle_timeout`].
+    response_idle: Option<Duration>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -137,6 +148,7 @@ impl Upstream {
                 .filter(|_| !settings.http2)
                 .map(|n| Arc::new(ConnectionCap::new(n))),
             max_requests: settings.max_requests_per_connection.unwrap_or(u32::MAX),
+            response_idle: settings.response_idle_timeout,
         }
     }
 

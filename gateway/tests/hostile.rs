@@ -180,37 +180,61 @@ async fn an_http2_stream_in_flight_keeps_its_connection() {
     );
 }
 
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream_id.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads HTTP/2 frames from `stream` until a GOAWAY (its error code) or the end (`None`).
+async fn goaway(stream: &mut TcpStream) -> Option<u32> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16_384];
+    loop {
+        while data.len() >= 9 {
+            let len =
+                (usize::from(data[0]) << 16) | (usize::from(data[1]) << 8) | usize::from(data[2]);
+            if data.len() < 9 + len {
+                break;
+            }
+            if data[3] == 0x7 && len >= 8 {
+                return Some(u32::from_be_bytes([data[13], data[14], data[15], data[16]]));
+            }
+            data.drain(..9 + len);
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// Rapid reset (CVE-2023-44487): streams opened and reset at once, faster than they can be
-/// served, get the connection closed (h2's limit on remotely reset streams pending accept).
+/// served, get the connection closed with GOAWAY `ENHANCE_YOUR_CALM` (h2's limit on remotely
+/// reset streams pending accept). The frames are written in one burst, so they all arrive
+/// before the gateway can serve any.
 #[tokio::test]
 async fn rapid_reset_gets_the_connection_closed() {
     let (backend, _heads) = recording_backend().await;
     let gw = RunningGateway::start(&static_config(&[backend], BY_USER), None).await;
-    let (mut send, conn) = h2c(gw.addr).await;
-    for _ in 0..1_000 {
-        let Ok(()) = std::future::poll_fn(|cx| send.poll_ready(cx)).await else {
-            break; // the gateway has stopped taking streams
-        };
-        let request = http::Request::get("http://x/ping")
-            .header("x-user", "ricky")
-            .body(())
-            .unwrap();
-        match send.send_request(request, true) {
-            Ok((_response, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
-            Err(_) => break,
-        }
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let mut burst = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    burst.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    // :method GET, :scheme http, :path /, :authority x (HPACK static table and one literal).
+    let headers = [0x82, 0x86, 0x84, 0x41, 0x01, b'x'];
+    for i in 0..200u32 {
+        let id = 2 * i + 1;
+        burst.extend(frame(0x1, 0x5, id, &headers)); // HEADERS, END_STREAM | END_HEADERS
+        burst.extend(frame(0x3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
     }
-    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+    let _ = stream.write_all(&burst).await; // it may close before reading it all
+    let code = tokio::time::timeout(Duration::from_secs(10), goaway(&mut stream))
         .await
-        .expect("the connection is closed within 10 s");
-    let error = ended
-        .unwrap()
-        .expect_err("a connection error, not a graceful end");
-    assert_eq!(
-        error.reason(),
-        Some(h2::Reason::ENHANCE_YOUR_CALM),
-        "{error}"
-    );
+        .expect("GOAWAY or the end within 10 s");
+    assert_eq!(code, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM");
 }
 
 /// A header block that never ends (HEADERS then CONTINUATION frames, far past the header size
@@ -220,13 +244,6 @@ async fn an_endless_header_block_gets_the_connection_closed() {
     let (backend, _heads) = recording_backend().await;
     let gw = RunningGateway::start(&static_config(&[backend], BY_USER), None).await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    let frame = |kind: u8, flags: u8, stream_id: u32, payload: &[u8]| {
-        let len = payload.len() as u32;
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        f.extend_from_slice(&stream_id.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
     stream
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
@@ -550,18 +567,26 @@ async fn a_circuit_breaker_503_carries_x_envoy_overloaded() {
             .unwrap();
         waiting.push(s);
     }
-    // ... so, once both are in flight, the next is refused at once.
+    // ... so, once both are in flight (as the admin page counts them), the next is refused.
+    let http = stack::Http::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let answer = loop {
-        let answer = raw(
-            gw.addr,
-            b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: c\r\nconnection: close\r\n\r\n",
-        )
-        .await;
-        if answer.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
-            break answer;
-        }
-    };
+    while !http
+        .get(gw.admin, "/clusters", None)
+        .await
+        .body
+        .contains("\"inFlight\": 2")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling the condition
+    }
+    let answer = raw(
+        gw.addr,
+        b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: c\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
     assert!(
         answer.contains("x-envoy-overloaded: true\r\n"),
@@ -615,4 +640,135 @@ async fn one_client_address_is_held_to_its_share_of_connections() {
         assert!(std::time::Instant::now() < deadline, "{again:?}");
         tokio::task::yield_now().await;
     }
+}
+
+/// A backend that answers 200 with `content-length: 1000` and sends the body in 10-byte parts
+/// `pause` apart, `parts` of them, then holds the connection without sending the rest.
+async fn trickling_backend(parts: usize, pause: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+                    .await;
+                for _ in 0..parts {
+                    tokio::time::sleep(pause).await; // the replica's pace, on purpose
+                    if stream.write_all(&[b'x'; 10]).await.is_err() {
+                        return;
+                    }
+                }
+                // Then hangs mid-body, connection open.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A response body that stops coming is cut after the response idle timeout (the client's
+/// connection closed mid-body: it cannot be finished), as nginx's proxy_read_timeout; one that
+/// keeps coming is not, however long it takes.
+#[tokio::test]
+async fn a_response_body_that_stops_is_cut_one_that_moves_is_not() {
+    let request = b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n";
+    let stalled = trickling_backend(1, Duration::ZERO).await;
+    let gw = RunningGateway::start_with(&static_config(&[stalled], BY_USER), None, |o| {
+        o.proxy.response_idle_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let answer = raw(gw.addr, request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(body, "x".repeat(10), "the 10 bytes sent, then the cut");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // 20 parts 100 ms apart: 2 s of body, never 300 ms without data.
+    let moving = trickling_backend(20, Duration::from_millis(100)).await;
+    let gw = RunningGateway::start_with(&static_config(&[moving], BY_USER), None, |o| {
+        o.proxy.response_idle_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(&[b'x'; 200]) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("data keeps coming")
+            .unwrap();
+        assert!(n > 0, "cut while moving: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// With active checks, a request waiting on a replica that hangs does not wait for its
+/// timeout: when the checks take the replica out, the request goes to the next Maglev choice
+/// at once (it is idempotent, and nothing of it was lost). nginx and Envoy wait for the timeout.
+#[tokio::test]
+async fn a_request_waiting_on_a_replica_that_is_taken_out_goes_to_the_next_choice() {
+    let hung = hung_backend().await;
+    let healthy = stack::backends(1, Duration::ZERO).await;
+    let gw = RunningGateway::start_with(
+        &static_config(&[hung, healthy[0].addr], BY_USER),
+        None,
+        |o| {
+            o.proxy.route_timeout = Some(Duration::from_secs(30));
+            o.active = Some(gateway::health::active::ActiveCheck {
+                path: "/readyz".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                unhealthy_threshold: 2,
+                healthy_threshold: 1,
+            });
+        },
+    )
+    .await;
+    // A user the hung replica holds, found before its checks have failed twice (~1.5 s).
+    let http = stack::Http::new();
+    let mut user = None;
+    for i in 0..64 {
+        let key = format!("user-{i}");
+        let path = format!("/lookup?cluster=sticky-svc.default.svc.cluster.local&key={key}");
+        if http
+            .get(gw.admin, &path, None)
+            .await
+            .body
+            .contains(&hung.to_string())
+        {
+            user = Some(key);
+            break;
+        }
+    }
+    let user = user.expect("one of 64 users maps to the hung replica");
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), http.ping(gw.addr, &user))
+        .await
+        .expect("answered within 10 s, not after the 30 s route timeout");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.host.as_deref(),
+        Some("svc-0"),
+        "served by the healthy replica"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "it did wait on the hung replica first: {:?}",
+        started.elapsed()
+    );
 }

@@ -238,6 +238,10 @@ impl Control {
         self.dirty = false;
         self.folded = 0;
         let (endpoints, ejected, policy) = (self.endpoints.clone(), self.ejected(), self.policy);
+        // Before the build: requests waiting on an endpoint that just went out move now.
+        for (endpoint, out) in endpoints.iter().zip(&ejected) {
+            endpoint.set_out(*out);
+        }
         let built =
             tokio::task::spawn_blocking(move || state::build(endpoints, ejected, policy)).await;
         match built {

@@ -8,9 +8,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use http::uri::Authority;
+use tokio::sync::Notify;
 
 use crate::balancer::{Balancer, InFlight, Policy};
 use crate::endpoint::Endpoint;
@@ -30,6 +31,10 @@ pub struct EndpointState {
     pub counters: HostCounters,
     /// Requests in flight, for `LEAST_REQUEST` and the admin page.
     pub in_flight: AtomicU32,
+    /// Out of rotation (ejected, or failing its active checks), as the control task last said.
+    out: AtomicBool,
+    /// Woken when the endpoint goes out: requests waiting on it may go elsewhere at once.
+    went_out: Notify,
 }
 
 impl EndpointState {
@@ -44,12 +49,33 @@ impl EndpointState {
             authority,
             counters: HostCounters::default(),
             in_flight: AtomicU32::new(0),
+            out: AtomicBool::new(false),
+            went_out: Notify::new(),
         }
     }
 
     /// Its key: the metric label, the admin pages' name, the hash key.
     pub fn label(&self) -> &Arc<str> {
         &self.endpoint.key
+    }
+
+    /// Marks it in or out of rotation; going out wakes [`EndpointState::went_out`]'s waiters.
+    pub fn set_out(&self, out: bool) {
+        if self.out.swap(out, Ordering::AcqRel) != out && out {
+            self.went_out.notify_waiters();
+        }
+    }
+
+    /// Resolves when the endpoint is, or goes, out of rotation (checked after registering, so
+    /// a change in between is not missed).
+    pub async fn went_out(&self) {
+        let notified = self.went_out.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.out.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 
     /// Its balancing weight.

@@ -11,7 +11,12 @@
 //! requests (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) are also retried after a connection broke
 //! before the response headers, as nginx does by default, whatever `retryOn` says.
 //! `perTryTimeout` bounds each attempt up to the response headers (504).
+//!
+//! Beyond nginx and Envoy: with active health checks, an idempotent request that may be sent
+//! again stops waiting on an endpoint the moment the checks take it out of rotation (a replica
+//! that hangs), and goes to the next choice, rather than waiting for its timeout.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -41,10 +46,10 @@ impl Proxy {
         hash: Option<u64>,
         trace: &mut Trace,
     ) -> Result<Response<Body>, ProxyError> {
-        let state = cluster.state();
-        let Some(balancer) = state.balancer.as_ref() else {
+        let mut state = cluster.state();
+        if state.balancer.is_none() {
             return Err(ProxyError::NoHealthyUpstream);
-        };
+        }
         let max_attempts = match body {
             Payload::Replayable(_) => 1 + route.retries.attempts,
             Payload::Stream(_) => 1,
@@ -65,6 +70,14 @@ impl Proxy {
             let index = match again.take() {
                 Some(index) => index,
                 None => {
+                    if attempt > 0 {
+                        // A failed attempt may have taken long (a connect timeout to a replica
+                        // that left): pick among the endpoints as they are now.
+                        renew(cluster, &mut state, &mut tried, tried_len);
+                    }
+                    let Some(balancer) = state.balancer.as_ref() else {
+                        return Err(last_error);
+                    };
                     let ctx = PickContext::new(random.wrapping_add(u64::from(attempt)))
                         .key_hash(hash)
                         .attempt(attempt)
@@ -105,10 +118,13 @@ impl Proxy {
                 return Err(last_error);
             };
             let request = Request::from_parts(head, request_body);
-            let outcome = self
-                .try_once(cluster, &state, index, request, route, trace)
-                .await;
             let retryable = attempt + 1 < max_attempts;
+            // With active checks, an idempotent request that can be sent again does not wait on
+            // an endpoint that goes out of rotation meanwhile (a replica that hangs).
+            let movable = retryable && idempotent && cluster.spec.active.is_some();
+            let outcome = self
+                .try_once(cluster, &state, index, request, route, movable, trace)
+                .await;
             if let Err(error) = &outcome {
                 tracing::debug!(%error, retryable, "attempt failed");
             }
@@ -131,6 +147,11 @@ impl Proxy {
                     }
                 }
                 Err(UpstreamError::Overflow) => return Err(ProxyError::Overflow),
+                // Only when `movable`: the next choice at once, as after a connect failure.
+                Err(UpstreamError::Ejected) => {
+                    last_error = ProxyError::UpstreamReset;
+                    exclude(index, &mut tried, &mut tried_len);
+                }
                 // Not processed by the endpoint, so safe to resend whatever the method.
                 Err(UpstreamError::Refused) => {
                     last_error = ProxyError::UpstreamRefused;
@@ -160,7 +181,9 @@ impl Proxy {
     }
 
     /// One attempt: in-flight accounting, per-try timeout, latency (also the trace's upstream
-    /// time) and outlier reporting.
+    /// time) and outlier reporting. When `movable`, the wait is given up ([`UpstreamError::
+    /// Ejected`]) if the endpoint goes out of rotation before it answers.
+    #[allow(clippy::too_many_arguments)]
     async fn try_once(
         &self,
         cluster: &Cluster,
@@ -168,19 +191,43 @@ impl Proxy {
         index: usize,
         request: Request<Body>,
         route: &Route,
+        movable: bool,
         trace: &mut Trace,
     ) -> Result<Response<Body>, UpstreamError> {
         let endpoint = &state.endpoints[index];
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let send = cluster
-            .upstream
-            .send(endpoint.addr, &endpoint.authority, request);
-        let result = match route.retries.per_try_timeout.filter(|t| !t.is_zero()) {
-            Some(t) => tokio::time::timeout(t, send)
-                .await
-                .unwrap_or(Err(UpstreamError::Timeout)),
-            None => send.await,
+        let per_try = route.retries.per_try_timeout.filter(|t| !t.is_zero());
+        let result = if movable {
+            // Boxed and apart, so the common case's future stays as it was.
+            Box::pin(async {
+                let send = cluster
+                    .upstream
+                    .send(endpoint.addr, &endpoint.authority, request);
+                let bounded = async {
+                    match per_try {
+                        Some(t) => tokio::time::timeout(t, send)
+                            .await
+                            .unwrap_or(Err(UpstreamError::Timeout)),
+                        None => send.await,
+                    }
+                };
+                tokio::select! {
+                    result = bounded => result,
+                    () = endpoint.went_out() => Err(UpstreamError::Ejected),
+                }
+            })
+            .await
+        } else {
+            let send = cluster
+                .upstream
+                .send(endpoint.addr, &endpoint.authority, request);
+            match per_try {
+                Some(t) => tokio::time::timeout(t, send)
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout)),
+                None => send.await,
+            }
         };
         endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
         let elapsed = started.elapsed();
@@ -197,6 +244,38 @@ impl Proxy {
             }
         }
         result
+    }
+}
+
+/// Moves to the cluster's current state if it changed since `state` was taken, carrying the
+/// endpoints already tried over by address (an index of the old state means nothing in the new
+/// one; an endpoint gone from it needs no excluding).
+fn renew(
+    cluster: &Cluster,
+    state: &mut Arc<ClusterState>,
+    tried: &mut [usize; MAX_TRIED],
+    tried_len: usize,
+) {
+    let now = cluster.state();
+    if Arc::ptr_eq(&now, state) {
+        return;
+    }
+    carry_over(state, &now, tried, tried_len);
+    *state = now;
+}
+
+/// Rewrites the indices `tried` holds, of `old`'s endpoints, as indices of `new`'s.
+fn carry_over(
+    old: &ClusterState,
+    new: &ClusterState,
+    tried: &mut [usize; MAX_TRIED],
+    tried_len: usize,
+) {
+    for slot in tried.iter_mut().take(tried_len.min(MAX_TRIED)) {
+        let addr = old.endpoints.get(*slot).map(|e| e.addr);
+        *slot = addr
+            .and_then(|addr| new.endpoints.iter().position(|e| e.addr == addr))
+            .unwrap_or(usize::MAX);
     }
 }
 
@@ -227,6 +306,29 @@ fn exclude(index: usize, tried: &mut [usize; MAX_TRIED], tried_len: &mut usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a replica left, a retry picks in the new table, still avoiding what it tried.
+    #[test]
+    fn endpoints_tried_are_carried_over_to_a_new_state_by_address() {
+        use crate::balancer::Policy;
+        use crate::cluster::{EndpointState, build_state};
+        use crate::maglev::TableSize;
+        let at = |i: u8| {
+            Arc::new(EndpointState::new(
+                std::net::SocketAddr::from(([10, 0, 0, i], 80)),
+                1,
+            ))
+        };
+        let (a, b, c) = (at(1), at(2), at(3));
+        let policy = Policy::Maglev(TableSize::DEFAULT);
+        let old = build_state(&[a.clone(), b.clone(), c.clone()], policy, |_| true);
+        let new = build_state(&[a, c], policy, |_| true); // 10.0.0.2 left
+        let mut tried = [usize::MAX; MAX_TRIED];
+        tried[0] = 1; // 10.0.0.2: gone
+        tried[1] = 2; // 10.0.0.3: index 1 now
+        carry_over(&old, &new, &mut tried, 2);
+        assert_eq!(&tried[..2], &[usize::MAX, 1]);
+    }
 
     #[test]
     fn one_second_chance_then_excluded() {

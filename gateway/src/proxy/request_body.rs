@@ -3,10 +3,9 @@
 //!
 //! A body that makes no progress for `body_timeout` fails, and so does one not fully received
 //! `request_timeout` after its headers, when that is set (Envoy's `request_timeout`; nginx has
-//! only the first, `client_body_timeout`, 60 s). The timer is armed once per `body_timeout`,
-//! not per chunk: a body that last moved just after the timer was armed is cut between one
-//! and two `body_timeout`s after that, never before one. A body that keeps moving is never cut.
-//! Requests without a body (GET) arm nothing.
+//! only the first, `client_body_timeout`, 60 s), with the [`IdleTimer`]'s precision (cut
+//! between one and two `body_timeout`s after the last progress). A body that keeps moving is
+//! never cut. Requests without a body (GET) arm nothing.
 //!
 //! This module reads the client's body and nothing else: it may not pick an endpoint or send.
 
@@ -14,7 +13,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
@@ -22,10 +20,10 @@ use http::request::Parts;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::{Proxy, ProxyError};
-use crate::body::{Body, BoxError, boxed};
+use crate::body::{Body, BoxError, IdleTimer, boxed};
 
 /// A request body, either kept for retries or streamed once.
 pub(super) enum Payload {
@@ -73,10 +71,10 @@ impl Proxy {
         let stall = Stall(Some(stalled.clone()));
         let timed = Timed {
             body,
-            idle: self.settings.body_timeout,
-            deadline: self.settings.request_timeout.map(|t| Instant::now() + t),
-            timer: None,
-            moved: false,
+            timer: IdleTimer::new(
+                self.settings.body_timeout,
+                self.settings.request_timeout.map(|t| Instant::now() + t),
+            ),
             stalled,
         };
         let limit = usize::try_from(self.settings.max_body_bytes).unwrap_or(usize::MAX);
@@ -99,38 +97,8 @@ impl Proxy {
 /// The client's body with its timeouts.
 struct Timed {
     body: Incoming,
-    idle: Duration,
-    deadline: Option<Instant>,
-    /// Armed at the first wait for data, then again each time it fires after progress.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// A frame arrived since the timer was armed.
-    moved: bool,
+    timer: IdleTimer,
     stalled: Arc<AtomicBool>,
-}
-
-impl Timed {
-    /// When the timer armed now should fire.
-    fn due(&self) -> Instant {
-        let idle = Instant::now() + self.idle;
-        self.deadline.map_or(idle, |deadline| deadline.min(idle))
-    }
-
-    /// Polls the timer; true when the body has stalled for good.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let due = self.due();
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-        while timer.as_mut().poll(cx).is_ready() {
-            let past_deadline = self.deadline.is_some_and(|d| Instant::now() >= d);
-            if !self.moved || past_deadline {
-                return true;
-            }
-            self.moved = false;
-            timer.as_mut().reset(due);
-        }
-        false
-    }
 }
 
 impl http_body::Body for Timed {
@@ -144,10 +112,10 @@ impl http_body::Body for Timed {
         let this = &mut *self;
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.moved = true;
+                this.timer.moved();
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending if this.expired(cx) => {
+            Poll::Pending if this.timer.expired(cx) => {
                 this.stalled.store(true, Ordering::Relaxed);
                 Poll::Ready(Some(Err(BodyTimeout.into())))
             }

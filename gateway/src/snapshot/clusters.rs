@@ -294,32 +294,32 @@ fn balancer_policy(lb: Option<&LoadBalancer>) -> Result<(Policy, Option<HashKey>
     })
 }
 
+/// Envoy's circuit-breaker defaults, applied where the DestinationRule sets no limit (Istio
+/// raises them to 2^32 − 1, which bounds nothing): connections, pending requests and requests
+/// per cluster, each 1024. Past them a request gets 503 at once, never a queue without end.
+pub const DEFAULT_CIRCUIT_BREAKER: u32 = 1024;
+
 fn pool_settings(pool: &ConnectionPool, http2: bool) -> PoolSettings {
     // Envoy's circuit breakers: `http2MaxRequests` bounds the requests in flight to any
     // cluster ("applicable to both HTTP/1.1 and HTTP2"); HTTP/1.1 ones also wait for one of
     // `maxConnections` connections in a queue of `http1MaxPendingRequests`.
-    let requests = pool.http2_max_requests.map(|n| n as usize);
+    let limit = |set: Option<u32>| set.unwrap_or(DEFAULT_CIRCUIT_BREAKER) as usize;
+    let requests = limit(pool.http2_max_requests);
+    let connections = limit(pool.max_connections);
     let max_in_flight = if http2 {
         requests
     } else {
-        let queued = match (pool.max_connections, pool.http1_max_pending_requests) {
-            (None, None) => None,
-            (conns, pending) => Some(
-                conns.unwrap_or(u32::MAX / 2) as usize + pending.unwrap_or(u32::MAX / 2) as usize,
-            ),
-        };
-        match (queued, requests) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        (connections + limit(pool.http1_max_pending_requests)).min(requests)
     };
     PoolSettings {
         connect_timeout: pool.connect_timeout,
         idle_timeout: pool.idle_timeout,
-        max_in_flight,
+        max_in_flight: Some(max_in_flight),
         http2,
         max_requests_per_connection: pool.max_requests_per_connection,
-        max_connections: pool.max_connections.filter(|_| !http2).map(|n| n as usize),
+        max_connections: (!http2).then_some(connections),
+        // The gateway's, not the DestinationRule's: set where the snapshot is built.
+        response_idle_timeout: None,
     }
 }
 
@@ -332,5 +332,32 @@ fn outlier_policy(od: &OutlierDetection) -> OutlierPolicy {
         max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
         max_ejection_percent: od.max_ejection_percent,
         min_health_percent: od.min_health_percent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No `connectionPool`: Envoy's 1024s, not Istio's unbounded 2^32 − 1.
+    #[test]
+    fn circuit_breakers_default_to_envoys_1024() {
+        let none = pool_settings(&ConnectionPool::default(), false);
+        assert_eq!(none.max_in_flight, Some(1024));
+        assert_eq!(none.max_connections, Some(1024));
+        assert_eq!(
+            pool_settings(&ConnectionPool::default(), true).max_in_flight,
+            Some(1024)
+        );
+        let set = ConnectionPool {
+            max_connections: Some(10),
+            http1_max_pending_requests: Some(5),
+            ..ConnectionPool::default()
+        };
+        let set = pool_settings(&set, false);
+        assert_eq!(
+            (set.max_in_flight, set.max_connections),
+            (Some(15), Some(10))
+        );
     }
 }

@@ -36,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Upstream, UpstreamError};
-use crate::body::{Body, boxed};
+use crate::body::{Body, BoxError, IdleTimer, boxed};
 use crate::worker;
 use crate::worker::outbox::Batched;
 
@@ -203,6 +203,7 @@ impl Upstream {
                 conn: Some(conn),
                 pool,
                 done: false,
+                timer: self.response_idle.map(|idle| IdleTimer::new(idle, None)),
             })
         })
     }
@@ -334,25 +335,43 @@ struct PooledBody {
     conn: Option<Box<Conn>>,
     pool: Release,
     done: bool,
+    /// `response_idle_timeout`, when set.
+    timer: Option<IdleTimer>,
 }
+
+/// The error a response body given up by its idle timer ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("no data from the upstream within the response idle timeout")]
+pub(super) struct ResponseIdle;
 
 impl http_body::Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(conn) = this.conn.as_mut() {
             conn.drive(cx);
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None) = frame {
-            this.done = true;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.moved();
+                }
+                if frame.is_none() {
+                    this.done = true;
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            // Given up: the connection is dropped, not pooled (its response is unfinished).
+            Poll::Pending if this.timer.as_mut().is_some_and(|t| t.expired(cx)) => {
+                Poll::Ready(Some(Err(ResponseIdle.into())))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {

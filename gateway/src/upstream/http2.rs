@@ -157,7 +157,7 @@ impl Upstream {
 
     async fn connect_h2(&self, addr: SocketAddr) -> Result<Connection, UpstreamError> {
         let stream = self.tcp(addr).await?;
-        Connection::handshake(stream, self.idle_timeout)
+        Connection::handshake(stream, self.idle_timeout, self.response_idle)
             .await
             .map_err(|_| UpstreamError::Connect)
     }

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::body::{Body, boxed};
+use crate::body::{Body, BoxError, IdleTimer, boxed};
 
 /// Stream flow-control window offered to the endpoint (hyper's client default): a response
 /// of up to 2 MiB is sent without waiting for a window update.
@@ -63,6 +63,8 @@ struct Shared {
     /// When `open` last fell to 0, in nanoseconds since `born`.
     idle_since: AtomicU64,
     born: Instant,
+    /// A response body with no data this long is given up (`response_idle_timeout`).
+    response_idle: Option<Duration>,
 }
 
 impl Shared {
@@ -115,6 +117,7 @@ impl Connection {
     pub(super) async fn handshake(
         stream: TcpStream,
         idle_timeout: Duration,
+        response_idle: Option<Duration>,
     ) -> Result<Self, h2::Error> {
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
@@ -130,6 +133,7 @@ impl Connection {
             open: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             born: Instant::now(),
+            response_idle,
         });
         // h2 ends the connection once every handle is gone and its last stream is done. The
         // idle timer, a task of its own so the connection's task is not slowed by a timer
@@ -203,6 +207,10 @@ impl Connection {
                 recv,
                 length,
                 data_done: false,
+                timer: self
+                    .shared
+                    .response_idle
+                    .map(|idle| IdleTimer::new(idle, None)),
                 _open: open,
             }),
         ))
@@ -277,17 +285,13 @@ struct ResponseBody {
     /// What `content-length` says is left to read.
     length: Option<u64>,
     data_done: bool,
+    /// `response_idle_timeout`, when set.
+    timer: Option<IdleTimer>,
     _open: Open,
 }
 
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+impl ResponseBody {
+    fn frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
         if !self.data_done {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
@@ -303,6 +307,31 @@ impl http_body::Body for ResponseBody {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
             Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match this.frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.moved();
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            // Given up: dropping the stream resets it.
+            Poll::Pending if this.timer.as_mut().is_some_and(|t| t.expired(cx)) => {
+                Poll::Ready(Some(Err(super::super::http1::ResponseIdle.into())))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
