@@ -284,27 +284,53 @@ async fn an_endless_header_block_gets_the_connection_closed() {
     }
 }
 
-/// Over `--max-connections`, a connection is answered 429 and closed at once (it used to be
-/// held open for 5 s after the answer); one that sends nothing is closed within a second.
+/// Over `--max-connections`, with every place held by a request in flight, a connection is
+/// answered 429 and closed at once (it used to be held open for 5 s after the answer); one
+/// that sends nothing is closed within a second.
 #[tokio::test]
 async fn over_the_connection_cap_429_comes_at_once_and_the_connection_closes() {
+    let hung = hung_backend().await;
     let (backend, _heads) = recording_backend().await;
-    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+    let mut yaml = static_config(&[hung], BY_USER);
+    // A second route, to a replica that answers, for once a place is free.
+    yaml = yaml.replace(
+        "  http:\n  - route:",
+        &format!(
+            "  http:\n  - match:\n    - uri: {{prefix: /ok}}\n    route:\n    - destination:\n        host: ok.local\n  - route:"
+        ),
+    );
+    yaml.push_str(&format!(
+        "---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: ok}}\nspec:\n  hosts: [ok.local]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n  - address: {}\n    ports: {{http: {}}}\n",
+        backend.ip(),
+        backend.port()
+    ));
+    let gw = RunningGateway::start_with(&yaml, None, |o| {
         o.limits.max_connections = 2;
         o.workers = 1;
     })
     .await;
-    // Two connections hold the two places (each proven served, then left idle).
+    // Two connections hold the two places, each with a request in flight (to the hung one).
     let mut holders = Vec::new();
-    for _ in 0..2 {
+    for user in ["a", "b"] {
         let mut s = TcpStream::connect(gw.addr).await.unwrap();
-        s.write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n")
+        s.write_all(format!("GET /ping HTTP/1.1\r\nhost: x\r\nx-user: {user}\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         holders.push(s);
+    }
+    let http = stack::Http::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !http
+        .get(gw.admin, "/clusters", None)
+        .await
+        .body
+        .contains("\"inFlight\": 2")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling the condition
     }
     let started = std::time::Instant::now();
     let answer = raw(
@@ -333,7 +359,7 @@ async fn over_the_connection_cap_429_comes_at_once_and_the_connection_closes() {
     loop {
         let answer = raw(
             gw.addr,
-            b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\nconnection: close\r\n\r\n",
+            b"GET /ok HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\nconnection: close\r\n\r\n",
         )
         .await;
         if answer.starts_with("HTTP/1.1 200") {
@@ -342,6 +368,45 @@ async fn over_the_connection_cap_429_comes_at_once_and_the_connection_closes() {
         assert!(std::time::Instant::now() < deadline, "{answer:?}");
         tokio::task::yield_now().await;
     }
+}
+
+/// At the connection limit, a connection left idle gives its place to a new client with a
+/// request to make (the idlest is closed), rather than the new client being refused: a flood
+/// of idle connections cannot lock everyone else out.
+#[tokio::test]
+async fn at_the_limit_an_idle_connection_makes_room_for_a_new_client() {
+    let (backend, _heads) = recording_backend().await;
+    let gw = RunningGateway::start_with(&static_config(&[backend], BY_USER), None, |o| {
+        o.limits.max_connections = 2;
+        o.workers = 1;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        idle.push(s); // served, then left idle, holding a place
+    }
+    for round in 0..5 {
+        let answer = raw(
+            gw.addr,
+            b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: ricky\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "round {round}: {answer:?}"
+        );
+    }
+    // The idlest of the two was the one closed for the first newcomer.
+    let mut buf = [0u8; 16];
+    let first = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut buf)).await;
+    assert!(matches!(first, Ok(Ok(0)) | Ok(Err(_))), "closed: {first:?}");
 }
 
 /// A backend that reads each request's whole body (by `content-length`) before answering

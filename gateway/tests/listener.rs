@@ -135,30 +135,47 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test]
 async fn connections_over_the_limit_get_429() {
-    let (addr, _stop, _task) = start(Limits {
-        max_connections: 1,
-        ..Limits::default()
-    })
+    // The handler holds each request until released, and says when one has reached it.
+    let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (addr, _stop, _task) = start_with(
+        Limits {
+            max_connections: 1,
+            ..Limits::default()
+        },
+        {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            move |req, peer| {
+                let (arrived, release) = (arrived.clone(), release.clone());
+                async move {
+                    arrived.notify_one();
+                    release.notified().await;
+                    handler(req, peer).await
+                }
+            }
+        },
+    )
     .await;
-    // Hold the only slot with an idle keep-alive connection.
+    // Hold the only slot with a request in flight (an idle one would make room instead).
     let mut first = TcpStream::connect(addr).await.unwrap();
     first
         .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = vec![0u8; 512];
-    let n = first.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    arrived.notified().await;
 
     let mut second = TcpStream::connect(addr).await.unwrap();
     second
         .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
+    let mut buf = vec![0u8; 512];
     let n = second.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 429"), "got {head:?}");
     assert!(head.contains("too many connections"));
+    release.notify_one();
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]

@@ -185,17 +185,34 @@ async fn raw_status(stream: &mut tokio::net::TcpStream) -> u16 {
 
 #[tokio::test]
 async fn the_connection_limit_is_the_ports_whatever_the_workers() {
-    let backends = backends(1, Duration::ZERO).await;
+    use tokio::io::AsyncWriteExt;
+    // Cold calls of 2 s keep the three connections busy (an idle one would make room).
+    let backends = backends(1, Duration::from_secs(2)).await;
     let gw = RunningGateway::start_with(&static_config(&[backends[0].addr], BY_USER), None, |o| {
         o.workers = 4;
         o.limits.max_connections = 3;
     })
     .await;
     let mut open = Vec::new();
-    for _ in 0..3 {
+    for user in ["a", "b", "c"] {
         let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        assert_eq!(raw_status(&mut stream).await, 200);
+        let request = format!("GET /ping HTTP/1.1\r\nhost: x\r\nx-user: {user}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
         open.push(stream);
+    }
+    let http = Http::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !http
+        .get(gw.admin, "/clusters", None)
+        .await
+        .body
+        .contains("\"inFlight\": 3")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the three never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // polling the condition
     }
     // Four workers with three connections each would take this one; the limit is shared.
     let mut fourth = tokio::net::TcpStream::connect(gw.addr).await.unwrap();

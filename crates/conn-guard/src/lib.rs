@@ -118,6 +118,35 @@ impl IdleGuard {
         watch
     }
 
+    /// Closes the connection idle the longest (no request in flight), as its expiry would: for
+    /// a server at its connection limit, to make room for a new client rather than refuse it.
+    /// False when every connection has a request in flight.
+    pub fn evict_idlest(&self) -> bool {
+        let idlest = {
+            let connections = self
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            connections
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|w| w.in_flight.load(Ordering::Relaxed) == 0 && !w.should_close())
+                .min_by_key(|w| w.idle_since_ms.load(Ordering::Relaxed))
+        };
+        let Some(watch) = idlest else {
+            return false;
+        };
+        if watch.timeout_ms.load(Ordering::Relaxed) != 0 {
+            watch.close();
+        } else if let Some(task) = watch.task.get() {
+            task.abort();
+        } else {
+            return false;
+        }
+        true
+    }
+
     /// Tells every connection to close gracefully ([`Watch::should_close`]), waking the tasks
     /// that registered a waker; for a server's drain.
     pub fn close_all(&self) {
@@ -303,6 +332,20 @@ mod tests {
         guard.close_all();
         assert!(a.should_close() && b.should_close());
         assert!(closes_within(&a, Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn the_idlest_connection_is_evicted_one_in_flight_never() {
+        let guard = IdleGuard::start(Duration::from_secs(3600));
+        let busy = guard.watch();
+        let _in_flight = busy.request();
+        assert!(!guard.evict_idlest(), "nothing idle to evict");
+        let idle = guard.watch();
+        let task = tokio::spawn(std::future::pending::<()>());
+        idle.abort_on_expiry(task.abort_handle());
+        assert!(guard.evict_idlest());
+        let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert!(ended.expect("aborted").unwrap_err().is_cancelled());
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use super::Proxy;
 use super::listener::{Connections, Limits, accept_until};
 use crate::worker;
+use conn_guard::IdleGuard;
 
 /// A worker thread that could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub struct Workers {
     finished: Vec<oneshot::Receiver<()>>,
     /// Where the next tie goes (round robin among equally loaded workers).
     next: usize,
+    /// Each worker's idle guard: at the connection limit, the idlest connection is closed.
+    guards: Vec<IdleGuard>,
     /// `max_connections_per_client`, when set.
     per_client: Option<Arc<PerClient>>,
 }
@@ -92,6 +95,7 @@ impl Workers {
         let count = count.max(1);
         let mut handoff = Vec::with_capacity(count);
         let mut finished = Vec::with_capacity(count);
+        let (guard_tx, guard_rx) = std::sync::mpsc::channel();
         for index in 0..count {
             let (sender, accepted) = mpsc::unbounded_channel();
             let (done, done_rx) = oneshot::channel::<()>();
@@ -100,6 +104,7 @@ impl Workers {
                 accepted,
                 limits,
                 proxy: Arc::new(proxy.for_worker()),
+                guard: guard_tx.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("gateway-worker-{index}"))
@@ -114,10 +119,15 @@ impl Workers {
             });
             finished.push(done_rx);
         }
+        drop(guard_tx);
+        // Each worker sends its idle guard once its event loop runs (or drops its sender if it
+        // could not start): start-up waits for them, a few milliseconds.
+        let guards = guard_rx.iter().collect();
         Ok(Self {
             handoff,
             finished,
             next: 0,
+            guards,
             per_client: limits.max_connections_per_client.map(|max| {
                 Arc::new(PerClient {
                     max,
@@ -136,16 +146,24 @@ impl Workers {
         max_connections: usize,
         shutdown: impl Future<Output = ()>,
     ) {
+        let Self {
+            handoff,
+            next,
+            guards,
+            per_client,
+            ..
+        } = self;
         accept_until(
             listener,
             max_connections,
             shutdown,
+            guards,
             |stream, peer, permit| {
                 // Leaves this event loop (stays non-blocking) for the worker's.
                 let Ok(stream) = stream.into_std() else {
                     return ControlFlow::Continue(());
                 };
-                let (permit, place) = match (&self.per_client, permit) {
+                let (permit, place) = match (&*per_client, permit) {
                     (Some(limit), Some(permit)) => match limit.take(peer.ip()) {
                         Some(place) => (Some(permit), Some(place)),
                         None => (None, None),
@@ -159,7 +177,7 @@ impl Workers {
                     open: None,
                     place,
                 };
-                match hand_off(&self.handoff, &mut self.next, job) {
+                match hand_off(handoff, next, job) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(_) => {
                         tracing::error!("every worker thread has stopped");
@@ -231,6 +249,8 @@ struct Worker {
     accepted: mpsc::UnboundedReceiver<Accepted>,
     limits: Limits,
     proxy: Arc<Proxy>,
+    /// Where it sends its idle guard once its event loop runs.
+    guard: std::sync::mpsc::Sender<IdleGuard>,
 }
 
 impl Worker {
@@ -253,10 +273,13 @@ impl Worker {
             mut accepted,
             limits,
             proxy,
+            guard,
         } = self;
         runtime.block_on(async move {
             tokio::spawn(worker::outbox::flusher());
             let connections = Connections::new(limits, move |req, peer| proxy.handle(req, peer));
+            let _ = guard.send(connections.guard());
+            drop(guard);
             while let Some(Accepted {
                 stream,
                 peer,

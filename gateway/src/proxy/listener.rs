@@ -90,6 +90,9 @@ impl Default for Limits {
 /// Connections answered 429 at once, per event loop; more are closed without an answer.
 const MAX_REFUSING: usize = 256;
 
+/// How long a new connection at the limit waits for the place of the idle one closed for it.
+pub const EVICT_WITHIN: Duration = Duration::from_millis(200);
+
 /// How long a connection over the limit may take to send the request it is answered 429 to.
 const REFUSE_WITHIN: Duration = Duration::from_secs(1);
 
@@ -105,10 +108,12 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let connections = Connections::new(limits, handler);
+    let guards = [connections.guard()];
     accept_until(
         listener,
         limits.max_connections,
         shutdown,
+        &guards,
         |stream, peer, permit| {
             connections.serve(stream, peer, permit, || {});
             ControlFlow::Continue(())
@@ -122,12 +127,18 @@ pub async fn serve<H, F>(
 /// giving each to `dispatch` with its place among `max_connections` (`None` past the limit:
 /// the connection is to be answered `429` and closed). Closes the listener when it returns.
 ///
+/// At the limit, the connection idle the longest among `guards`' (no request in flight) is
+/// closed to make room, and the new one waits up to [`EVICT_WITHIN`] for its place: a flood
+/// of idle connections cannot lock out a client that has a request to make. Only when every
+/// connection has a request in flight is the new one refused.
+///
 /// A failed accept (EMFILE and friends) is logged and retried after a short pause rather than
 /// in a spin.
 pub async fn accept_until<D>(
     listener: TcpListener,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
+    guards: &[IdleGuard],
     mut dispatch: D,
 ) where
     D: FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>) -> ControlFlow<()>,
@@ -146,7 +157,13 @@ pub async fn accept_until<D>(
             },
             () = &mut shutdown => break,
         };
-        let permit = permits.clone().try_acquire_owned().ok();
+        let mut permit = permits.clone().try_acquire_owned().ok();
+        if permit.is_none() && guards.iter().any(IdleGuard::evict_idlest) {
+            permit = tokio::time::timeout(EVICT_WITHIN, permits.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
         if dispatch(stream, peer, permit).is_break() {
             break;
         }
@@ -316,6 +333,11 @@ where
             let _ = tokio::time::timeout(REFUSE_WITHIN, conn).await;
             closed();
         });
+    }
+
+    /// The idle guard of these connections (to evict the idlest at the connection limit).
+    pub fn guard(&self) -> IdleGuard {
+        self.guard.clone()
     }
 
     /// Lets in-flight requests finish, up to the grace period, closing idle connections.
