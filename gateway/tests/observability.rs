@@ -150,9 +150,9 @@ async fn without_the_flag_there_is_no_access_log() {
 async fn every_event_of_a_request_carries_its_span() {
     captured();
     // Nothing listens on this endpoint: each attempt fails to connect and says so at debug.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_addr = dead.local_addr().unwrap();
-    drop(dead);
+    // The discard port: nothing listens there (a port freed by a listener of this test could be
+    // taken by another test's server meanwhile).
+    let dead_addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let gw = RunningGateway::start(&static_config(&[dead_addr], BY_USER), None).await;
     assert_eq!(get(gw.addr, "span-1", Some("ricky")).await, 503);
     let line = line_with(&["attempt failed", "span-1"]).await;
