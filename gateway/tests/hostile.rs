@@ -295,9 +295,7 @@ async fn over_the_connection_cap_429_comes_at_once_and_the_connection_closes() {
     // A second route, to a replica that answers, for once a place is free.
     yaml = yaml.replace(
         "  http:\n  - route:",
-        &format!(
-            "  http:\n  - match:\n    - uri: {{prefix: /ok}}\n    route:\n    - destination:\n        host: ok.local\n  - route:"
-        ),
+        "  http:\n  - match:\n    - uri: {prefix: /ok}\n    route:\n    - destination:\n        host: ok.local\n  - route:",
     );
     yaml.push_str(&format!(
         "---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: ok}}\nspec:\n  hosts: [ok.local]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n  - address: {}\n    ports: {{http: {}}}\n",
@@ -788,52 +786,78 @@ async fn a_response_body_that_stops_is_cut_one_that_moves_is_not() {
 #[tokio::test]
 async fn a_request_waiting_on_a_replica_that_is_taken_out_goes_to_the_next_choice() {
     let hung = hung_backend().await;
-    let healthy = stack::backends(1, Duration::ZERO).await;
-    let gw = RunningGateway::start_with(
-        &static_config(&[hung, healthy[0].addr], BY_USER),
-        None,
-        |o| {
-            o.proxy.route_timeout = Some(Duration::from_secs(30));
-            o.active = Some(gateway::health::active::ActiveCheck {
-                path: "/readyz".into(),
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_millis(500),
-                unhealthy_threshold: 2,
-                healthy_threshold: 1,
-            });
-        },
-    )
+    let healthy = stack::backends(3, Duration::ZERO).await;
+    let mut addrs = vec![hung];
+    addrs.extend(healthy.iter().map(|b| b.addr));
+    let gw = RunningGateway::start_with(&static_config(&addrs, BY_USER), None, |o| {
+        o.proxy.route_timeout = Some(Duration::from_secs(30));
+        o.active = Some(gateway::health::active::ActiveCheck {
+            path: "/readyz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        });
+    })
     .await;
-    // A user the hung replica holds, found before its checks have failed twice (~1.5 s).
+    // Users the hung replica holds, found before its checks have failed twice (~1.5 s).
     let http = stack::Http::new();
-    let mut user = None;
-    for i in 0..64 {
+    let lookup = |key: String| {
+        let http = http.clone();
+        let admin = gw.admin;
+        async move {
+            let path = format!("/lookup?cluster=sticky-svc.default.svc.cluster.local&key={key}");
+            http.get(admin, &path, None).await.body
+        }
+    };
+    let mut users = Vec::new();
+    for i in 0..200 {
         let key = format!("user-{i}");
-        let path = format!("/lookup?cluster=sticky-svc.default.svc.cluster.local&key={key}");
-        if http
-            .get(gw.admin, &path, None)
-            .await
-            .body
-            .contains(&hung.to_string())
-        {
-            user = Some(key);
+        if lookup(key.clone()).await.contains(&hung.to_string()) {
+            users.push(key);
+        }
+        if users.len() == 4 {
             break;
         }
     }
-    let user = user.expect("one of 64 users maps to the hung replica");
-    let started = std::time::Instant::now();
-    let answer = tokio::time::timeout(Duration::from_secs(10), http.ping(gw.addr, &user))
-        .await
-        .expect("answered within 10 s, not after the 30 s route timeout");
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(
-        answer.host.as_deref(),
-        Some("svc-0"),
-        "served by the healthy replica"
-    );
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "it did wait on the hung replica first: {:?}",
-        started.elapsed()
+        !users.is_empty(),
+        "some of 200 users map to the hung replica"
     );
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let (http, user, addr) = (http.clone(), user.clone(), gw.addr);
+            tokio::spawn(async move { http.ping(addr, &user).await })
+        })
+        .collect();
+    for (user, call) in users.iter().zip(calls) {
+        let answer = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("answered within 10 s, not after the 30 s route timeout")
+            .unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "it did wait on the hung replica first: {:?}",
+            started.elapsed()
+        );
+        // It went to the user's home in the table without the hung replica, where its next
+        // request goes and finds its cache warm: one move, one first call.
+        let home = lookup(user.clone()).await;
+        let served_by = answer.host.as_deref().unwrap();
+        let index: usize = served_by.trim_start_matches("svc-").parse().unwrap();
+        assert!(
+            home.contains(&healthy[index].addr.to_string()),
+            "{user} served by {served_by}, its new home is {home}"
+        );
+        let again = http.ping(gw.addr, user).await;
+        assert_eq!(again.host.as_deref(), Some(served_by), "{user} moved again");
+        assert_eq!(
+            again.cache.as_deref(),
+            Some("hit"),
+            "{user} warm where it went"
+        );
+    }
 }

@@ -238,14 +238,18 @@ impl Control {
         self.dirty = false;
         self.folded = 0;
         let (endpoints, ejected, policy) = (self.endpoints.clone(), self.ejected(), self.policy);
-        // Before the build: requests waiting on an endpoint that just went out move now.
-        for (endpoint, out) in endpoints.iter().zip(&ejected) {
-            endpoint.set_out(*out);
-        }
+        let outs = ejected.clone();
         let built =
             tokio::task::spawn_blocking(move || state::build(endpoints, ejected, policy)).await;
         match built {
-            Ok(state) => self.store(state),
+            Ok(state) => {
+                self.store(state);
+                // After the new state is out: a request waiting on an endpoint that just went
+                // out moves at once, and picks in the table without it (its user's new home).
+                for (endpoint, out) in self.endpoints.iter().zip(&outs) {
+                    endpoint.set_out(*out);
+                }
+            }
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // The runtime is shutting down.
             Err(_) => return,

@@ -65,22 +65,26 @@ impl Proxy {
         let mut retried: Option<usize> = None; // the endpoint given its second chance
         let mut last_error = ProxyError::NoHealthyUpstream;
         let random = fastrand::u64(..);
+        let mut renewed_at = 0; // the attempt that picked first in the current table
 
         for attempt in 0..max_attempts {
             let index = match again.take() {
                 Some(index) => index,
                 None => {
-                    if attempt > 0 {
-                        // A failed attempt may have taken long (a connect timeout to a replica
-                        // that left): pick among the endpoints as they are now.
-                        renew(cluster, &mut state, &mut tried, tried_len);
+                    // A failed attempt may have taken long (a connect timeout to a replica that
+                    // left, a wait on one the checks took out): pick among the endpoints as they
+                    // are now. In a new table the hash is looked up afresh (attempt 0, what was
+                    // tried still avoided): the user's home in it, where its next requests go,
+                    // rather than a retry's perturbed choice in the old one.
+                    if attempt > 0 && renew(cluster, &mut state, &mut tried, tried_len) {
+                        renewed_at = attempt;
                     }
                     let Some(balancer) = state.balancer.as_ref() else {
                         return Err(last_error);
                     };
                     let ctx = PickContext::new(random.wrapping_add(u64::from(attempt)))
                         .key_hash(hash)
-                        .attempt(attempt)
+                        .attempt(attempt - renewed_at)
                         .excluded(&tried[..tried_len.min(MAX_TRIED)])
                         .in_flight(&*state);
                     match balancer.pick(&ctx) {
@@ -249,19 +253,20 @@ impl Proxy {
 
 /// Moves to the cluster's current state if it changed since `state` was taken, carrying the
 /// endpoints already tried over by address (an index of the old state means nothing in the new
-/// one; an endpoint gone from it needs no excluding).
+/// one; an endpoint gone from it needs no excluding). True when it moved.
 fn renew(
     cluster: &Cluster,
     state: &mut Arc<ClusterState>,
     tried: &mut [usize; MAX_TRIED],
     tried_len: usize,
-) {
+) -> bool {
     let now = cluster.state();
     if Arc::ptr_eq(&now, state) {
-        return;
+        return false;
     }
     carry_over(state, &now, tried, tried_len);
     *state = now;
+    true
 }
 
 /// Rewrites the indices `tried` holds, of `old`'s endpoints, as indices of `new`'s.
