@@ -136,3 +136,8 @@ bench-gateway-instructions:
 # Gateway RSS per idle HTTP/1.1 and h2c client connection, next to nginx (CONNS=5000; CHECK_KIB_H1/CHECK_KIB_H2 exit 1 above a bound; installs nginx via apt)
 bench-conn-memory:
     bench/conn-memory.sh
+
+# Chaos run on the compose stack (own project sticky-chaos, port 18080): goose load while one replica is paused 20 s and hostile clients hold 600 connections; fails on the chaos verdict (~70 s; PROFILE=dev images by default)
+chaos:
+    @PROFILE="${PROFILE:-dev}" scripts/images.sh
+    @PROFILE="${PROFILE:-dev}" scripts/chaos.sh

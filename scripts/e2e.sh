@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `just e2e`: the Docker end-to-end suite. Images from the dev build (the one `cargo test` made),
-# the testcontainers tests, then the compose run. Without Docker it fails with the reason, unless
-# STICKY_E2E=skip, which skips it with a line saying so (never a silent pass).
+# the testcontainers tests, the compose run, then the chaos run (scripts/chaos.sh, about 70 s:
+# one replica paused under load, hostile clients beside it). Without Docker it fails with the
+# reason, unless STICKY_E2E=skip, which skips it with a line saying so (never a silent pass).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,4 +22,5 @@ start=$SECONDS
 PROFILE="${PROFILE:-dev}" scripts/images.sh
 cargo test --workspace --test containers -- --ignored --test-threads 1
 scripts/compose-e2e.sh
+scripts/chaos.sh
 echo "e2e: passed in $((SECONDS - start)) s"

@@ -32,6 +32,9 @@ pub enum Scenario {
     Rebalance,
     /// Every call is a new user, at a fixed rate: measures the first-call cost.
     ColdStart,
+    /// As `sticky`, while one replica is paused and resumed (`scripts/chaos.sh`): judged call
+    /// by call against the pause window read from `--chaos-record` when the load ends.
+    Chaos,
 }
 
 impl Scenario {
@@ -41,6 +44,7 @@ impl Scenario {
             Self::Sticky => "sticky",
             Self::Rebalance => "rebalance",
             Self::ColdStart => "cold-start",
+            Self::Chaos => "chaos",
         }
     }
 }
@@ -61,6 +65,8 @@ pub struct Thresholds {
     pub max_warm_p99: Duration,
     /// Most a cold call may take beyond the expected first-call cost (`cold-start`).
     pub max_cold_overhead: Duration,
+    /// Longest call of a paused replica's users, from its start (`chaos`).
+    pub max_chaos_latency: Duration,
 }
 
 /// A flag value clap accepted by type but that makes no sense.
@@ -102,6 +108,11 @@ pub enum ConfigError {
     /// `--key-prefix` would not make a valid `x-user` value.
     #[error("--key-prefix must be 1 to 200 visible ASCII characters, got {0:?}")]
     KeyPrefix(String),
+    /// `-s chaos` without `--chaos-record`, or `--chaos-record` with another scenario.
+    #[error(
+        "-s chaos and --chaos-record FILE go together: the file says which replica was paused and when"
+    )]
+    ChaosRecord,
 }
 
 /// Load scenarios that prove sticky routing: stickiness, lost caches, cold and warm latency.
@@ -161,6 +172,19 @@ pub struct Cli {
     /// `cold-start`: fail when the cold p99 is more than the first-call cost plus this.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub max_cold_overhead: Duration,
+    /// `chaos`: JSON naming the paused replica and when it was paused and resumed
+    /// (`{"replica", "paused_at", "resumed_at"}`, UTC RFC 3339), written while the load runs
+    /// and read once it ends.
+    #[arg(long, env = "LOADTEST_CHAOS_RECORD", value_name = "FILE")]
+    pub chaos_record: Option<PathBuf>,
+    /// `chaos`: fail when a call of the paused replica's users takes longer than this, from
+    /// the moment it was sent.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub max_chaos_latency: Duration,
+    /// `chaos`: from this long after the resume on, every call must be served by the user's
+    /// own replica (the one before the pause) from its cache.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub chaos_settle: Duration,
     /// Where goose's report.html and report.json and our summary.json are written.
     #[arg(long, env = "LOADTEST_OUT_DIR", default_value = "target/loadtest")]
     pub out_dir: PathBuf,
@@ -197,6 +221,10 @@ pub struct Config {
     pub pause: Duration,
     /// Prefix of the `x-user` keys.
     pub key_prefix: String,
+    /// `chaos`: the pause window's file, read when the load ends.
+    pub chaos_record: Option<PathBuf>,
+    /// `chaos`: how long after the resume every user must be home again.
+    pub chaos_settle: Duration,
     /// Goose report files to write.
     pub reports: Vec<PathBuf>,
     /// Whether goose logs its progress.
@@ -211,9 +239,15 @@ impl Config {
         Cli::parse_from(["loadtest", "--host", host, "--no-reports"]).into_config()
     }
 
-    /// The per-request timeout: a cold call must never time out, a hung one must.
+    /// The per-request timeout: a cold call must never time out, a hung one must. In `chaos`
+    /// it is well above `--max-chaos-latency`, so a slow call is measured, not cut short.
     pub fn timeout(&self) -> Duration {
-        self.first_call_cost * 2 + Duration::from_secs(10)
+        let timeout = self.first_call_cost * 2 + Duration::from_secs(10);
+        if self.scenario == Scenario::Chaos {
+            timeout.max(self.thresholds.max_chaos_latency + Duration::from_secs(10))
+        } else {
+            timeout
+        }
     }
 }
 
@@ -246,6 +280,9 @@ impl Cli {
         if !prefix_ok {
             return Err(ConfigError::KeyPrefix(self.key_prefix));
         }
+        if (self.scenario == Scenario::Chaos) != self.chaos_record.is_some() {
+            return Err(ConfigError::ChaosRecord);
+        }
         let reports = if self.no_reports {
             Vec::new()
         } else if self.report_file.is_empty() {
@@ -263,6 +300,7 @@ impl Cli {
             max_moved: self.max_moved,
             max_warm_p99: self.max_warm_p99,
             max_cold_overhead: self.max_cold_overhead,
+            max_chaos_latency: self.max_chaos_latency,
         };
         Ok(Config {
             scenario: self.scenario,
@@ -274,6 +312,8 @@ impl Cli {
             cold_rate: self.cold_rate,
             pause: self.pause,
             key_prefix: self.key_prefix,
+            chaos_record: self.chaos_record,
+            chaos_settle: self.chaos_settle,
             reports,
             verbose: self.verbose,
             thresholds,
@@ -387,6 +427,29 @@ mod tests {
             config(&["--key-prefix", "a b"]),
             Err(ConfigError::KeyPrefix(_))
         ));
+        assert_eq!(
+            config(&["-s", "chaos"]).unwrap_err(),
+            ConfigError::ChaosRecord
+        );
+        assert_eq!(
+            config(&["--chaos-record", "r.json"]).unwrap_err(),
+            ConfigError::ChaosRecord
+        );
+    }
+
+    #[test]
+    fn chaos_judges_users_by_the_pause_window_and_outwaits_the_latency_bound() {
+        let config = config(&["-s", "chaos", "--chaos-record", "r.json"]).unwrap();
+        assert_eq!(config.chaos_record, Some(PathBuf::from("r.json")));
+        assert_eq!(config.chaos_settle, Duration::from_secs(5));
+        assert_eq!(config.thresholds.max_chaos_latency, Duration::from_secs(15));
+        // Users of the paused replica move: stickiness is judged by the chaos thresholds.
+        assert_eq!(config.thresholds.min_stickiness, None);
+        assert_eq!(config.thresholds.max_lost_caches, None);
+        // A call slower than the bound must be measured, not cut by the client's timeout.
+        assert_eq!(config.timeout(), Duration::from_secs(25));
+        let sticky = self::config(&["--max-chaos-latency", "60s"]).unwrap();
+        assert_eq!(sticky.timeout(), Duration::from_secs(20));
     }
 
     #[test]

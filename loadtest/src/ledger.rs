@@ -3,7 +3,9 @@
 //! One [`Ledger`] is shared by every goose user of a run. A call takes one short `Mutex`
 //! (a few hash-map and histogram updates, never held across an await); goose's own metrics
 //! channel costs more than that per request. Latencies go into HDR histograms, so memory stays
-//! bounded however long the run.
+//! bounded however long the run. A run that must be judged call by call (`-s chaos`: which
+//! calls were in flight while a replica was paused, and where each user went) also keeps a
+//! [`Call`] per request, up to [`MAX_LOGGED_CALLS`].
 //!
 //! Second in the crate's line of modules: it may import `config` (it needs nothing from it), and
 //! may not import `scenario`, `summary`, `verdict` or `runner`.
@@ -11,13 +13,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 use thiserror::Error;
 
 /// How many distinct error messages are kept; more are counted under "other errors".
 const MAX_ERROR_KINDS: usize = 20;
+
+/// Most calls a call log keeps (48 bytes each, so 48 MB at most); later ones are only counted.
+/// The CI chaos run (100 users for a minute) makes about 50 000.
+pub const MAX_LOGGED_CALLS: usize = 1_000_000;
 
 /// Why a call does not count as a served `/ping`.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,35 @@ pub enum Cache {
     Hit,
     /// `x-cache: miss`: the call paid the first-call cost.
     Miss,
+}
+
+/// A served call's replica (an index into [`Book::hosts`]) and cache outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// The host that answered.
+    pub host: u16,
+    /// Hit or miss.
+    pub cache: Cache,
+}
+
+/// One request, as the call log keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    /// The user's key.
+    pub key: u64,
+    /// Wall-clock time the request was sent (just before goose sent it).
+    pub sent: SystemTime,
+    /// Goose's time to the answer's headers, or to the failure.
+    pub latency: Duration,
+    /// Who answered, or why the call failed.
+    pub outcome: Result<Served, CallError>,
+}
+
+impl Call {
+    /// When the answer (or the failure) came.
+    pub fn ended(&self) -> SystemTime {
+        self.sent + self.latency
+    }
 }
 
 /// One key's history.
@@ -86,6 +121,10 @@ pub struct Book {
     pub cold: Histogram<u64>,
     /// Latency of hits, microseconds.
     pub warm: Histogram<u64>,
+    /// Every call, in the order recorded, when the ledger keeps a call log; else empty.
+    pub calls: Vec<Call>,
+    /// Calls left out of a full call log.
+    pub calls_dropped: u64,
 }
 
 /// The shared recorder of a run.
@@ -93,6 +132,7 @@ pub struct Book {
 pub struct Ledger {
     book: Mutex<Book>,
     next_key: AtomicU64,
+    log_calls: bool,
 }
 
 impl Default for Ledger {
@@ -102,8 +142,17 @@ impl Default for Ledger {
 }
 
 impl Ledger {
-    /// An empty ledger.
+    /// An empty ledger that keeps counters and histograms only.
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// An empty ledger that also keeps a [`Call`] per request (up to [`MAX_LOGGED_CALLS`]).
+    pub fn with_call_log() -> Self {
+        Self::build(true)
+    }
+
+    fn build(log_calls: bool) -> Self {
         // 3 significant figures, auto-resizing: exact enough for p99, small in memory.
         let histogram = || Histogram::new(3).unwrap_or_else(|_| unreachable!("3 figures is valid"));
         Self {
@@ -115,8 +164,11 @@ impl Ledger {
                 errors_by_kind: BTreeMap::new(),
                 cold: histogram(),
                 warm: histogram(),
+                calls: Vec::new(),
+                calls_dropped: 0,
             }),
             next_key: AtomicU64::new(0),
+            log_calls,
         }
     }
 
@@ -125,8 +177,8 @@ impl Ledger {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Records a served call of `key`.
-    pub fn served(&self, key: u64, host: &str, cache: Cache, latency: Duration) {
+    /// Records a served call of `key`, sent at `sent`.
+    pub fn served(&self, key: u64, host: &str, cache: Cache, latency: Duration, sent: SystemTime) {
         let mut book = self.lock();
         let book = &mut *book;
         let host = match book.hosts.iter().position(|known| known == host) {
@@ -156,11 +208,14 @@ impl Ledger {
         if histogram.record(micros.max(1)).is_err() {
             histogram.saturating_record(micros);
         }
+        let outcome = Ok(Served { host, cache });
+        self.log(book, key, sent, latency, outcome);
     }
 
-    /// Records a failed call.
-    pub fn failed(&self, error: CallError) {
+    /// Records a failed call of `key`, sent at `sent`, that failed after `latency`.
+    pub fn failed(&self, key: u64, error: CallError, latency: Duration, sent: SystemTime) {
         let mut book = self.lock();
+        self.log(&mut book, key, sent, latency, Err(error));
         book.errors += 1;
         let kind = error.to_string();
         if book.errors_by_kind.len() < MAX_ERROR_KINDS || book.errors_by_kind.contains_key(&kind) {
@@ -170,6 +225,29 @@ impl Ledger {
                 .errors_by_kind
                 .entry("other errors".to_owned())
                 .or_default() += 1;
+        }
+    }
+
+    fn log(
+        &self,
+        book: &mut Book,
+        key: u64,
+        sent: SystemTime,
+        latency: Duration,
+        outcome: Result<Served, CallError>,
+    ) {
+        if !self.log_calls {
+            return;
+        }
+        if book.calls.len() < MAX_LOGGED_CALLS {
+            book.calls.push(Call {
+                key,
+                sent,
+                latency,
+                outcome,
+            });
+        } else {
+            book.calls_dropped += 1;
         }
     }
 
@@ -189,15 +267,16 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
     #[test]
     fn tracks_host_changes_and_lost_caches_per_key() {
         let ledger = Ledger::new();
-        ledger.served(1, "a", Cache::Miss, MS * 500);
-        ledger.served(1, "a", Cache::Hit, MS);
-        ledger.served(1, "b", Cache::Miss, MS * 500);
-        ledger.served(1, "a", Cache::Hit, MS);
-        ledger.served(2, "b", Cache::Hit, MS);
+        ledger.served(1, "a", Cache::Miss, MS * 500, T0);
+        ledger.served(1, "a", Cache::Hit, MS, T0);
+        ledger.served(1, "b", Cache::Miss, MS * 500, T0);
+        ledger.served(1, "a", Cache::Hit, MS, T0);
+        ledger.served(2, "b", Cache::Hit, MS, T0);
         let book = ledger.snapshot();
         assert_eq!(book.hosts, ["a", "b"]);
         let one = &book.tracks[&1];
@@ -215,11 +294,11 @@ mod tests {
     #[test]
     fn counts_errors_by_kind_with_a_bounded_number_of_kinds() {
         let ledger = Ledger::new();
-        ledger.failed(CallError::Status(503));
-        ledger.failed(CallError::Status(503));
-        ledger.failed(CallError::Timeout);
+        ledger.failed(0, CallError::Status(503), MS, T0);
+        ledger.failed(0, CallError::Status(503), MS, T0);
+        ledger.failed(0, CallError::Timeout, MS, T0);
         for status in 0..100 {
-            ledger.failed(CallError::Status(400 + status));
+            ledger.failed(0, CallError::Status(400 + status), MS, T0);
         }
         let book = ledger.snapshot();
         assert_eq!(book.errors, 103);
@@ -227,6 +306,41 @@ mod tests {
         assert_eq!(book.errors_by_kind["timed out"], 1);
         assert_eq!(book.errors_by_kind.len(), MAX_ERROR_KINDS + 1);
         assert_eq!(book.errors_by_kind.values().sum::<u64>(), 103);
+    }
+
+    #[test]
+    fn a_call_log_keeps_each_call_with_its_time_and_outcome() {
+        let sent = T0 + Duration::from_secs(100);
+        let quiet = Ledger::new();
+        quiet.served(1, "a", Cache::Hit, MS, sent);
+        assert!(quiet.snapshot().calls.is_empty(), "off unless asked for");
+
+        let ledger = Ledger::with_call_log();
+        ledger.served(1, "a", Cache::Miss, MS * 500, sent);
+        ledger.failed(2, CallError::Timeout, MS * 900, sent + MS);
+        let book = ledger.snapshot();
+        assert_eq!(
+            book.calls,
+            [
+                Call {
+                    key: 1,
+                    sent,
+                    latency: MS * 500,
+                    outcome: Ok(Served {
+                        host: 0,
+                        cache: Cache::Miss
+                    }),
+                },
+                Call {
+                    key: 2,
+                    sent: sent + MS,
+                    latency: MS * 900,
+                    outcome: Err(CallError::Timeout),
+                },
+            ]
+        );
+        assert_eq!(book.calls[1].ended(), sent + MS * 901);
+        assert_eq!(book.calls_dropped, 0);
     }
 
     #[test]

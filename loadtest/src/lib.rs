@@ -17,8 +17,10 @@
 //! Modules, bottom to top: each may import only the modules listed above it, never one below.
 //! - [`config`]: the command line and its checks, the scenario to run and the thresholds.
 //! - [`ledger`]: the per-user record of hosts, cache outcomes and latencies.
-//! - [`scenario`]: the `sticky`, `rebalance` and `cold-start` goose scenarios.
-//! - [`summary`]: the figures of a run, printed and written as JSON.
+//! - [`scenario`]: the `sticky`, `rebalance` and `cold-start` goose scenarios (`chaos` loads
+//!   as `sticky` does).
+//! - [`summary`]: the figures of a run, printed and written as JSON; [`summary::chaos`], those
+//!   around the pause of a replica.
 //! - [`verdict`]: the violations of the thresholds that fail a run.
 //! - [`runner`]: one load test, from configuration to summary.
 

@@ -1,7 +1,9 @@
 //! One load test, start to end: configure goose, run it, fold the ledger into a [`Summary`].
 //!
 //! The runner is a library function so the binary, `just load`, CI and the integration tests
-//! all run the same code; tests call it in process against a stack on loopback.
+//! all run the same code; tests call it in process against a stack on loopback. A `chaos` run
+//! keeps every call, and reads the record of the pause only once the load has ended: the
+//! script that pauses the replica writes it while the load runs.
 //!
 //! The top of the crate's line of modules: it may import every other module, and no module
 //! imports it (only `lib.rs` re-exports it).
@@ -18,6 +20,7 @@ use thiserror::Error;
 use crate::config::{Config, Scenario};
 use crate::ledger::Ledger;
 use crate::scenario;
+use crate::summary::chaos::{self, Record};
 use crate::summary::{GooseThreshold, Summary};
 
 /// Goose's own threshold: every request must succeed. It marks the HTML/JSON reports; the
@@ -45,6 +48,14 @@ pub enum RunError {
     /// Goose refused the configuration or failed while running.
     #[error("goose: {0}")]
     Goose(String),
+    /// `chaos`: the record of the pause could not be read.
+    #[error("cannot read the chaos record {path}: {reason}")]
+    ChaosRecord {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<GooseError> for RunError {
@@ -67,7 +78,11 @@ pub async fn run(config: &Config) -> Result<Summary, RunError> {
             })?;
         }
     }
-    let ledger = Arc::new(Ledger::new());
+    let ledger = Arc::new(if config.scenario == Scenario::Chaos {
+        Ledger::with_call_log()
+    } else {
+        Ledger::new()
+    });
     let scenario = scenario::goose_scenario(config, &run_id(), Arc::clone(&ledger))?;
     let attack = GooseAttack::initialize_with_config(goose_configuration(config))?
         .register_scenario(scenario);
@@ -77,13 +92,18 @@ pub async fn run(config: &Config) -> Result<Summary, RunError> {
         Err(GooseError::ThresholdsFailed { metrics, .. }) => metrics.0.thresholds,
         Err(err) => return Err(err.into()),
     };
+    let book = ledger.snapshot();
     let mut summary = Summary::new(
         config.scenario,
         config.host.as_str(),
         started.elapsed(),
         config.first_call_cost,
-        &ledger.snapshot(),
+        &book,
     );
+    if let Some(path) = &config.chaos_record {
+        let record = read_record(path)?;
+        summary.chaos = Some(chaos::figures(&book, &record, config.chaos_settle));
+    }
     summary.goose_thresholds = rules
         .into_iter()
         .map(|rule| GooseThreshold {
@@ -93,6 +113,15 @@ pub async fn run(config: &Config) -> Result<Summary, RunError> {
         })
         .collect();
     Ok(summary)
+}
+
+fn read_record(path: &std::path::Path) -> Result<Record, RunError> {
+    let refuse = |reason: String| RunError::ChaosRecord {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| refuse(err.to_string()))?;
+    Record::parse(&text).map_err(|err| refuse(err.to_string()))
 }
 
 fn goose_configuration(config: &Config) -> GooseConfiguration {

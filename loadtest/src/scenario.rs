@@ -8,7 +8,7 @@
 //! import `summary`, `verdict` or `runner`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use goose::prelude::{
     GooseError, GooseMethod, GooseRequest, GooseUser, Transaction, TransactionFunction,
@@ -63,7 +63,7 @@ pub fn goose_scenario(
 
 async fn ping(user: &mut GooseUser, plan: &Plan) -> TransactionResult {
     let (id, key) = match plan.scenario {
-        Scenario::Sticky | Scenario::Rebalance => {
+        Scenario::Sticky | Scenario::Rebalance | Scenario::Chaos => {
             let index = user.weighted_users_index;
             (index as u64, format!("{}-{index}", plan.key_prefix))
         }
@@ -79,6 +79,7 @@ async fn ping(user: &mut GooseUser, plan: &Plan) -> TransactionResult {
         .name("GET /ping")
         .set_request_builder(builder)
         .build();
+    let sent = SystemTime::now();
     let mut goose = user.request(request).await?;
     // Goose's own time to first byte, in microseconds: the same clock as its reports.
     let latency = Duration::from_micros(goose.request.response_time_micros());
@@ -88,11 +89,11 @@ async fn ping(user: &mut GooseUser, plan: &Plan) -> TransactionResult {
     };
     match answer {
         Ok((host, cache)) => {
-            plan.ledger.served(id, &host, cache, latency);
+            plan.ledger.served(id, &host, cache, latency, sent);
             Ok(())
         }
         Err(error) => {
-            plan.ledger.failed(error);
+            plan.ledger.failed(id, error, latency, sent);
             if goose.request.success {
                 // A 2xx goose counted as a success, but it lacks sticky-svc's headers.
                 return user.set_failure(&error.to_string(), &mut goose.request, None, None);

@@ -3,7 +3,10 @@
 //! Durations are milliseconds in JSON (`*_ms`), shares are percentages (`*_pct`).
 //!
 //! Fourth in the crate's line of modules: it may import `config`, `ledger` and `scenario`, and
-//! may not import `verdict` or `runner`; judging a summary is `verdict`'s business.
+//! may not import `verdict` or `runner`; judging a summary is `verdict`'s business. [`chaos`]
+//! holds the figures of a run during which a replica was paused.
+
+pub mod chaos;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -104,6 +107,8 @@ pub struct Summary {
     pub replicas: Replicas,
     /// Goose's own threshold rules and whether each held.
     pub goose_thresholds: Vec<GooseThreshold>,
+    /// `chaos`: what the users saw around the pause of one replica.
+    pub chaos: Option<chaos::Chaos>,
 }
 
 /// One of goose's threshold rules, as its report shows it.
@@ -164,6 +169,7 @@ impl Summary {
             imbalance,
             replicas: replicas(book),
             goose_thresholds: Vec::new(),
+            chaos: None,
         }
     }
 }
@@ -271,6 +277,9 @@ impl fmt::Display for Summary {
             "  replicas     {} -> {}: {:.1}% of users moved, ideal {:.1}%, {} needless moves",
             r.before, r.after, self.moved_pct, r.ideal_moved_pct, r.needless_moves
         )?;
+        if let Some(chaos) = &self.chaos {
+            write!(f, "{chaos}")?;
+        }
         for rule in &self.goose_thresholds {
             let verdict = if rule.passed { "PASS" } else { "FAIL" };
             writeln!(
@@ -285,10 +294,13 @@ impl fmt::Display for Summary {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
     use crate::ledger::{Cache, Ledger};
 
     const MS: Duration = Duration::from_millis(1);
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
     fn summary(ledger: &Ledger) -> Summary {
         Summary::new(
@@ -305,11 +317,11 @@ mod tests {
         let ledger = Ledger::new();
         // Four hosts; "d" goes away and its two users move to "a" and "b" (needed moves).
         for (key, host) in [(0, "a"), (1, "b"), (2, "c"), (3, "d"), (4, "d")] {
-            ledger.served(key, host, Cache::Miss, MS * 300);
-            ledger.served(key, host, Cache::Hit, MS);
+            ledger.served(key, host, Cache::Miss, MS * 300, T0);
+            ledger.served(key, host, Cache::Hit, MS, T0);
         }
-        ledger.served(3, "a", Cache::Miss, MS * 300);
-        ledger.served(4, "b", Cache::Miss, MS * 300);
+        ledger.served(3, "a", Cache::Miss, MS * 300, T0);
+        ledger.served(4, "b", Cache::Miss, MS * 300, T0);
         let s = summary(&ledger);
         assert_eq!(s.users, 5);
         assert_eq!(s.requests, 12);
@@ -335,10 +347,10 @@ mod tests {
     #[test]
     fn a_move_between_surviving_hosts_is_needless() {
         let ledger = Ledger::new();
-        ledger.served(0, "a", Cache::Miss, MS);
-        ledger.served(1, "b", Cache::Miss, MS);
-        ledger.served(0, "b", Cache::Miss, MS);
-        ledger.served(2, "a", Cache::Miss, MS);
+        ledger.served(0, "a", Cache::Miss, MS, T0);
+        ledger.served(1, "b", Cache::Miss, MS, T0);
+        ledger.served(0, "b", Cache::Miss, MS, T0);
+        ledger.served(2, "a", Cache::Miss, MS, T0);
         let s = summary(&ledger);
         assert_eq!(s.replicas.needless_moves, 1);
         assert!((s.replicas.ideal_moved_pct - 0.0).abs() < 1e-9);

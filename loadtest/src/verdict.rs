@@ -4,6 +4,11 @@
 //! our own counters; each broken threshold is one [`Violation`] with a sentence saying what
 //! was seen and what was allowed.
 //!
+//! `chaos` adds its own thresholds, judged on the figures of [`crate::summary::chaos`]: the
+//! users of the replicas that kept running see no error; no call of the paused replica's users
+//! takes longer than `--max-chaos-latency`; after the resume and a settle time, every user is
+//! back on its own replica and finds its cache warm.
+//!
 //! Fifth in the crate's line of modules: it may import `config`, `ledger`, `scenario` and
 //! `summary`, and may not import `runner`.
 
@@ -13,6 +18,7 @@ use thiserror::Error;
 
 use crate::config::{DEFAULT_MOVED_SLACK_PCT, Scenario, Thresholds};
 use crate::summary::Summary;
+use crate::summary::chaos::Chaos;
 
 /// A broken threshold.
 #[derive(Debug, Error, Clone, PartialEq)]
@@ -110,6 +116,77 @@ pub enum Violation {
         /// Allowed.
         max_ms: f64,
     },
+    /// `chaos` without the figures of a pause.
+    #[error("-s chaos without a chaos record: nothing says which replica was paused, or when")]
+    ChaosMissing,
+    /// No user had the paused replica as home.
+    #[error(
+        "no user was answered by the paused replica {replica} before the pause: a wrong name, or a pause before the users were warm"
+    )]
+    ChaosReplicaUnknown {
+        /// The name the record gave.
+        replica: String,
+    },
+    /// Users whose home is not known.
+    #[error(
+        "{users} users had no call answered before the pause, so their replica is not known: pause once every user is warm (hatching plus one first-call cost)"
+    )]
+    ChaosNotWarm {
+        /// Users without a call before the pause.
+        users: usize,
+    },
+    /// The call log left calls out.
+    #[error(
+        "the call log was full and left {dropped} calls out: run -s chaos shorter or with fewer users"
+    )]
+    ChaosLogFull {
+        /// Calls left out.
+        dropped: u64,
+    },
+    /// Users of the replicas that kept running saw errors.
+    #[error(
+        "{errors} of {calls} calls of users of the replicas that kept running failed (allowed: 0)"
+    )]
+    ChaosHealthyErrors {
+        /// Their failed calls.
+        errors: u64,
+        /// Their calls.
+        calls: u64,
+    },
+    /// A call of the paused replica's users took too long.
+    #[error(
+        "a call of the paused replica's users took {max_ms:.0} ms from its start, above the bound of {bound_ms:.0} ms"
+    )]
+    ChaosTooSlow {
+        /// The slowest.
+        max_ms: f64,
+        /// `--max-chaos-latency`.
+        bound_ms: f64,
+    },
+    /// After the resume and the settle, calls not answered at home from the cache.
+    #[error(
+        "{calls} calls of {users} users (of them {its_users} of the paused replica's) sent {settle_s:.1} s or more after the resume were not answered by the user's own replica from its cache"
+    )]
+    ChaosNotHome {
+        /// Such calls.
+        calls: u64,
+        /// Users with such a call.
+        users: usize,
+        /// Of them, users of the paused replica.
+        its_users: usize,
+        /// The settle time.
+        settle_s: f64,
+    },
+    /// Users without a call after the settle: their return is not shown.
+    #[error(
+        "{users} users made no call {settle_s:.1} s or more after the resume, so their return is not shown: run longer past the resume"
+    )]
+    ChaosNoCallAfter {
+        /// Such users.
+        users: usize,
+        /// The settle time.
+        settle_s: f64,
+    },
 }
 
 /// Every threshold a run broke; empty when it passed.
@@ -156,10 +233,16 @@ impl Summary {
         }
         if served > 0 {
             match self.scenario {
-                Scenario::Sticky | Scenario::Rebalance => {
+                Scenario::Sticky | Scenario::Rebalance | Scenario::Chaos => {
                     self.judge_users(thresholds, &mut violations)
                 }
                 Scenario::ColdStart => self.judge_cold(thresholds, &mut violations),
+            }
+        }
+        if self.scenario == Scenario::Chaos {
+            match &self.chaos {
+                Some(chaos) => judge_chaos(chaos, thresholds, &mut violations),
+                None => violations.push(Violation::ChaosMissing),
             }
         }
         Verdict { violations }
@@ -233,6 +316,54 @@ impl Summary {
         if p99_ms > max_ms {
             violations.push(Violation::ColdTooSlow { p99_ms, max_ms });
         }
+    }
+}
+
+/// The chaos thresholds, each checked whatever the others found.
+fn judge_chaos(chaos: &Chaos, thresholds: &Thresholds, violations: &mut Vec<Violation>) {
+    let (its, others) = (&chaos.its_users, &chaos.other_users);
+    if its.users == 0 {
+        violations.push(Violation::ChaosReplicaUnknown {
+            replica: chaos.replica.clone(),
+        });
+    }
+    if chaos.homeless_users > 0 {
+        violations.push(Violation::ChaosNotWarm {
+            users: chaos.homeless_users,
+        });
+    }
+    if chaos.calls_dropped > 0 {
+        violations.push(Violation::ChaosLogFull {
+            dropped: chaos.calls_dropped,
+        });
+    }
+    if others.errors > 0 {
+        violations.push(Violation::ChaosHealthyErrors {
+            errors: others.errors,
+            calls: others.calls,
+        });
+    }
+    let bound_ms = thresholds.max_chaos_latency.as_secs_f64() * 1000.0;
+    if let Some(max_ms) = its.max_ms
+        && max_ms > bound_ms
+    {
+        violations.push(Violation::ChaosTooSlow { max_ms, bound_ms });
+    }
+    let astray = its.after_astray + others.after_astray;
+    if astray > 0 {
+        violations.push(Violation::ChaosNotHome {
+            calls: astray,
+            users: its.after_astray_users + others.after_astray_users,
+            its_users: its.after_astray_users,
+            settle_s: chaos.settle_s,
+        });
+    }
+    let silent = its.after_silent_users + others.after_silent_users;
+    if silent > 0 {
+        violations.push(Violation::ChaosNoCallAfter {
+            users: silent,
+            settle_s: chaos.settle_s,
+        });
     }
 }
 

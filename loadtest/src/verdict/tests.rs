@@ -12,6 +12,7 @@ fn thresholds() -> Thresholds {
         max_moved: None,
         max_warm_p99: Duration::from_millis(100),
         max_cold_overhead: Duration::from_secs(1),
+        max_chaos_latency: Duration::from_secs(15),
     }
 }
 
@@ -51,6 +52,7 @@ fn clean(scenario: Scenario) -> Summary {
             needless_moves: 0,
         },
         goose_thresholds: Vec::new(),
+        chaos: None,
     }
 }
 
@@ -222,3 +224,5 @@ fn cold_start_compares_cold_calls_with_the_expected_cost() {
         [Violation::NoColdCalls]
     );
 }
+
+mod chaos;

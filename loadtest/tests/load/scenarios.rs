@@ -124,7 +124,7 @@ async fn sticky_fails_on_lost_caches_when_a_replica_restarts_under_its_name() {
 }
 
 /// Waits until each of the `users` users has had a warm answer (a cache hit) through `proxy`.
-async fn every_user_warm(proxy: &Proxy, users: usize) {
+pub async fn every_user_warm(proxy: &Proxy, users: usize) {
     let what = format!("all {users} users to have a warm cache");
     wait_for(&what, Duration::from_secs(30), async || {
         match proxy.warm_users() {
