@@ -316,20 +316,7 @@ async fn over_the_connection_cap_429_comes_at_once_and_the_connection_closes() {
             .unwrap();
         holders.push(s);
     }
-    let http = stack::Http::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !http
-        .get(gw.admin, "/clusters", None)
-        .await
-        .body
-        .contains("\"inFlight\": 2")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the two never got in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // polling the condition
-    }
+    stack::wait_in_flight(gw.admin, 2).await;
     let started = std::time::Instant::now();
     let answer = raw(
         gw.addr,
@@ -631,20 +618,7 @@ async fn a_circuit_breaker_503_carries_x_envoy_overloaded() {
         waiting.push(s);
     }
     // ... so, once both are in flight (as the admin page counts them), the next is refused.
-    let http = stack::Http::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !http
-        .get(gw.admin, "/clusters", None)
-        .await
-        .body
-        .contains("\"inFlight\": 2")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the two never got in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // polling the condition
-    }
+    stack::wait_in_flight(gw.admin, 2).await;
     let answer = raw(
         gw.addr,
         b"GET /ping HTTP/1.1\r\nhost: x\r\nx-user: c\r\nconnection: close\r\n\r\n",

@@ -200,20 +200,7 @@ async fn the_connection_limit_is_the_ports_whatever_the_workers() {
         stream.write_all(request.as_bytes()).await.unwrap();
         open.push(stream);
     }
-    let http = Http::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !http
-        .get(gw.admin, "/clusters", None)
-        .await
-        .body
-        .contains("\"inFlight\": 3")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the three never got in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await; // polling the condition
-    }
+    stack::wait_in_flight(gw.admin, 3).await;
     // Four workers with three connections each would take this one; the limit is shared.
     let mut fourth = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     assert_eq!(raw_status(&mut fourth).await, 429);

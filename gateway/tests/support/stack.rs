@@ -352,3 +352,23 @@ pub async fn wait_for<T, E: Debug>(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits (10 s at most) until the admin page at `admin` shows an endpoint with `n` requests in
+/// flight: requests sent have reached the upstream pool.
+pub async fn wait_in_flight(admin: SocketAddr, n: usize) {
+    let http = Http::new();
+    let needle = format!("\"inFlight\": {n}");
+    wait_for(
+        &format!("an endpoint with {n} requests in flight"),
+        Duration::from_secs(10),
+        async || {
+            let clusters = http.get(admin, "/clusters", None).await.body;
+            if clusters.contains(&needle) {
+                Ok(())
+            } else {
+                Err(clusters)
+            }
+        },
+    )
+    .await;
+}
