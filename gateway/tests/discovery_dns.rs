@@ -4,10 +4,11 @@
 mod dns;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dns::{Records, dns_server};
+use dns::{Records, counted_dns_server, dns_server};
 use gateway::discovery::{DnsResolver, DnsTarget, RefreshBounds, watch_dns};
 use gateway::endpoint::EndpointSet;
 use tokio::sync::watch;
@@ -98,11 +99,20 @@ async fn follows_scale_from_zero_to_five_and_back() {
 #[tokio::test]
 async fn a_failing_server_keeps_the_last_good_set() {
     let records: Records = Arc::new(Mutex::new(ips(2)));
-    let server = dns_server(NAME, records.clone()).await;
+    let (server, queries) = counted_dns_server(NAME, records.clone()).await;
     let mut rx = start(server);
     wait_for(&mut rx, 2).await;
     *records.lock().unwrap() = None; // the server stops answering
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // One lookup asks at most four times (A and AAAA, two attempts each): a fifth query after
+    // this point belongs to the next lookup, so the first has failed and been handled.
+    let asked = queries.load(Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while queries.load(Ordering::SeqCst) < asked + 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the watch asked again after a failed lookup");
     assert_eq!(rx.borrow().len(), 2, "a timeout is not an empty answer");
     *records.lock().unwrap() = ips(3);
     wait_for(&mut rx, 3).await;

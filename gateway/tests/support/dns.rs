@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
@@ -15,14 +16,25 @@ pub type Records = Arc<Mutex<Option<Vec<Ipv4Addr>>>>;
 
 /// Serves `name` (fully qualified, with the trailing dot) from `records`.
 pub async fn dns_server(name: &'static str, records: Records) -> SocketAddr {
+    counted_dns_server(name, records).await.0
+}
+
+/// [`dns_server`], with a count of the queries it has received (answered or not).
+pub async fn counted_dns_server(
+    name: &'static str,
+    records: Records,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
+    let queries = Arc::new(AtomicUsize::new(0));
+    let counted = queries.clone();
     tokio::spawn(async move {
         let mut buf = [0u8; 512];
         loop {
             let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
                 return;
             };
+            counted.fetch_add(1, Ordering::SeqCst);
             let Ok(query) = Message::from_vec(&buf[..n]) else {
                 continue;
             };
@@ -49,7 +61,7 @@ pub async fn dns_server(name: &'static str, records: Records) -> SocketAddr {
             let _ = socket.send_to(&bytes, peer).await;
         }
     });
-    addr
+    (addr, queries)
 }
 
 /// 127.0.0.1 … 127.0.0.n.

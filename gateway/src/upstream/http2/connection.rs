@@ -161,7 +161,7 @@ impl Connection {
     }
 
     /// Whether the connection's task has ended (peer closed, error).
-    pub(super) fn is_closed(&self) -> bool {
+    pub(in crate::upstream) fn is_closed(&self) -> bool {
         self.shared.alive.is_closed()
     }
 
