@@ -178,6 +178,9 @@ down() {
   local left
   left="$(docker ps -aq --filter "label=com.docker.compose.project=$project")"
   [[ -z "$left" ]] || die "containers left behind: $left"
+  if docker network ls --format '{{.Name}}' | grep -qx "${project}_default"; then
+    die "network ${project}_default left behind"
+  fi
 }
 
 cmd="${1:-}"

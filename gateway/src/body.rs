@@ -5,7 +5,7 @@
 //! the admin pages all build their bodies here.
 
 use std::pin::Pin;
-use std::task::Context;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +40,10 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A body given up by its [`IdleTimer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired;
+
 /// How long a body may go without a frame before it is given up: armed once per `idle`, not per
 /// frame (a timer per chunk would cost a clock read and a timer-wheel update each), so a body
 /// that last moved just after the timer was armed is given up between one and two `idle`s
@@ -70,6 +74,31 @@ impl IdleTimer {
     /// A frame came.
     pub fn moved(&mut self) {
         self.moved = true;
+    }
+
+    /// Passes a body's poll through `timer` (none: as it is): anything ready is progress;
+    /// nothing for too long is [`Expired`].
+    pub fn watch<T>(
+        polled: Poll<T>,
+        timer: Option<&mut IdleTimer>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, Expired>> {
+        match (polled, timer) {
+            (Poll::Ready(ready), timer) => {
+                if let Some(timer) = timer {
+                    timer.moved();
+                }
+                Poll::Ready(Ok(ready))
+            }
+            (Poll::Pending, Some(timer)) => {
+                if timer.expired(cx) {
+                    Poll::Ready(Err(Expired))
+                } else {
+                    Poll::Pending
+                }
+            }
+            (Poll::Pending, None) => Poll::Pending,
+        }
     }
 
     /// Called when the body has nothing to give (its poll returned `Pending`): whether to give

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::{Proxy, ProxyError};
-use crate::body::{Body, BoxError, IdleTimer, boxed};
+use crate::body::{Body, BoxError, Expired, IdleTimer, boxed};
 
 /// A request body, either kept for retries or streamed once.
 pub(super) enum Payload {
@@ -110,12 +110,10 @@ impl http_body::Body for Timed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.timer.moved();
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending if this.timer.expired(cx) => {
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match IdleTimer::watch(polled, Some(&mut this.timer), cx) {
+            Poll::Ready(Ok(frame)) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Ready(Err(Expired)) => {
                 this.stalled.store(true, Ordering::Relaxed);
                 Poll::Ready(Some(Err(BodyTimeout.into())))
             }

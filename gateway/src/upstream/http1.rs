@@ -356,20 +356,16 @@ impl http_body::Body for PooledBody {
         if let Some(conn) = this.conn.as_mut() {
             conn.drive(cx);
         }
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                if let Some(timer) = this.timer.as_mut() {
-                    timer.moved();
-                }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match IdleTimer::watch(polled, this.timer.as_mut(), cx) {
+            Poll::Ready(Ok(frame)) => {
                 if frame.is_none() {
                     this.done = true;
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             // Given up: the connection is dropped, not pooled (its response is unfinished).
-            Poll::Pending if this.timer.as_mut().is_some_and(|t| t.expired(cx)) => {
-                Poll::Ready(Some(Err(ResponseIdle.into())))
-            }
+            Poll::Ready(Err(_)) => Poll::Ready(Some(Err(ResponseIdle.into()))),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -35,33 +35,38 @@ pub async fn counted_dns_server(
                 return;
             };
             counted.fetch_add(1, Ordering::SeqCst);
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let Some(q) = query.queries.first().cloned() else {
-                continue;
-            };
             let current = records.lock().unwrap().clone();
             let Some(ips) = current else { continue };
-            let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-            reply.metadata.authoritative = true;
-            reply.metadata.recursion_desired = query.metadata.recursion_desired;
-            reply.add_query(q.clone());
-            if q.name().to_ascii() != name {
-                reply.metadata.response_code = ResponseCode::NXDomain;
-            } else if q.query_type() == RecordType::A {
-                if ips.is_empty() {
-                    reply.metadata.response_code = ResponseCode::NXDomain;
-                }
-                for ip in ips {
-                    reply.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(ip))));
-                }
-            }
-            let bytes = reply.to_vec().unwrap();
+            let Some(bytes) = answer(name, &ips, &buf[..n]) else {
+                continue;
+            };
             let _ = socket.send_to(&bytes, peer).await;
         }
     });
     (addr, queries)
+}
+
+/// The reply to `query`: the A records `ips` of `name` for an A query of it (NXDOMAIN when
+/// there are none), an empty answer for its other types, NXDOMAIN for other names; `None` for
+/// bytes that are not a query.
+pub fn answer(name: &str, ips: &[Ipv4Addr], query: &[u8]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(query).ok()?;
+    let q = query.queries.first()?.clone();
+    let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+    reply.metadata.authoritative = true;
+    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.add_query(q.clone());
+    if q.name().to_ascii() != name {
+        reply.metadata.response_code = ResponseCode::NXDomain;
+    } else if q.query_type() == RecordType::A {
+        if ips.is_empty() {
+            reply.metadata.response_code = ResponseCode::NXDomain;
+        }
+        for ip in ips {
+            reply.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(*ip))));
+        }
+    }
+    reply.to_vec().ok()
 }
 
 /// 127.0.0.1 … 127.0.0.n.

@@ -1,6 +1,7 @@
 //! A DNS server on loopback for one name whose answers wait behind a gate: a query that comes
 //! while the gate is shut is answered when the test opens it. It counts the queries it gets,
-//! so a test can wait for "the gateway has asked" instead of sleeping.
+//! so a test can wait for "the gateway has asked" instead of sleeping. Its answers are
+//! `support/dns.rs`'s, which a test using this one declares as `mod dns`.
 
 #![allow(dead_code)]
 
@@ -8,10 +9,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{RData, Record, RecordType, rdata::A};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
+
+// The including test declares `support/dns.rs` as `mod dns` beside this one.
+use super::dns::answer;
 
 /// The server; dropping it stops it.
 pub struct GatedDns {
@@ -70,23 +72,4 @@ impl GatedDns {
     pub fn open(&self) {
         self.open.send_replace(true);
     }
-}
-
-/// A records of `name` for an A query of it, an empty answer for its other types, NXDOMAIN
-/// for other names.
-fn answer(name: &str, ips: &[Ipv4Addr], query: &[u8]) -> Option<Vec<u8>> {
-    let query = Message::from_vec(query).ok()?;
-    let q = query.queries.first()?.clone();
-    let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-    reply.metadata.authoritative = true;
-    reply.metadata.recursion_desired = query.metadata.recursion_desired;
-    reply.add_query(q.clone());
-    if q.name().to_ascii() != name {
-        reply.metadata.response_code = ResponseCode::NXDomain;
-    } else if q.query_type() == RecordType::A {
-        for ip in ips {
-            reply.add_answer(Record::from_rdata(q.name().clone(), 1, RData::A(A(*ip))));
-        }
-    }
-    reply.to_vec().ok()
 }

@@ -320,17 +320,11 @@ impl http_body::Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match this.frame(cx) {
-            Poll::Ready(frame) => {
-                if let Some(timer) = this.timer.as_mut() {
-                    timer.moved();
-                }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
+        let polled = this.frame(cx);
+        match IdleTimer::watch(polled, this.timer.as_mut(), cx) {
+            Poll::Ready(Ok(frame)) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
             // Given up: dropping the stream resets it.
-            Poll::Pending if this.timer.as_mut().is_some_and(|t| t.expired(cx)) => {
-                Poll::Ready(Some(Err(super::super::http1::ResponseIdle.into())))
-            }
+            Poll::Ready(Err(_)) => Poll::Ready(Some(Err(super::super::http1::ResponseIdle.into()))),
             Poll::Pending => Poll::Pending,
         }
     }
