@@ -236,3 +236,121 @@ async fn the_idle_guard_cuts_a_trickled_head_but_not_a_slow_body() {
     let (status, body) = get(addr, "/stream").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ab"));
 }
+
+/// A client's first bytes alone, the rest later: the gateway tells the protocol from bytes it
+/// peeks, so it must wait when they could start either.
+struct SplitFirstWrite {
+    stream: TcpStream,
+    /// Bytes of the first write sent on their own, then a pause before the rest.
+    first: usize,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    written: usize,
+}
+
+impl SplitFirstWrite {
+    fn new(stream: TcpStream, first: usize) -> Self {
+        Self {
+            stream,
+            first,
+            pause: None,
+            written: 0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for SplitFirstWrite {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SplitFirstWrite {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::{Poll, ready};
+        let this = &mut *self;
+        if this.written < this.first {
+            let n = buf.len().min(this.first - this.written);
+            let n = ready!(std::pin::Pin::new(&mut this.stream).poll_write(cx, &buf[..n]))?;
+            this.written += n;
+            if this.written == this.first {
+                // Pacing the client, not waiting for the server: whatever the server saw
+                // first, the answer must be the same.
+                this.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if let Some(pause) = this.pause.as_mut() {
+            ready!(pause.as_mut().poll(cx));
+            this.pause = None;
+        }
+        std::pin::Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn the_protocol_is_told_from_first_bytes_that_arrive_alone() {
+    let (addr, _stop, _task) = start(Limits::default()).await;
+    // "P" and "PR" could start POST, PUT, PATCH or PROPFIND as well as h2c's "PRI": HTTP/1.1.
+    for first in [1, 2] {
+        let stream = SplitFirstWrite::new(TcpStream::connect(addr).await.unwrap(), first);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::put(format!("http://{addr}/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            body, "HTTP/1.1 from 127.0.0.1",
+            "first {first} byte(s) alone"
+        );
+    }
+    // h2c's preface, its first one, two or three bytes alone: HTTP/2.
+    for first in [1, 2, 3] {
+        let stream = SplitFirstWrite::new(TcpStream::connect(addr).await.unwrap(), first);
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            body, "HTTP/2.0 from 127.0.0.1",
+            "first {first} byte(s) alone"
+        );
+    }
+    // A connection closed before its first byte ends without an answer.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+}

@@ -35,9 +35,9 @@ use http::{Request, Response, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -173,9 +173,9 @@ pub async fn accept_until<D>(
 /// The connections of one event loop: each accepted socket served (HTTP/1.1 or h2c) on a task
 /// of the loop that calls [`Connections::serve`], all drained together.
 pub struct Connections<H> {
-    builder: auto::Builder<TokioExecutor>,
+    builder: Builders,
     /// For connections over the limit: one answer, no keep-alive.
-    refusing: auto::Builder<TokioExecutor>,
+    refusing: Builders,
     /// Places among the connections being answered 429.
     refusals: Arc<Semaphore>,
     guard: IdleGuard,
@@ -229,9 +229,9 @@ where
     /// Connections served with `handler` under `limits` (header size and timeout, grace).
     /// The idle guard's sweeper runs on the calling task's runtime.
     pub fn new(limits: Limits, handler: H) -> Self {
-        let builder = builder(&limits);
+        let builder = Builders::new(&limits);
         let mut refusing = builder.clone();
-        refusing.http1().keep_alive(false);
+        refusing.http1.keep_alive(false);
         Self {
             builder,
             refusing,
@@ -258,7 +258,6 @@ where
         let Some(permit) = permit else {
             return self.refuse(stream, closed);
         };
-        let io = TokioIo::new(Batched::new(stream));
         let handler = self.handler.clone();
         let watch = self.guard.watch();
         let http2_idle = self.limits.http2_idle_timeout;
@@ -271,7 +270,10 @@ where
                 }
                 let in_flight = watch.request();
                 let handler = handler.clone();
-                async move {
+                // Boxed: hyper keeps a slot the size of the service's future for the whole
+                // connection (~4.9 KiB of the proxy's handler, held by every idle keep-alive
+                // connection); a box is allocated per request and freed with it instead.
+                let answer: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
                     let response = handler(req, peer).await;
                     Ok::<_, Infallible>(response.map(|body| {
                         Sending {
@@ -280,36 +282,42 @@ where
                         }
                         .boxed_unsync()
                     }))
-                }
+                });
+                answer
             })
         };
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
+        let builder = self.builder.clone();
         let open = Counted::new(&self.open);
         let task = {
             let watch = watch.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let _open = open;
-                // Also when the idle guard aborts the task.
+                // Also when the idle guard aborts the task (a client that never sends a byte
+                // while its protocol is being told).
                 let _closed = OnDrop(Some(closed));
-                let mut conn = std::pin::pin!(conn);
-                let mut closing = false;
                 // Told to close (an idle HTTP/2 connection, the drain): the graceful way, GOAWAY
                 // for HTTP/2, after the answer in progress for HTTP/1.1.
-                let served = std::future::poll_fn(|cx| {
-                    if !closing {
-                        watch.register_waker(cx.waker());
-                        if watch.should_close() {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
+                let close = || watch.should_close();
+                let register = |cx: &mut Context<'_>| watch.register_waker(cx.waker());
+                let served: Result<(), BoxError> = match sniff(&stream).await {
+                    Ok(Protocol::Http1) => {
+                        let io = TokioIo::new(Batched::new(stream));
+                        let conn = builder.http1.serve_connection(io, service).with_upgrades();
+                        until_closed(conn, register, close, |conn| conn.graceful_shutdown())
+                            .await
+                            .map_err(Into::into)
                     }
-                    conn.as_mut().poll(cx)
-                });
-                if let Err(e) = served.await {
+                    Ok(Protocol::Http2) => {
+                        let io = TokioIo::new(Batched::new(stream));
+                        let conn = builder.http2.serve_connection(io, service);
+                        until_closed(conn, register, close, |conn| conn.graceful_shutdown())
+                            .await
+                            .map_err(Into::into)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             })
@@ -326,11 +334,20 @@ where
         let service = service_fn(|_req| async {
             Ok::<_, Infallible>(ProxyError::TooManyConnections.response())
         });
-        let io = TokioIo::new(Batched::new(stream));
-        let conn = self.refusing.serve_connection(io, service).into_owned();
+        let builder = self.refusing.clone();
         tokio::spawn(async move {
             let _refusal = refusal;
-            let _ = tokio::time::timeout(REFUSE_WITHIN, conn).await;
+            let answered = async {
+                let protocol = sniff(&stream).await;
+                let io = TokioIo::new(Batched::new(stream));
+                // HTTP/2: its streams are answered 429 until the timeout closes it.
+                let _ = match protocol {
+                    Ok(Protocol::Http1) => builder.http1.serve_connection(io, service).await,
+                    Ok(Protocol::Http2) => builder.http2.serve_connection(io, service).await,
+                    Err(_) => Ok(()),
+                };
+            };
+            let _ = tokio::time::timeout(REFUSE_WITHIN, answered).await;
             closed();
         });
     }
@@ -353,29 +370,99 @@ where
 }
 
 /// The HTTP/1.1 and HTTP/2 server settings of `limits`.
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // The idle guard's job (see the module's doc).
-        .header_read_timeout(None)
-        // hyper's floor is 8 KiB; it answers 431 past the buffer.
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    let mut http2 = builder.http2();
-    http2
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.http2_max_streams)
-        // hyper's rapid-reset defence (CVE-2023-44487), stated rather than assumed: a client
-        // that opens and resets streams faster than they are served is sent GOAWAY.
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
-    if let Some(interval) = limits.http2_keepalive {
+#[derive(Clone)]
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &Limits) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            // The idle guard's job (see the module's doc).
+            .header_read_timeout(None)
+            // hyper's floor is 8 KiB; it answers 431 past the buffer.
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
-            .keep_alive_interval(interval)
-            .keep_alive_timeout(interval.min(Duration::from_secs(20)));
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(limits.http2_max_streams)
+            // hyper's rapid-reset defence (CVE-2023-44487), stated rather than assumed: a client
+            // that opens and resets streams faster than they are served is sent GOAWAY.
+            .max_pending_accept_reset_streams(Some(20))
+            .max_local_error_reset_streams(Some(1024));
+        if let Some(interval) = limits.http2_keepalive {
+            http2
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(interval.min(Duration::from_secs(20)));
+        }
+        Self { http1, http2 }
     }
-    builder
+}
+
+/// What a new connection speaks: HTTP/1.1, or h2c with prior knowledge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The start of HTTP/2's connection preface (RFC 9113 §3.4): no HTTP/1.1 request starts with
+/// it (`PRI` is reserved as a method for this reason), and fewer bytes could start `PUT`,
+/// `POST`, `PATCH`, `PROPFIND`.
+const PREFACE_START: &[u8; 3] = b"PRI";
+
+/// How often a connection that has sent only `P` or `PR` is looked at again.
+const SNIFF_AGAIN: Duration = Duration::from_millis(5);
+
+/// Tells a connection's protocol from its first bytes, peeked, not read: hyper then reads
+/// them from the socket itself. (hyper-util's `auto` builder reads them and hands hyper a
+/// rewinding reader instead; hyper's read buffer, reserved 8 KiB at a time, then has those
+/// 24 bytes in it at its second read and grows to 16 KiB, kept for the connection's life:
+/// 8 KiB of every idle HTTP/1.1 connection.) A socket closed before any byte is HTTP/1.1, for
+/// hyper to see the end. The idle guard bounds the wait, as for a request head.
+async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
+    let mut start = [0u8; PREFACE_START.len()];
+    loop {
+        let n = stream.peek(&mut start).await?;
+        if n == 0 || start[..n] != PREFACE_START[..n] {
+            return Ok(Protocol::Http1);
+        }
+        if n == start.len() {
+            return Ok(Protocol::Http2);
+        }
+        // A readable socket stays readable while its bytes are only peeked: look again later.
+        tokio::time::sleep(SNIFF_AGAIN).await;
+    }
+}
+
+/// Drives `conn` to its end; once `close()` says so (the connection is told to close: idle
+/// HTTP/2, the drain), shuts it down gracefully with `shutdown`. `register` is called on
+/// every poll until then, so that the telling wakes the task.
+async fn until_closed<C, E>(
+    conn: C,
+    register: impl Fn(&mut Context<'_>),
+    close: impl Fn() -> bool,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    std::future::poll_fn(|cx| {
+        if !closing {
+            register(cx);
+            if close() {
+                closing = true;
+                shutdown(conn.as_mut());
+            }
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// A response body that keeps its request in flight for the idle guard until it has been sent
