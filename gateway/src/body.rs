@@ -40,24 +40,30 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// The instant `idle` after `from`, or `deadline` if sooner.
+fn due(idle: Duration, deadline: Option<Instant>, from: Instant) -> Instant {
+    let idle = from + idle;
+    deadline.map_or(idle, |deadline| deadline.min(idle))
+}
+
 /// A body given up by its [`IdleTimer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expired;
 
-/// How long a body may go without a frame before it is given up: armed once per `idle`, not per
-/// frame (a timer per chunk would cost a clock read and a timer-wheel update each), so a body
-/// that last moved just after the timer was armed is given up between one and two `idle`s
-/// later, never before one. A body that keeps moving is never given up; one that needs no
-/// waiting arms nothing.
+/// How long a body may go without a frame before it is given up: exactly `idle` after its last
+/// frame (to the timer wheel's millisecond), as nginx's `client_body_timeout`. One timer per
+/// body, armed at its first wait and moved only when it fires: a frame costs a clock read once
+/// the timer is armed, never a timer-wheel update (a timer reset per chunk would cost both). A
+/// body that needs no waiting arms nothing and reads no clock.
 #[derive(Debug)]
 pub struct IdleTimer {
     idle: Duration,
     /// Also give up at this instant, moving or not.
     deadline: Option<Instant>,
-    /// Armed at the first wait, then again each time it fires after progress.
+    /// Armed at the first wait, then moved each time it fires after progress.
     timer: Option<Pin<Box<Sleep>>>,
-    /// A frame came since the timer was armed.
-    moved: bool,
+    /// When the last frame came, if one came since the timer was armed or last moved.
+    moved_at: Option<Instant>,
 }
 
 impl IdleTimer {
@@ -67,13 +73,15 @@ impl IdleTimer {
             idle,
             deadline,
             timer: None,
-            moved: false,
+            moved_at: None,
         }
     }
 
     /// A frame came.
     pub fn moved(&mut self) {
-        self.moved = true;
+        if self.timer.is_some() {
+            self.moved_at = Some(Instant::now());
+        }
     }
 
     /// Passes a body's poll through `timer` (none: as it is): anything ready is progress;
@@ -104,21 +112,83 @@ impl IdleTimer {
     /// Called when the body has nothing to give (its poll returned `Pending`): whether to give
     /// it up now. Otherwise the timer is registered with `cx`.
     pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let due = {
-            let idle = Instant::now() + self.idle;
-            self.deadline.map_or(idle, |deadline| deadline.min(idle))
-        };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-        while timer.as_mut().poll(cx).is_ready() {
-            let past_deadline = self.deadline.is_some_and(|d| Instant::now() >= d);
-            if !self.moved || past_deadline {
+        if self.timer.is_none() {
+            let due = due(self.idle, self.deadline, Instant::now());
+            self.timer = Some(Box::pin(tokio::time::sleep_until(due)));
+        }
+        loop {
+            let timer = self.timer.as_mut().expect("armed above");
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            // Fired: given up unless a frame came less than `idle` ago (and the deadline, if
+            // any, is still ahead); then it fires again `idle` after that frame.
+            let Some(moved_at) = self.moved_at.take() else {
+                return true;
+            };
+            let due = due(self.idle, self.deadline, moved_at);
+            if due <= Instant::now() {
                 return true;
             }
-            self.moved = false;
             timer.as_mut().reset(due);
         }
-        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    /// Waits as a body with nothing to give does, until the timer gives it up.
+    async fn given_up(timer: &mut IdleTimer) {
+        poll_fn(|cx| {
+            if timer.expired(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Arms the timer as a body's first wait does.
+    async fn arm(timer: &mut IdleTimer) {
+        assert!(!poll_fn(|cx| Poll::Ready(timer.expired(cx))).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_given_up_idle_after_its_last_frame_not_later() {
+        let idle = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut timer = IdleTimer::new(idle, None);
+        arm(&mut timer).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        timer.moved();
+        given_up(&mut timer).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(31));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_moving_body_is_never_given_up_and_the_deadline_still_holds() {
+        let idle = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut timer = IdleTimer::new(idle, None);
+        arm(&mut timer).await;
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(20)).await;
+            assert!(!poll_fn(|cx| Poll::Ready(timer.expired(cx))).await);
+            timer.moved();
+        }
+        given_up(&mut timer).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(230));
+
+        let start = Instant::now();
+        let mut timer = IdleTimer::new(idle, Some(start + Duration::from_secs(45)));
+        arm(&mut timer).await;
+        tokio::time::advance(Duration::from_secs(20)).await;
+        timer.moved();
+        given_up(&mut timer).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(45));
     }
 }

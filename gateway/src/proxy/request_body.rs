@@ -3,9 +3,9 @@
 //!
 //! A body that makes no progress for `body_timeout` fails, and so does one not fully received
 //! `request_timeout` after its headers, when that is set (Envoy's `request_timeout`; nginx has
-//! only the first, `client_body_timeout`, 60 s), with the [`IdleTimer`]'s precision (cut
-//! between one and two `body_timeout`s after the last progress). A body that keeps moving is
-//! never cut. Requests without a body (GET) arm nothing.
+//! only the first, `client_body_timeout`, 60 s), `body_timeout` after the last progress (the
+//! [`IdleTimer`]). A body that keeps moving is never cut. Requests without a body (GET) arm
+//! nothing.
 //!
 //! This module reads the client's body and nothing else: it may not pick an endpoint or send.
 
