@@ -13,26 +13,19 @@ pub mod http1;
 pub mod http2;
 pub mod stall;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::plan::Mode;
+use crate::plan::{Mode, Plan};
 use crate::tally::{Open, Tally};
 
 /// The path every mode asks for.
 pub const PATH: &str = "/ping";
 
-/// Plays connection `index` of a run in `mode` against `target`.
-pub async fn play(
-    mode: Mode,
-    target: SocketAddr,
-    index: usize,
-    connect_timeout: Duration,
-    tally: Arc<Tally>,
-) {
+/// Plays connection `index` of `plan`.
+pub async fn play(plan: Plan, index: usize, tally: Arc<Tally>) {
+    let (mode, target, connect_timeout) = (plan.mode, plan.target, plan.connect_timeout);
     tally.attempt();
     let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(target)).await {
         Ok(Ok(stream)) => stream,
@@ -43,7 +36,10 @@ pub async fn play(
     match mode {
         Mode::IdleH1 | Mode::Flood => http1::idle(stream, target, &user, open).await,
         Mode::IdleH2 => http2::idle(stream, target, &user, open).await,
-        Mode::StalledBody => stall::body(stream, target, &user, open).await,
+        Mode::StalledBody => {
+            let bytes = stall::body_bytes(target, &user, plan.content_length);
+            stall::body(stream, &bytes, open).await;
+        }
         Mode::StalledHead => stall::head(stream, target, &user, open).await,
     }
 }

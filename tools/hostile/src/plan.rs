@@ -24,7 +24,8 @@ pub enum Mode {
     IdleH1,
     /// h2c with prior knowledge: one `GET /ping` stream, then idle.
     IdleH2,
-    /// `POST /ping` with `Content-Length: 1000000` and 100 body bytes, then nothing.
+    /// `POST /ping` announcing `--content-length` bytes (1 000 000 unless told), 100 of them
+    /// sent, then nothing.
     StalledBody,
     /// Half a request head, then nothing.
     StalledHead,
@@ -79,6 +80,12 @@ pub struct Cli {
     /// Time between progress lines (`0s`: none).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub progress: Duration,
+    /// The `Content-Length` a stalled body announces (more than the 100 bytes it sends). A
+    /// proxy that buffers bodies up to a size (the gateway: `--retry-buffer-size`, 64 KiB) waits
+    /// for a body below it itself; a larger one it may stream to the upstream, which may answer
+    /// without reading it.
+    #[arg(long, default_value_t = crate::client::stall::ANNOUNCED)]
+    pub content_length: usize,
 }
 
 /// One run's plan, checked.
@@ -98,6 +105,8 @@ pub struct Plan {
     pub progress: Option<Duration>,
     /// Longest wait for a TCP connection to be accepted.
     pub connect_timeout: Duration,
+    /// The `Content-Length` a stalled body announces.
+    pub content_length: usize,
 }
 
 /// Why a plan was refused.
@@ -114,6 +123,9 @@ pub enum PlanError {
     /// The hold is too long.
     #[error("--hold {0:?}: must be at most {MAX_HOLD:?}")]
     Hold(Duration),
+    /// A stalled body must announce more than it sends.
+    #[error("--content-length {0}: must be more than the {SENT} body bytes sent", SENT = crate::client::stall::SENT)]
+    ContentLength(usize),
 }
 
 impl Plan {
@@ -130,6 +142,7 @@ impl Plan {
             hold: Duration::from_secs(10),
             progress: None,
             connect_timeout: Duration::from_secs(5),
+            content_length: crate::client::stall::ANNOUNCED,
         })
     }
 
@@ -144,6 +157,9 @@ impl Plan {
         if self.hold > MAX_HOLD {
             return Err(PlanError::Hold(self.hold));
         }
+        if self.content_length <= crate::client::stall::SENT {
+            return Err(PlanError::ContentLength(self.content_length));
+        }
         Ok(self)
     }
 }
@@ -157,6 +173,7 @@ impl TryFrom<Cli> for Plan {
             rate: cli.rate,
             hold: cli.hold,
             progress: (!cli.progress.is_zero()).then_some(cli.progress),
+            content_length: cli.content_length,
             ..Plan::new(cli.mode, cli.target)?
         }
         .checked()
@@ -208,6 +225,7 @@ mod tests {
         assert_eq!(plan.rate.get(), 500);
         assert_eq!(plan.hold, Duration::from_secs(2));
         assert_eq!(plan.progress, None);
+        assert_eq!(plan.content_length, 1_000_000);
     }
 
     #[test]
@@ -251,6 +269,14 @@ mod tests {
         assert_eq!(
             with(&["--hold", "2h"]),
             Err(PlanError::Hold(Duration::from_secs(7200)))
+        );
+        assert_eq!(
+            with(&["--content-length", "100"]),
+            Err(PlanError::ContentLength(100))
+        );
+        assert_eq!(
+            with(&["--content-length", "101"]).unwrap().content_length,
+            101
         );
         assert!(
             Cli::try_parse_from([

@@ -54,7 +54,7 @@ pub async fn run(
             taken = pace.tick(), if next < total => {
                 for _ in 0..taken.min((total - next) as u64) {
                     let tally = Arc::clone(&tally);
-                    tasks.spawn(client::play(plan.mode, plan.target, next, plan.connect_timeout, tally));
+                    tasks.spawn(client::play(plan.clone(), next, tally));
                     next += 1;
                 }
                 if next == total {

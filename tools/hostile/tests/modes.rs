@@ -139,6 +139,24 @@ async fn stalled_body_sends_a_hundred_of_a_million_bytes_and_sees_the_408() {
 }
 
 #[tokio::test]
+async fn a_stalled_body_announces_the_content_length_it_is_told() {
+    let reply = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+    let (addr, seen) = servers::raw(SERVER_CLOSES, reply).await;
+    let plan = Plan {
+        content_length: 10_000,
+        ..plan(Mode::StalledBody, addr, Duration::from_secs(2))
+    };
+    let report = held(&plan).await;
+    all_closed_by_the_server(&report);
+    for bytes in seen.bytes.lock().unwrap().iter() {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+        assert!(head.ends_with("\r\ncontent-length: 10000"), "{head}");
+        assert_eq!(body.len(), 100);
+    }
+}
+
+#[tokio::test]
 async fn stalled_head_sends_half_a_head_and_counts_unanswered_closes() {
     let (addr, seen) = servers::raw(SERVER_CLOSES, b"").await;
     let report = held(&plan(Mode::StalledHead, addr, Duration::from_secs(2))).await;

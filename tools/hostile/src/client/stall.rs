@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use super::{Answer, PATH, settle};
 use crate::tally::Open;
 
-/// The `Content-Length` a stalled body announces.
+/// The `Content-Length` a stalled body announces unless told (`--content-length`).
 pub const ANNOUNCED: usize = 1_000_000;
 
 /// The body bytes it sends of it.
@@ -19,11 +19,11 @@ pub const SENT: usize = 100;
 /// The most bytes kept while looking for the end of a status line.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// A complete head announcing [`ANNOUNCED`] body bytes, and [`SENT`] of them.
-pub fn body_bytes(target: SocketAddr, user: &str) -> Vec<u8> {
+/// A complete head announcing `announced` body bytes, and [`SENT`] of them.
+pub fn body_bytes(target: SocketAddr, user: &str, announced: usize) -> Vec<u8> {
     let mut bytes = format!(
         "POST {PATH} HTTP/1.1\r\nhost: {target}\r\nx-user: {user}\r\n\
-         content-type: text/plain\r\ncontent-length: {ANNOUNCED}\r\n\r\n"
+         content-type: text/plain\r\ncontent-length: {announced}\r\n\r\n"
     )
     .into_bytes();
     bytes.resize(bytes.len() + SENT, b'x');
@@ -37,9 +37,9 @@ pub fn head_bytes(target: SocketAddr, user: &str) -> Vec<u8> {
     head.as_bytes()[..head.len() / 2].to_vec()
 }
 
-/// A `POST` whose body stops after [`SENT`] of its [`ANNOUNCED`] bytes.
-pub async fn body(stream: TcpStream, target: SocketAddr, user: &str, open: Open) {
-    stall(stream, &body_bytes(target, user), open).await;
+/// A `POST` ([`body_bytes`]) whose body stops after [`SENT`] of the bytes it announced.
+pub async fn body(stream: TcpStream, bytes: &[u8], open: Open) {
+    stall(stream, bytes, open).await;
 }
 
 /// Half a request head.
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_stalled_body_announces_a_million_and_sends_a_hundred() {
-        let bytes = body_bytes(TARGET.parse().unwrap(), "hostile-7");
+        let bytes = body_bytes(TARGET.parse().unwrap(), "hostile-7", ANNOUNCED);
         let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("POST /ping HTTP/1.1\r\n"));
