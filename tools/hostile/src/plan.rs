@@ -14,6 +14,12 @@ use thiserror::Error;
 /// The most connections one run may open.
 pub const MAX_CONNECTIONS: usize = 100_000;
 
+/// The `Content-Length` a stalled body announces unless told (`--content-length`).
+pub const ANNOUNCED: usize = 1_000_000;
+
+/// The body bytes a stalled body sends of what it announced.
+pub const SENT: usize = 100;
+
 /// The longest hold.
 pub const MAX_HOLD: Duration = Duration::from_secs(3600);
 
@@ -84,7 +90,7 @@ pub struct Cli {
     /// proxy that buffers bodies up to a size (the gateway: `--retry-buffer-size`, 64 KiB) waits
     /// for a body below it itself; a larger one it may stream to the upstream, which may answer
     /// without reading it.
-    #[arg(long, default_value_t = crate::client::stall::ANNOUNCED)]
+    #[arg(long, default_value_t = ANNOUNCED)]
     pub content_length: usize,
 }
 
@@ -124,7 +130,7 @@ pub enum PlanError {
     #[error("--hold {0:?}: must be at most {MAX_HOLD:?}")]
     Hold(Duration),
     /// A stalled body must announce more than it sends.
-    #[error("--content-length {0}: must be more than the {SENT} body bytes sent", SENT = crate::client::stall::SENT)]
+    #[error("--content-length {0}: must be more than the {SENT} body bytes sent")]
     ContentLength(usize),
 }
 
@@ -142,7 +148,7 @@ impl Plan {
             hold: Duration::from_secs(10),
             progress: None,
             connect_timeout: Duration::from_secs(5),
-            content_length: crate::client::stall::ANNOUNCED,
+            content_length: ANNOUNCED,
         })
     }
 
@@ -157,7 +163,7 @@ impl Plan {
         if self.hold > MAX_HOLD {
             return Err(PlanError::Hold(self.hold));
         }
-        if self.content_length <= crate::client::stall::SENT {
+        if self.content_length <= SENT {
             return Err(PlanError::ContentLength(self.content_length));
         }
         Ok(self)

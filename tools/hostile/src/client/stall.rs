@@ -10,11 +10,7 @@ use tokio::net::TcpStream;
 use super::{Answer, PATH, settle};
 use crate::tally::Open;
 
-/// The `Content-Length` a stalled body announces unless told (`--content-length`).
-pub const ANNOUNCED: usize = 1_000_000;
-
-/// The body bytes it sends of it.
-pub const SENT: usize = 100;
+pub use crate::plan::{ANNOUNCED, SENT};
 
 /// The most bytes kept while looking for the end of a status line.
 const MAX_STATUS_LINE: usize = 1024;
