@@ -137,6 +137,10 @@ bench-gateway-instructions:
 bench-conn-memory:
     bench/conn-memory.sh
 
+# Legit users' answers and latency while 10 000 hostile connections of one kind (idle-h1, idle-h2, stalled-head, stalled-body, flood) hold the gateway at its default limits (CONNS, MODES; installs wrk via apt; ~3 min; writes target/fairness/summary.md)
+bench-fairness:
+    bench/fairness.sh
+
 # Chaos run on the compose stack (own project sticky-chaos, port 18080): goose load while one replica is paused 20 s and hostile clients hold 600 connections; fails on the chaos verdict (~70 s; PROFILE=dev images by default)
 chaos:
     @PROFILE="${PROFILE:-dev}" scripts/images.sh
