@@ -49,6 +49,12 @@ pub struct Route {
     /// Parallel to `clusters`: what each destination's requests are hashed by (the
     /// `consistentHash` key of its DestinationRule); `None` when its cluster hashes nothing.
     pub hash_keys: Vec<Option<HashKey>>,
+    /// The key of a sticky split: `Some` when the route splits by weight (two or more
+    /// destinations of weight above 0) and every one of those destinations hashes on this same
+    /// key. The request's key then picks the destination as well as the endpoint, so a user
+    /// stays on one destination while the weights stay. `None` for one destination, and for a
+    /// split whose destinations hash on different keys or on none (drawn at random).
+    pub split_key: Option<HashKey>,
     /// `retries.retryOn`, parsed.
     pub retry_on: RetryOn,
     /// `headers.request` / `headers.response` of the route.
@@ -215,12 +221,19 @@ impl Snapshot {
                         hash_keys.push(hash_key);
                     }
                 }
+                let split_key = match &http.action {
+                    crate::config::model::RouteAction::Forward(dests) => {
+                        split_key(dests.iter().map(|d| d.weight), &hash_keys)
+                    }
+                    crate::config::model::RouteAction::DirectResponse { .. } => None,
+                };
                 routes.push(Route {
                     label,
                     retry_on: RetryOn::parse(&http.retries.retry_on),
                     http: http.clone(),
                     clusters: route_clusters,
                     hash_keys,
+                    split_key,
                     edits,
                     destination_edits,
                 });
@@ -283,6 +296,21 @@ impl Snapshot {
             by_host.first().map(|(_, c)| *c)
         })
     }
+}
+
+/// The one key every destination of weight above 0 hashes on, when there are two or more of
+/// them (`weights` and `keys` are parallel); `None` otherwise.
+fn split_key(weights: impl Iterator<Item = u32>, keys: &[Option<HashKey>]) -> Option<HashKey> {
+    let mut weighted = weights.zip(keys).filter(|(w, _)| *w > 0).map(|(_, k)| k);
+    let first = weighted.next()?.as_ref()?;
+    let mut others = 0;
+    for key in weighted {
+        if key.as_ref() != Some(first) {
+            return None;
+        }
+        others += 1;
+    }
+    (others > 0).then(|| first.clone())
 }
 
 /// The hosts this process serves `vs` for; `None` when it does not serve it.

@@ -67,6 +67,31 @@ fn check_reports_exactly_the_expected_findings() {
     }
 }
 
+/// A weighted split whose destinations all hash on one key is sticky per user: `check` says so
+/// at info level (the table above leaves info out); one whose keys differ or are missing gets
+/// the warning instead, never the info.
+#[test]
+fn check_explains_sticky_splits_at_info_level() {
+    let infos = |file: &str| -> Vec<String> {
+        let text = std::fs::read_to_string(testdata().join(file)).expect("fixture readable");
+        let mut loaded = Loaded::default();
+        load_source(Path::new(file), &text, &LoadOptions::default(), &mut loaded);
+        let prefix = format!("{file}:");
+        check(&loaded.config)
+            .iter()
+            .filter(|d| d.severity == Severity::Info)
+            .map(|d| d.to_string().trim_start_matches(&prefix).to_owned())
+            .collect()
+    };
+    assert_eq!(
+        infos("check/weighted-split-with-hashing.yaml"),
+        [
+            "22:9: info: VirtualService/sticky-svc: spec.http[0].route: every weighted destination hashes on httpHeaderName x-user, so the split is sticky: each user stays on one destination while the weights stay; a weight change moves only the users whose bucket changed"
+        ]
+    );
+    assert!(infos("check/weighted-split-with-different-keys.yaml").is_empty());
+}
+
 /// Each bad document and exactly the findings it must produce (`line:col: severity: …`).
 const BAD: &[(&str, &[&str])] = &[
     (
@@ -231,9 +256,12 @@ const CHECK: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "check/weighted-split-with-hashing.yaml",
+        "check/weighted-split-with-different-keys.yaml",
         &[
-            "21:9: warning: VirtualService/sticky-svc: spec.http[0].route: consistentHash on sticky-svc.default.svc.cluster.local cannot hold: this route splits traffic by weight first, per request, so a user moves between destinations",
+            "24:9: warning: VirtualService/sticky-svc: spec.http[0].route: consistentHash on sticky-svc.default.svc.cluster.local cannot hold across this split: route[0] hashes on httpHeaderName x-user but route[1] on httpCookie user, so the destination is drawn at random per request and a user moves between destinations (hash every weighted destination on the same key: the split then keeps each user on one destination)",
+            "30:9: warning: VirtualService/sticky-svc: spec.http[1].route: consistentHash on sticky-svc.default.svc.cluster.local cannot hold across this split: route[1] hashes on httpHeaderName x-user but route[0] on nothing, so the destination is drawn at random per request and a user moves between destinations (hash every weighted destination on the same key: the split then keeps each user on one destination)",
         ],
     ),
+    // Both subsets hash on x-user: a sticky split, explained at info level (below), no warning.
+    ("check/weighted-split-with-hashing.yaml", &[]),
 ];

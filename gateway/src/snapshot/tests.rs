@@ -391,3 +391,25 @@ fn host_overlap_keeps_the_more_specific_name() {
         "no panic on non-ASCII"
     );
 }
+
+#[test]
+fn a_split_is_sticky_only_when_every_weighted_destination_shares_its_key() {
+    let user = Some(HashKey::Header("x-user".into()));
+    let ip = Some(HashKey::SourceIp);
+    let key = |weights: &[u32], keys: &[Option<HashKey>]| split_key(weights.iter().copied(), keys);
+    assert_eq!(key(&[90, 10], &[user.clone(), user.clone()]), user);
+    assert_eq!(
+        key(&[50, 0, 50], &[user.clone(), None, user.clone()]),
+        user,
+        "a destination of weight 0 takes no part"
+    );
+    assert_eq!(
+        key(&[100], std::slice::from_ref(&user)),
+        None,
+        "one destination: no split"
+    );
+    assert_eq!(key(&[100, 0], &[user.clone(), ip.clone()]), None);
+    assert_eq!(key(&[50, 50], &[user.clone(), ip]), None, "keys differ");
+    assert_eq!(key(&[50, 50], &[None, user]), None, "a key missing");
+    assert_eq!(key(&[50, 50], &[None, None]), None);
+}
