@@ -8,6 +8,7 @@
 //! Analysis only: it reads the model and adds findings, never changes the model or touches files.
 
 mod affinity;
+mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +26,7 @@ pub fn check(config: &Config) -> Vec<Diagnostic> {
     subset_references(config, &mut out);
     destination_ports(config, &mut out);
     affinity::check(config, &mut out);
+    sessions::check(config, &mut out);
     out
 }
 

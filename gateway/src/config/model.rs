@@ -11,6 +11,7 @@ mod load_balancer;
 mod request_match;
 mod route_policy;
 mod service_entry;
+mod session;
 mod virtual_service;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub use service_entry::{
     Endpoint, Gateway, GatewayServer, Resolution, ServiceEntry, ServicePort, host_overlap,
 };
 pub(crate) use service_entry::{gateway, service_entry};
+pub(crate) use session::session_policy;
+pub use session::{Carrier, SessionPolicy};
 pub(crate) use virtual_service::virtual_service;
 pub use virtual_service::{
     Destination, HttpRoute, RouteAction, VirtualService, WeightedDestination,
@@ -60,13 +63,16 @@ pub struct Config {
     pub kubernetes_services: Vec<KubernetesService>,
 }
 
-/// A Kubernetes `Service` document: not read, but its name is a host that exists.
+/// A Kubernetes `Service` document: its name is a host that exists, and its labels may ask for
+/// persistent sessions; nothing else of it is read.
 #[derive(Debug, Clone)]
 pub struct KubernetesService {
     /// Identity and origin.
     pub meta: Meta,
     /// `name.namespace.svc.<cluster domain>`.
     pub host: String,
+    /// The persistent sessions its labels ask for.
+    pub session: Option<SessionPolicy>,
 }
 
 /// The Istio kinds the gateway reads.
@@ -105,6 +111,10 @@ pub struct Meta {
     pub name: String,
     /// `metadata.namespace`, else the loader's default namespace.
     pub namespace: String,
+    /// `metadata.labels` (persistent sessions are asked for by a label).
+    pub labels: Labels,
+    /// `metadata.annotations` (a persistent session's timeouts and cookie).
+    pub annotations: Labels,
     /// Where the document starts.
     pub location: Location,
     pub(crate) positions: Arc<Positions>,

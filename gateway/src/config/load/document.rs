@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use super::{LoadOptions, Loaded};
 use crate::config::diagnostic::{Diagnostic, Location, Severity};
 use crate::config::model::{
-    self, DestinationRule, Gateway, Kind, KubernetesService, Meta, Names, Problems, ServiceEntry,
-    VirtualService,
+    self, DestinationRule, Gateway, Kind, KubernetesService, Labels, Meta, Names, Problems,
+    ServiceEntry, VirtualService,
 };
 use crate::config::schema::{self, Msg};
 
@@ -34,6 +34,10 @@ struct Header {
     kind: String,
     name: Option<String>,
     namespace: String,
+    /// `metadata.labels` and `metadata.annotations`: their string values (Kubernetes allows
+    /// no others).
+    labels: Labels,
+    annotations: Labels,
 }
 
 /// A valid resource, ready to join the configuration.
@@ -66,6 +70,39 @@ fn metadata<'a, 'y>(map: Mapping<'a, 'y>) -> Option<Mapping<'a, 'y>> {
     match get(map, "metadata").map(|(_, v)| &v.data) {
         Some(YamlData::Mapping(m)) => Some(m),
         _ => None,
+    }
+}
+
+/// The string entries of `metadata.<field>` (labels, annotations).
+fn string_map(map: Mapping<'_, '_>, field: &str) -> Labels {
+    let Some(YamlData::Mapping(entries)) = metadata(map)
+        .and_then(|m| get(m, field))
+        .map(|(_, v)| &v.data)
+    else {
+        return Labels::new();
+    };
+    entries
+        .iter()
+        .filter_map(|(k, v)| match (&k.data, &v.data) {
+            (YamlData::Value(Scalar::String(k)), YamlData::Value(Scalar::String(v))) => {
+                Some((k.to_string(), v.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where each entry of `metadata.<field>` is written, as `metadata.<field>.<key>`.
+fn map_positions(map: Mapping<'_, '_>, field: &str, positions: &mut schema::Positions) {
+    if let Some(YamlData::Mapping(entries)) = metadata(map)
+        .and_then(|m| get(m, field))
+        .map(|(_, v)| &v.data)
+    {
+        for (k, v) in entries {
+            if let YamlData::Value(Scalar::String(k)) = &k.data {
+                positions.insert(&format!("metadata.{field}.{k}"), schema::position(v));
+            }
+        }
     }
 }
 
@@ -129,6 +166,8 @@ impl<'y> Document<'_, 'y> {
                 positions.insert(&format!("metadata.{field}"), schema::position(v));
             }
         }
+        map_positions(map, "labels", &mut positions);
+        map_positions(map, "annotations", &mut positions);
         let mut ok = top_level_ok;
         for f in walked.findings {
             ok &= f.severity != Severity::Error;
@@ -142,6 +181,8 @@ impl<'y> Document<'_, 'y> {
             kind,
             name,
             namespace: header.namespace.clone(),
+            labels: header.labels,
+            annotations: header.annotations,
             location: self.at(start),
             positions: Arc::new(positions),
         };
@@ -178,6 +219,8 @@ impl<'y> Document<'_, 'y> {
             kind,
             name: meta("name"),
             namespace: meta("namespace").unwrap_or_else(|| self.options.namespace.clone()),
+            labels: string_map(map, "labels"),
+            annotations: string_map(map, "annotations"),
         })
     }
 
@@ -192,7 +235,7 @@ impl<'y> Document<'_, 'y> {
             .unwrap_or(("", &h.api_version));
         if group != "networking.istio.io" {
             if h.api_version == "v1" && h.kind == "Service" {
-                self.kubernetes_service(h);
+                self.kubernetes_service(map, h);
             }
             let message = format!(
                 "skipped {} {} {name}: not an Istio networking resource",
@@ -227,22 +270,38 @@ impl<'y> Document<'_, 'y> {
     }
 
     /// Keeps a Kubernetes Service's name: `gateway check` matches DestinationRule hosts to it.
-    fn kubernetes_service(&mut self, h: &Header) {
+    fn kubernetes_service(&mut self, map: Mapping<'_, 'y>, h: &Header) {
         let names = Names {
             namespace: h.namespace.clone(),
             cluster_domain: self.options.cluster_domain.clone(),
         };
         let name = h.name.clone().unwrap_or_default();
-        let service = KubernetesService {
+        let mut positions = schema::Positions::default();
+        positions.insert("", schema::position(self.root));
+        map_positions(map, "labels", &mut positions);
+        map_positions(map, "annotations", &mut positions);
+        let mut service = KubernetesService {
             host: names.fqdn(&name),
+            session: None,
             meta: Meta {
                 kind: Kind::Service,
                 name,
                 namespace: h.namespace.clone(),
+                labels: h.labels.clone(),
+                annotations: h.annotations.clone(),
                 location: self.at(schema::position(self.root)),
-                positions: Arc::default(),
+                positions: Arc::new(positions),
             },
         };
+        let mut problems = Problems::default();
+        service.session = model::session_policy(&service.meta, &mut problems);
+        let resource = service.meta.resource();
+        for (severity, path, rule) in problems.list {
+            let d = Diagnostic::new(severity, service.meta.location_of(&path), rule)
+                .resource(&resource)
+                .path(path);
+            self.loaded.diagnostics.push(d);
+        }
         self.loaded.config.kubernetes_services.push(service);
     }
 

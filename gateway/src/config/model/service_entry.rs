@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{Labels, Meta, Problems};
+use super::{Labels, Meta, Problems, SessionPolicy, session_policy};
 use crate::config::spec;
 
 /// A validated `ServiceEntry`.
@@ -20,6 +20,8 @@ pub struct ServiceEntry {
     pub resolution: Resolution,
     /// `endpoints[]`.
     pub endpoints: Vec<Endpoint>,
+    /// The persistent sessions its labels ask for ([`super::session`]).
+    pub session: Option<SessionPolicy>,
 }
 
 /// `ports[]` entry.
@@ -93,8 +95,10 @@ pub(crate) fn service_entry(
             }
         }
     }
+    let session = session_policy(&meta, p);
     ServiceEntry {
         meta,
+        session,
         hosts: hosts
             .iter()
             .map(|h| h.trim().to_ascii_lowercase())
