@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod ring;
+pub mod session;
 pub mod snapshot;
 pub mod upstream;
 pub mod worker;
