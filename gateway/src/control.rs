@@ -29,6 +29,7 @@ use crate::proxy::handoff::{StartError, Workers};
 use crate::proxy::listener::{self, Limits};
 use crate::proxy::{Proxy, ProxySettings};
 use crate::reload::{self, Changes, ConfigFiles};
+use crate::session::SessionKeys;
 use crate::snapshot::{Context, Snapshot, SnapshotError};
 use crate::worker;
 
@@ -60,6 +61,8 @@ pub struct RunOptions {
     pub reload_poll: Duration,
     /// Active HTTP health checks for every cluster; `None`: passive only.
     pub active: Option<ActiveCheck>,
+    /// Persistent sessions' keys (`--session-key-file`); `None`: a random key of this process.
+    pub session_keys: Option<Arc<SessionKeys>>,
 }
 
 /// Why a config is not served: at start the gateway does not start; on reload the running
@@ -198,11 +201,19 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
         let triggers = reload::watch(&self.options.config, self.options.reload_poll)?;
-        let proxy = Arc::new(Proxy::new(
+        let mut proxy = Proxy::new(
             self.snapshot.clone(),
             self.metrics.clone(),
             self.options.proxy,
-        ));
+        );
+        match &self.options.session_keys {
+            Some(keys) => proxy = proxy.with_session_keys(keys.clone()),
+            None if self.snapshot.load().has_sessions() => tracing::warn!(
+                "no --session-key-file: persistent sessions are signed with a random key of this process, so they hold only while it runs and no other gateway replica honours them"
+            ),
+            None => {}
+        }
+        let proxy = Arc::new(proxy);
         let admin = Admin {
             snapshot: self.snapshot.clone(),
             registry: self.registry.clone(),

@@ -21,6 +21,7 @@ use gateway::health::active::ActiveCheck;
 use gateway::proxy::ProxySettings;
 use gateway::proxy::access_log::TARGET as ACCESS_LOG;
 use gateway::proxy::listener::Limits;
+use gateway::session::SessionKeys;
 
 /// An L7 gateway that reads Istio YAML and routes by Maglev consistent hashing.
 #[derive(Parser)]
@@ -115,6 +116,21 @@ struct RunArgs {
     /// `0s`: never.
     #[arg(long, env = "GATEWAY_RESPONSE_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     response_idle_timeout: Duration,
+    /// Keys of persistent sessions (hosts labelled istio.io/persistent-session[-header]): one
+    /// secret of at least 32 characters per line (`openssl rand -base64 48`); the first signs,
+    /// every one verifies (rotation: add the new key first, remove the old one once its
+    /// sessions have expired). Every gateway replica given the same file honours the others'
+    /// sessions. Without it a random key is made, and sessions hold only within this process.
+    #[arg(long, env = "GATEWAY_SESSION_KEY_FILE")]
+    session_key_file: Option<PathBuf>,
+    /// A persistent session unused this long ends (the Gateway API's idleTimeout), where its
+    /// host's sticky.dev/session-idle-timeout annotation sets no other. `0s`: never.
+    #[arg(long, env = "GATEWAY_SESSION_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    session_idle_timeout: Duration,
+    /// A persistent session ends this long after it was created (the Gateway API's
+    /// absoluteTimeout), where sticky.dev/session-absolute-timeout sets no other. `0s`: never.
+    #[arg(long, env = "GATEWAY_SESSION_ABSOLUTE_TIMEOUT", default_value = "24h", value_parser = humantime::parse_duration)]
+    session_absolute_timeout: Duration,
     /// An HTTP/2 client connection with no stream open this long is sent GOAWAY and closed.
     #[arg(long, env = "GATEWAY_HTTP2_IDLE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     http2_idle_timeout: Duration,
@@ -275,6 +291,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(workers) => workers,
         None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
     };
+    let session_keys = match &args.session_key_file {
+        Some(path) => Some(std::sync::Arc::new(
+            SessionKeys::from_file(path).context("--session-key-file")?,
+        )),
+        None => None,
+    };
     // The control path (config reloads, discovery, health checks, admin) on this thread; the
     // proxy on `workers` threads of their own (see `Gateway::serve`).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -315,8 +337,11 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             request_timeout: args.request_timeout,
             route_timeout: Some(args.route_timeout).filter(|d| !d.is_zero()),
             response_idle_timeout: Some(args.response_idle_timeout).filter(|d| !d.is_zero()),
+            session_idle_timeout: Some(args.session_idle_timeout).filter(|d| !d.is_zero()),
+            session_absolute_timeout: Some(args.session_absolute_timeout).filter(|d| !d.is_zero()),
         },
         reload_poll: args.reload_poll,
+        session_keys,
         active: args.health_check_path.map(|path| ActiveCheck {
             path,
             interval: args.health_check_interval,

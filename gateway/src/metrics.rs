@@ -70,6 +70,17 @@ impl EncodeLabelValue for ReloadResult {
 }
 
 /// Labels of the reload counter.
+/// A persistent-session event of a cluster's request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SessionLabels {
+    /// The cluster.
+    pub cluster: Arc<str>,
+    /// `honoured` (sent to its endpoint), `issued` (a request without one), `refreshed`,
+    /// `reissued` (its endpoint left, is ejected, or failed and the retry went elsewhere), or
+    /// `ignored_<reason>` (garbled, forged, expired, future: placed as one without).
+    pub event: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// How it ended.
@@ -98,6 +109,8 @@ pub struct Metrics {
     pub table_rebuilds: Family<ClusterLabels, Counter>,
     /// Config reloads by result.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Persistent-session events by cluster.
+    pub sessions: Family<SessionLabels, Counter>,
     /// 1 when the last reload attempt succeeded, 0 when the running config is older than the
     /// files on disk because they were rejected.
     pub config_last_reload_ok: Gauge,
@@ -168,6 +181,7 @@ impl Metrics {
             ejections: Family::default(),
             table_rebuilds: Family::default(),
             reloads: Family::default(),
+            sessions: Family::default(),
             config_last_reload_ok: Gauge::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             endpoint_index: Mutex::default(),
@@ -209,6 +223,11 @@ impl Metrics {
             "config_reloads",
             "Config reloads by result",
             metrics.reloads.clone(),
+        );
+        r.register(
+            "sessions",
+            "Persistent-session events by cluster: honoured, issued, refreshed, reissued, ignored_<reason>",
+            metrics.sessions.clone(),
         );
         r.register(
             "config_last_reload_ok",

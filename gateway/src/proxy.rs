@@ -24,6 +24,7 @@ pub mod headers;
 pub mod listener;
 mod request_body;
 mod route;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -38,6 +39,7 @@ use tracing::instrument::Instrumented;
 
 use crate::body::Body;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::session::SessionKeys;
 use crate::snapshot::Snapshot;
 use access_log::AccessLog;
 pub use error::ProxyError;
@@ -63,6 +65,12 @@ pub struct ProxySettings {
     /// A response body with no data from its replica this long is cut
     /// (`--response-idle-timeout`); `None`: never.
     pub response_idle_timeout: Option<Duration>,
+    /// A persistent session unused this long ends, where its host's annotations set no other
+    /// (`--session-idle-timeout`); `None`: never.
+    pub session_idle_timeout: Option<Duration>,
+    /// A persistent session ends this long after it was created, where its host's annotations
+    /// set no other (`--session-absolute-timeout`); `None`: never.
+    pub session_absolute_timeout: Option<Duration>,
 }
 
 impl Default for ProxySettings {
@@ -75,6 +83,8 @@ impl Default for ProxySettings {
             request_timeout: None,
             route_timeout: Some(Duration::from_secs(60)),
             response_idle_timeout: Some(Duration::from_secs(60)),
+            session_idle_timeout: Some(Duration::from_secs(3600)),
+            session_absolute_timeout: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -106,6 +116,8 @@ pub struct Proxy {
     current: Mutex<Weak<Current>>,
     metrics: Arc<Metrics>,
     settings: ProxySettings,
+    /// Sign and verify persistent sessions.
+    session_keys: Arc<SessionKeys>,
     none: Arc<str>,
 }
 
@@ -122,6 +134,8 @@ struct Trace {
     upstream_time: Option<Duration>,
     /// Whether the request carried the cluster's hash key; `None` when the cluster hashes none.
     hash_key: Option<bool>,
+    /// The endpoint that answered is the one the request's persistent session named.
+    session_honoured: bool,
 }
 
 impl Trace {
@@ -146,13 +160,23 @@ impl Proxy {
             snapshot,
             metrics,
             settings,
+            session_keys: Arc::new(SessionKeys::random()),
             none: Arc::from("-"),
         }
+    }
+
+    /// The same handler signing and verifying persistent sessions with `keys` (else with a
+    /// random key of its own: sessions then hold only within this process).
+    #[must_use]
+    pub fn with_session_keys(mut self, keys: Arc<SessionKeys>) -> Self {
+        self.session_keys = keys;
+        self
     }
 
     /// A handler for one more worker thread, reading the same snapshots.
     pub fn for_worker(&self) -> Self {
         Self::new(self.snapshot.clone(), self.metrics.clone(), self.settings)
+            .with_session_keys(self.session_keys.clone())
     }
 
     /// The current snapshot: the handle this handler's requests in flight share, or a new one
@@ -206,6 +230,7 @@ impl Proxy {
             attempts: 0,
             upstream_time: None,
             hash_key: None,
+            session_honoured: false,
         };
         let span = trace.span.clone();
         async move {

@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::diagnostic::Location;
-use crate::config::model::{Gateway, HashKey, HttpRoute, VirtualService};
+use crate::config::model::{Gateway, HashKey, HttpRoute, SessionPolicy, VirtualService};
 use crate::discovery::{DnsResolver, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::Metrics;
@@ -55,6 +55,9 @@ pub struct Route {
     /// stays on one destination while the weights stay. `None` for one destination, and for a
     /// split whose destinations hash on different keys or on none (drawn at random).
     pub split_key: Option<HashKey>,
+    /// Parallel to `clusters`: the persistent sessions of each destination's host (its
+    /// ServiceEntry's or Kubernetes Service's labels); `None`: none.
+    pub sessions: Vec<Option<Arc<SessionPolicy>>>,
     /// `retries.retryOn`, parsed.
     pub retry_on: RetryOn,
     /// `headers.request` / `headers.response` of the route.
@@ -179,6 +182,7 @@ impl Snapshot {
                 let mut destination_edits = Vec::new();
                 let mut route_clusters = Vec::new();
                 let mut hash_keys = Vec::new();
+                let mut sessions = Vec::new();
                 if let crate::config::model::RouteAction::Forward(dests) = &http.action {
                     for (j, wd) in dests.iter().enumerate() {
                         let dest_field = format!("{route_field}.route[{j}]");
@@ -219,6 +223,9 @@ impl Snapshot {
                         };
                         route_clusters.push(cluster);
                         hash_keys.push(hash_key);
+                        sessions.push(
+                            clusters::session_policy(&config, &wd.destination.host).map(Arc::new),
+                        );
                     }
                 }
                 let split_key = match &http.action {
@@ -234,6 +241,7 @@ impl Snapshot {
                     clusters: route_clusters,
                     hash_keys,
                     split_key,
+                    sessions,
                     edits,
                     destination_edits,
                 });
@@ -249,6 +257,14 @@ impl Snapshot {
             services,
             clusters,
         })
+    }
+
+    /// Whether any route's destination has persistent sessions.
+    pub fn has_sessions(&self) -> bool {
+        self.services
+            .iter()
+            .flat_map(|s| &s.routes)
+            .any(|r| r.sessions.iter().any(Option::is_some))
     }
 
     /// Waits, at most `bound`, until every cluster has been discovered once (at once for the

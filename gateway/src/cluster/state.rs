@@ -7,8 +7,8 @@
 //! its table from the healthy hosts).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::uri::Authority;
 use tokio::sync::Notify;
@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use crate::balancer::{Balancer, InFlight, Policy};
 use crate::endpoint::Endpoint;
 use crate::health::HostCounters;
+use crate::session::{EndpointId, SessionKeys};
 
 /// One endpoint at run time: the endpoint, and what the request path counts for it. Shared
 /// across rebuilds, so its counters survive them.
@@ -66,6 +67,11 @@ impl EndpointState {
         }
     }
 
+    /// Whether it is out of rotation now.
+    pub fn is_out(&self) -> bool {
+        self.out.load(Ordering::Acquire)
+    }
+
     /// Resolves when the endpoint is, or goes, out of rotation (checked after registering, so
     /// a change in between is not missed).
     pub async fn went_out(&self) {
@@ -93,6 +99,9 @@ pub struct ClusterState {
     pub ejected: Vec<bool>,
     /// Over the endpoints not ejected; `None` when there is none or the build failed.
     pub balancer: Option<Balancer>,
+    /// Per session key, parallel to `endpoints`: each endpoint's persistent-session id, made
+    /// at the first session this state sees (the keys do not change while the process runs).
+    pub session_ids: OnceLock<Vec<Vec<EndpointId>>>,
 }
 
 impl ClusterState {
@@ -102,7 +111,32 @@ impl ClusterState {
             endpoints: Vec::new(),
             ejected: Vec::new(),
             balancer: None,
+            session_ids: OnceLock::new(),
         }
+    }
+
+    /// The endpoint persistent session `id` (made with key `key_index` of `keys`, for cluster
+    /// `cluster`) names, if it is here and may be sent to (not ejected, not out of rotation).
+    pub fn session_endpoint(
+        &self,
+        keys: &SessionKeys,
+        cluster: &str,
+        key_index: usize,
+        id: EndpointId,
+    ) -> Option<usize> {
+        let ids = self.session_ids.get_or_init(|| {
+            (0..keys.len())
+                .map(|k| {
+                    self.endpoints
+                        .iter()
+                        .map(|e| keys.endpoint_id(k, cluster, e.label()))
+                        .collect()
+                })
+                .collect()
+        });
+        let index = ids.get(key_index)?.iter().position(|e| *e == id)?;
+        let endpoint = &self.endpoints[index];
+        (!self.ejected[index] && !endpoint.is_out() && endpoint.weight() > 0).then_some(index)
     }
 
     /// How many endpoints the balancer may pick.
@@ -156,5 +190,6 @@ pub(super) fn build(
         endpoints,
         ejected,
         balancer,
+        session_ids: OnceLock::new(),
     }
 }

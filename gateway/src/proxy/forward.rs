@@ -24,6 +24,7 @@ use http::request::Parts;
 use http::{Request, Response};
 
 use super::request_body::Payload;
+use super::session::Pin;
 use super::{Proxy, ProxyError, Trace};
 use crate::balancer::{PickContext, PickError, Reason};
 use crate::body::{Body, full};
@@ -36,7 +37,10 @@ use crate::upstream::UpstreamError;
 const MAX_TRIED: usize = 8;
 
 impl Proxy {
-    /// The attempt loop. Returns the upstream response, or why there is none.
+    /// The attempt loop. Returns the upstream response, or why there is none. A persistent
+    /// session's `pin` is tried first when its endpoint is here and may be sent to; the trace
+    /// says whether it answered.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn attempts(
         &self,
         route: &Route,
@@ -44,12 +48,17 @@ impl Proxy {
         parts: Parts,
         body: Payload,
         hash: Option<u64>,
+        pin: Option<Pin>,
         trace: &mut Trace,
     ) -> Result<Response<Body>, ProxyError> {
         let mut state = cluster.state();
         if state.balancer.is_none() {
             return Err(ProxyError::NoHealthyUpstream);
         }
+        let pinned = pin.and_then(|pin| {
+            let name = &cluster.labels.cluster;
+            state.session_endpoint(&self.session_keys, name, pin.key_index, pin.id)
+        });
         let max_attempts = match body {
             Payload::Replayable(_) => 1 + route.retries.attempts,
             Payload::Stream(_) => 1,
@@ -61,7 +70,7 @@ impl Proxy {
         let mut parts = Some(parts);
         let mut tried = [usize::MAX; MAX_TRIED];
         let mut tried_len = 0usize;
-        let mut again: Option<usize> = None; // the endpoint to retry next, if fixed
+        let mut again: Option<usize> = pinned; // the endpoint to try next, if fixed
         let mut retried: Option<usize> = None; // the endpoint given its second chance
         let mut last_error = ProxyError::NoHealthyUpstream;
         let random = fastrand::u64(..);
@@ -141,6 +150,7 @@ impl Proxy {
                         again = second_chance(index, &mut retried, &mut tried, &mut tried_len);
                         continue;
                     }
+                    trace.session_honoured = pinned.is_some() && pinned == Some(index);
                     return Ok(response);
                 }
                 Err(UpstreamError::Connect) => {

@@ -31,6 +31,7 @@ use hyper::body::Incoming;
 
 use super::affinity::{Affinity, affinity};
 use super::headers::{add_forwarded, strip_hop_by_hop};
+use super::session::SessionRead;
 use super::{Proxy, ProxyError, Trace};
 use crate::body::{Body, full};
 use crate::config::model::RouteAction;
@@ -73,6 +74,8 @@ impl Proxy {
             parts.headers.insert(HOST, host);
         }
         strip_hop_by_hop(&mut parts.headers);
+        // Before add_forwarded: a TLS terminator in front says https, and the cookie is Secure.
+        let session = self.read_session(route, &parts.headers);
         add_forwarded(&mut parts.headers, peer.ip(), "http");
         route.edits.request.apply(&mut parts.headers);
 
@@ -83,9 +86,14 @@ impl Proxy {
             .split_key
             .as_ref()
             .map(|key| affinity(key, &mut parts.headers, parts.uri.query(), peer.ip()));
-        let picked = match split_affinity.as_ref().and_then(Affinity::hash) {
-            Some(hash) => pick_by_hash(weights, hash),
-            None => pick_destination(weights),
+        // A valid persistent session pins its destination (its version) and endpoint, whatever
+        // the weights, while that endpoint may be sent to.
+        let pin = session.as_ref().and_then(SessionRead::pin);
+        let pinned = pin.and_then(|pin| self.session_destination(route, pin));
+        let picked = match (pinned, split_affinity.as_ref().and_then(Affinity::hash)) {
+            (Some(which), _) => Some(which),
+            (None, Some(hash)) => pick_by_hash(weights, hash),
+            (None, None) => pick_destination(weights),
         };
         let Some(which) = picked else {
             return ProxyError::NoHealthyUpstream.response();
@@ -129,7 +137,8 @@ impl Proxy {
             .timeout
             .or(self.settings.route_timeout)
             .filter(|t| !t.is_zero());
-        let attempts = self.attempts(route, cluster, parts, body, affinity.hash(), trace);
+        let pin = pin.filter(|_| pinned == Some(which));
+        let attempts = self.attempts(route, cluster, parts, body, affinity.hash(), pin, trace);
         let result = match timeout {
             Some(t) => tokio::time::timeout(t, attempts)
                 .await
@@ -149,6 +158,11 @@ impl Proxy {
             .apply(response.headers_mut());
         if let Affinity::Generated { set_cookie, .. } = affinity {
             response.headers_mut().append(SET_COOKIE, set_cookie);
+        }
+        if let Some(read) = session.filter(|_| route.sessions[which].is_some()) {
+            let served = trace.labels.endpoint.clone();
+            let honoured = trace.session_honoured;
+            self.finish_session(read, cluster, &served, honoured, &mut response);
         }
         response
     }

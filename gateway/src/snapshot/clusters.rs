@@ -22,7 +22,7 @@ use crate::cluster::{ClusterSpec, Source};
 use crate::config::Config;
 use crate::config::model::{
     ConnectionPool, Destination, DestinationRule, HashAlgorithm, HashKey, LoadBalancer,
-    OutlierDetection, Resolution, ServiceEntry, SimpleLb, TrafficPolicy,
+    OutlierDetection, Resolution, ServiceEntry, SessionPolicy, SimpleLb, TrafficPolicy,
 };
 use crate::discovery::DnsTarget;
 use crate::endpoint::{Endpoint, endpoint_set};
@@ -168,6 +168,19 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix('*') {
         Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
         None => pattern == host,
+    }
+}
+
+/// The persistent sessions `host` has: its ServiceEntry's labels, else those of the Kubernetes
+/// Service of that name in the config folder.
+pub fn session_policy(config: &Config, host: &str) -> Option<SessionPolicy> {
+    match service_entry(config, host) {
+        Some(entry) => entry.session.clone(),
+        None => config
+            .kubernetes_services
+            .iter()
+            .find(|svc| svc.host == host)
+            .and_then(|svc| svc.session.clone()),
     }
 }
 

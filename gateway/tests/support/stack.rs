@@ -242,6 +242,7 @@ pub fn options(config: &Path, dns: Option<SocketAddr>) -> RunOptions {
         proxy: ProxySettings::default(),
         reload_poll: Duration::from_millis(100),
         active: None,
+        session_keys: None,
     }
 }
 
