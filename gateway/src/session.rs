@@ -29,7 +29,7 @@
 //!
 //! # Value layout
 //!
-//! base64url without padding (55 characters) of 41 bytes:
+//! base64url without padding (66 characters) of 49 bytes:
 //!
 //! | bytes | field |
 //! |-------|-------|
@@ -37,7 +37,8 @@
 //! | 1..9 | `created`, unix seconds, u64 big-endian |
 //! | 9..17 | `refreshed`, unix seconds, u64 big-endian |
 //! | 17..25 | endpoint id, u64 big-endian |
-//! | 25..41 | first 16 bytes of HMAC-SHA256(signing key, `"sticky-session/v1"` ‖ bytes 0..25) |
+//! | 25..33 | replica tag ([`replica_tag`] of its `x-served-by`; 0: none), u64 big-endian |
+//! | 33..49 | first 16 bytes of HMAC-SHA256(signing key, `"sticky-session/v1"` ‖ bytes 0..33) |
 //!
 //! # Keys and rotation
 //!
@@ -98,8 +99,8 @@ pub const MAX_VALUE_LEN: usize = 256;
 
 /// The version byte of the layout this module writes.
 const VERSION: u8 = 1;
-/// Version, created, refreshed, endpoint id.
-const BODY_LEN: usize = 1 + 8 + 8 + 8;
+/// Version, created, refreshed, endpoint id, replica.
+const BODY_LEN: usize = 1 + 8 + 8 + 8 + 8;
 /// The tag's length: half of HMAC-SHA256's output.
 const TAG_LEN: usize = 16;
 /// The decoded value's length.
@@ -128,6 +129,22 @@ pub struct Session {
     pub created: u64,
     /// When the value was last written, unix seconds: the idle timeout counts from here.
     pub refreshed: u64,
+    /// Which replica answered at that endpoint: a hash of its `x-served-by` ([`replica_tag`]),
+    /// 0 when it names none. Docker and Kubernetes reuse addresses: a new replica on the
+    /// endpoint's address answers with another name, and the session is then not its.
+    pub replica: u64,
+}
+
+/// The tag of a replica's name (its `x-served-by`) in a session: never 0, which stands for
+/// "no name".
+#[must_use]
+pub fn replica_tag(name: &[u8]) -> u64 {
+    // FNV-1a: stable across versions and builds (every gateway replica computes the same), and
+    // nothing here is secret (the client sees the name in `x-served-by` anyway).
+    let hash = name.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash.max(1)
 }
 
 impl Session {
@@ -138,6 +155,7 @@ impl Session {
             endpoint,
             created: now,
             refreshed: now,
+            replica: 0,
         }
     }
 }
@@ -444,7 +462,7 @@ impl SessionKeys {
         EndpointId(u64::from_be_bytes(id))
     }
 
-    /// The value for `session`, signed with key 0: 55 characters of base64url, no padding.
+    /// The value for `session`, signed with key 0: 66 characters of base64url, no padding.
     ///
     /// `session.endpoint` must be the id computed with key index 0
     /// (`keys.endpoint_id(0, cluster, endpoint)`), the key the value is signed with; a decoder
@@ -456,6 +474,7 @@ impl SessionKeys {
         raw[1..9].copy_from_slice(&session.created.to_be_bytes());
         raw[9..17].copy_from_slice(&session.refreshed.to_be_bytes());
         raw[17..25].copy_from_slice(&session.endpoint.0.to_be_bytes());
+        raw[25..33].copy_from_slice(&session.replica.to_be_bytes());
         let tag = self.keys[0]
             .tag_of(&raw[..BODY_LEN])
             .finalize()
@@ -501,6 +520,7 @@ impl SessionKeys {
             created: field(1),
             refreshed: field(9),
             endpoint: EndpointId(field(17)),
+            replica: field(25),
         };
         if session.refreshed < session.created {
             return Err(Ignored::Garbled);

@@ -250,10 +250,10 @@ async fn forged_and_garbled_values_are_placed_by_hash_and_reissued_never_an_erro
     let http = Client2::new();
     let home = http.ping(gw.addr, &[("x-user", "ricky")]).await;
     let valid = home.session().unwrap();
-    // The same value with one character changed (still base64url): forged.
+    // The same value with one character of its times changed (still base64url, no padding
+    // bits touched): forged.
     let mut bytes = valid.clone().into_bytes();
-    let last = bytes.len() - 1;
-    bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+    bytes[20] = if bytes[20] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(bytes).unwrap();
     for (value, event) in [
         (forged.as_str(), "ignored_forged"),
@@ -460,4 +460,49 @@ async fn a_session_keeps_its_version_whatever_the_weights() {
     assert_eq!(with.session(), None);
     let without = http.ping(gw.addr, &[("x-user", &user)]).await;
     assert_eq!(without.host, "svc-0", "without it the weights decide");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_on_a_reused_address_does_not_inherit_the_session() {
+    let mut all = backends(2, Duration::ZERO).await;
+    let gw = RunningGateway::start(&config(&all.iter().collect::<Vec<_>>(), BY_HEADER), None).await;
+    let http = Client2::new();
+    let mut at_svc0 = None;
+    for i in 0..200 {
+        let u = format!("u{i}");
+        let got = http.ping(gw.addr, &[("x-user", &u)]).await;
+        if got.host == "svc-0" {
+            at_svc0 = Some((u, got.session().unwrap()));
+            break;
+        }
+    }
+    let (user, session) = at_svc0.expect("a user placed at svc-0");
+    // svc-0 goes; a new replica, svc-new, comes up on its address (as a pod on a reused IP).
+    let addr = all[0].addr;
+    all[0].stop().await;
+    all[0] = Backend::start("svc-new", addr, Duration::ZERO).await;
+    let got = wait_for(
+        "an answer from the new replica",
+        Duration::from_secs(10),
+        async || {
+            let got = http
+                .ping(gw.addr, &[("x-user", &user), ("x-session", &session)])
+                .await;
+            if got.status == 200 && got.host == "svc-new" {
+                Ok(got)
+            } else {
+                Err(got)
+            }
+        },
+    )
+    .await;
+    let renewed = got
+        .session()
+        .expect("a new session, not the old one inherited");
+    assert_ne!(renewed, session);
+    assert_eq!(sessions_metric(&http, gw.admin, "reissued").await, 1);
+    let again = http
+        .ping(gw.addr, &[("x-user", &user), ("x-session", &renewed)])
+        .await;
+    assert_eq!((again.host.as_str(), again.session()), ("svc-new", None));
 }

@@ -9,7 +9,10 @@
 //! new session naming the endpoint that answered. A garbled, forged, expired or foreign value
 //! is a request without one: placed, re-issued, counted by reason, never an error. A session
 //! whose endpoint has gone (or failed, and the retry answered elsewhere) is re-issued naming
-//! the new one: that replica now holds the user's cache. The value is refreshed only once more
+//! the new one: that replica now holds the user's cache. The value also records which replica
+//! answered (a tag of its `x-served-by`, sticky-svc's and many services' own header): when
+//! another replica answers on the session's address (Docker and Kubernetes reuse addresses),
+//! the session is not silently inherited but re-issued as a new one, and counted. The value is refreshed only once more
 //! than half its idle timeout has passed, and re-signed with the first key when an older one
 //! verified it (rotation).
 //!
@@ -26,8 +29,11 @@ use crate::body::Body;
 use crate::cluster::Cluster;
 use crate::config::model::{Carrier, SessionPolicy};
 use crate::metrics::SessionLabels;
-use crate::session::{EndpointId, Ignored, Session, Timeouts, Verified, unix_now};
+use crate::session::{EndpointId, Ignored, Session, Timeouts, Verified, replica_tag, unix_now};
 use crate::snapshot::Route;
+
+/// The header a replica names itself in (sticky-svc's; a common convention).
+static X_SERVED_BY: http::HeaderName = http::HeaderName::from_static("x-served-by");
 
 /// A request's persistent session, as read before its destination is picked.
 #[derive(Debug)]
@@ -136,7 +142,9 @@ impl Proxy {
 
     /// Counts what became of the request's session and, unless it was honoured as it is, puts
     /// a new value in `response`: for the endpoint `served` (its key) of `cluster`, which
-    /// answered; `honoured` when that is the endpoint the session named.
+    /// answered, and the replica that answered there (its `x-served-by`); `honoured` when that
+    /// is the endpoint the session named. Honoured, but answered by another replica than the
+    /// session's (a new one on a reused address): re-issued as a new session.
     pub(super) fn finish_session(
         &self,
         read: SessionRead<'_>,
@@ -147,10 +155,29 @@ impl Proxy {
     ) {
         let keys = &*self.session_keys;
         let name = &cluster.labels.cluster;
+        let replica = response
+            .headers()
+            .get(&X_SERVED_BY)
+            .map_or(0, |n| replica_tag(n.as_bytes()));
+        let fresh = || Session {
+            replica,
+            ..Session::new(keys.endpoint_id(0, name, served), read.now)
+        };
         let (event, session) = match read.found {
+            // Another replica answers on the session's address (Docker and Kubernetes reuse
+            // addresses): not the replica the session was made with, nor its cache.
+            Found::Valid(v)
+                if honoured
+                    && v.session.replica != 0
+                    && replica != 0
+                    && v.session.replica != replica =>
+            {
+                ("reissued", fresh())
+            }
             Found::Valid(v) if honoured => {
                 let rotated = v.key_index != 0;
-                if !rotated && !read.timeouts.needs_refresh(&v.session, read.now) {
+                let named = v.session.replica == 0 && replica != 0;
+                if !rotated && !named && !read.timeouts.needs_refresh(&v.session, read.now) {
                     return self.count_session(cluster, "honoured");
                 }
                 self.count_session(cluster, "honoured");
@@ -163,24 +190,16 @@ impl Proxy {
                     },
                     created: v.session.created,
                     refreshed: read.now,
+                    replica: v.session.replica.max(replica),
                 };
                 ("refreshed", session)
             }
-            Found::Valid(_) => (
-                "reissued",
-                Session::new(keys.endpoint_id(0, name, served), read.now),
-            ),
+            Found::Valid(_) => ("reissued", fresh()),
             Found::Ignored(why) => {
                 self.count_session(cluster, ignored_event(why));
-                (
-                    "issued",
-                    Session::new(keys.endpoint_id(0, name, served), read.now),
-                )
+                ("issued", fresh())
             }
-            Found::None => (
-                "issued",
-                Session::new(keys.endpoint_id(0, name, served), read.now),
-            ),
+            Found::None => ("issued", fresh()),
         };
         self.count_session(cluster, event);
         let value = keys.encode(&session);

@@ -36,17 +36,19 @@ fn round_trip() {
         session(&keys, "10.0.0.7:8080"),
         Session {
             endpoint: EndpointId(u64::MAX),
+            replica: 0,
             created: NOW - 3600,
             refreshed: NOW - 10,
         },
         Session {
             endpoint: EndpointId(0),
+            replica: 0,
             created: 0,
             refreshed: 0,
         },
     ] {
         let value = keys.encode(&s);
-        assert_eq!(value.len(), 55, "{value}");
+        assert_eq!(value.len(), 66, "{value}");
         let expected = Verified {
             key_index: 0,
             session: s,
@@ -65,20 +67,22 @@ fn layout_is_the_documented_one() {
     let keys = keys(&[A]);
     let s = Session {
         endpoint: EndpointId(0x0102_0304_0506_0708),
+        replica: 0,
         created: NOW,
         refreshed: NOW + 60,
     };
     let bytes = raw(&keys.encode(&s));
-    assert_eq!(bytes.len(), 41);
+    assert_eq!(bytes.len(), 49);
     assert_eq!(bytes[0], 1, "version");
     assert_eq!(bytes[1..9], NOW.to_be_bytes());
     assert_eq!(bytes[9..17], (NOW + 60).to_be_bytes());
     assert_eq!(bytes[17..25], 0x0102_0304_0506_0708u64.to_be_bytes());
+    assert_eq!(bytes[25..33], 0u64.to_be_bytes(), "replica");
     // The tag, computed here from the documentation, not with the module's helpers.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(A.as_bytes()).unwrap();
     mac.update(b"sticky-session/v1");
-    mac.update(&bytes[..25]);
-    assert_eq!(bytes[25..], mac.finalize().into_bytes()[..16]);
+    mac.update(&bytes[..33]);
+    assert_eq!(bytes[33..], mac.finalize().into_bytes()[..16]);
 }
 
 #[test]
@@ -108,7 +112,7 @@ fn golden_value() {
 }
 /// Computed independently (Python's `hmac`) from the documented layout.
 const GOLDEN_ID: u64 = 0xec25_f532_fc4a_e286;
-const GOLDEN_VALUE: &str = "AQAAAABlU_EAAAAAAGVT8QDsJfUy_Erihk29GksWqMpjD8G9IV8kblE";
+const GOLDEN_VALUE: &str = "AQAAAABlU_EAAAAAAGVT8QDsJfUy_ErihgAAAAAAAAAArEU6wIzYOo89qKPUCZcCvg";
 
 #[test]
 fn endpoint_ids_depend_on_key_cluster_and_endpoint() {
@@ -147,6 +151,7 @@ fn rotation_an_old_key_still_verifies() {
     // The new key signs.
     let reissued = rotated.encode(&Session {
         endpoint: rotated.endpoint_id(0, "reviews", "10.0.0.7:8080"),
+        replica: 0,
         ..s
     });
     assert_eq!(rotated.decode(&reissued, NOW, &NONE).unwrap().key_index, 0);
@@ -216,7 +221,7 @@ fn every_single_bit_flip_is_rejected() {
             );
         }
     }
-    assert!(tried > 55 * 6, "{tried}");
+    assert!(tried > 66 * 6, "{tried}");
 }
 
 #[test]
@@ -225,7 +230,7 @@ fn malformed_values_are_garbled() {
     let value = keys.encode(&session(&keys, "10.0.0.7:8080"));
     let mut wrong_version = raw(&value);
     wrong_version[0] = 2;
-    let unicode = "é".repeat(27) + "x"; // 55 bytes of UTF-8, not base64
+    let unicode = "é".repeat(33); // 66 bytes of UTF-8, not base64
     let inputs = [
         String::new(),
         "\"\"".to_owned(),
@@ -239,9 +244,9 @@ fn malformed_values_are_garbled() {
         format!("{value}="),
         format!("{value}{value}"),
         value.replace(['-', '_'], "+").replace('A', "+"),
-        "=".repeat(55),
-        " ".repeat(55),
-        "\0".repeat(55),
+        "=".repeat(66),
+        " ".repeat(66),
+        "\0".repeat(66),
         unicode,
         "🍪".repeat(14),
         "a".repeat(MAX_VALUE_LEN + 1),
@@ -274,7 +279,7 @@ fn garbage_never_verifies() {
             .collect();
     for _ in 0..20_000 {
         let len = match rng.u8(..4) {
-            0 => 55,
+            0 => 66,
             1 => 57,
             _ => rng.usize(..300),
         };
@@ -300,7 +305,7 @@ proptest! {
 
     #[test]
     fn well_formed_unsigned_values_are_forged(
-        bytes in proptest::collection::vec(any::<u8>(), 41),
+        bytes in proptest::collection::vec(any::<u8>(), 49),
         quoted in any::<bool>(),
     ) {
         let keys = keys(&[A, B]);
@@ -320,11 +325,12 @@ proptest! {
         let keys = keys(&[A]);
         let s = Session {
             endpoint: EndpointId(endpoint),
+            replica: 0,
             created,
             refreshed: (created + since_created).min(NOW),
         };
         let value = keys.encode(&s);
-        prop_assert_eq!(value.len(), 55);
+        prop_assert_eq!(value.len(), 66);
         prop_assert_eq!(
             keys.decode(&value, NOW, &NONE),
             Ok(Verified { key_index: 0, session: s })
@@ -342,6 +348,7 @@ fn absolute_timeout_counts_from_created() {
     // Refreshed a moment ago, but created an hour ago.
     let s = Session {
         endpoint: EndpointId(1),
+        replica: 0,
         created: NOW,
         refreshed: NOW + 3590,
     };
@@ -368,6 +375,7 @@ fn idle_timeout_counts_from_refreshed() {
     };
     let s = Session {
         endpoint: EndpointId(1),
+        replica: 0,
         created: NOW - 7200,
         refreshed: NOW,
     };
@@ -416,6 +424,7 @@ fn values_from_the_future_beyond_the_skew_are_ignored() {
         keys.decode(
             &keys.encode(&Session {
                 endpoint: EndpointId(1),
+                replica: 0,
                 created,
                 refreshed,
             }),
@@ -438,6 +447,7 @@ fn refreshed_before_created_is_garbled_even_when_signed() {
     let keys = keys(&[A]);
     let value = keys.encode(&Session {
         endpoint: EndpointId(1),
+        replica: 0,
         created: NOW,
         refreshed: NOW - 1,
     });
@@ -561,7 +571,7 @@ fn the_value_does_not_show_an_ipv6_address() {
         ],
     );
 }
-const GOLDEN_VALUE_V6: &str = "AQAAAABlU_EAAAAAAGVT8QB4F1Ex7la-AGQJwhwmymo0qmsAt021ZUY";
+const GOLDEN_VALUE_V6: &str = "AQAAAABlU_EAAAAAAGVT8QB4F1Ex7la-AAAAAAAAAAAAtQ5CRLYmDmUlSeWBTOt_WA";
 
 #[test]
 fn the_opacity_check_finds_an_envoy_style_value() {
