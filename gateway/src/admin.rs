@@ -22,6 +22,7 @@ use crate::cluster::Cluster;
 use crate::config::model::{HashKey, RouteAction};
 use crate::hash::key_hash;
 use crate::metrics::render;
+use crate::session::{SessionKeys, Timeouts, unix_now};
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::query_value;
 
@@ -85,6 +86,8 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     /// Readiness and reload outcome.
     pub status: Arc<Status>,
+    /// The proxy's persistent-session keys, for `/lookup?session=`.
+    pub session_keys: Arc<SessionKeys>,
 }
 
 impl Admin {
@@ -111,7 +114,7 @@ impl Admin {
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found; pages: /healthz /readyz /metrics /config /clusters \
-                 /lookup?cluster=HOST&key=KEY\n"
+                 /lookup?cluster=HOST&key=KEY /lookup?session=VALUE\n"
                     .into(),
             ),
         }
@@ -209,7 +212,56 @@ impl Admin {
         json_response(&json!({ "clusters": list }))
     }
 
+    /// Where a persistent-session value points: the cluster and endpoint it names (and whether
+    /// a request carrying it would be sent there now), its times and which key verified it; or
+    /// why it would be ignored. Timeouts are not applied here (they are the host's).
+    fn lookup_session(&self, value: &str) -> Response<Body> {
+        let keys = &*self.session_keys;
+        let no_timeouts = Timeouts {
+            idle: None,
+            absolute: None,
+        };
+        let verified = match keys.decode(value, unix_now(), &no_timeouts) {
+            Ok(verified) => verified,
+            Err(why) => {
+                return json_response(
+                    &json!({"session": value, "ignored": why.as_str(), "why": why.to_string()}),
+                );
+            }
+        };
+        let snapshot = self.snapshot.load();
+        let mut clusters: Vec<&Arc<Cluster>> = snapshot.clusters.values().collect();
+        clusters.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        let found = clusters.iter().find_map(|c| {
+            let state = c.state();
+            let name = &c.labels.cluster;
+            let index = state.endpoints.iter().position(|e| {
+                keys.endpoint_id(verified.key_index, name, e.label()) == verified.session.endpoint
+            })?;
+            let routable = state
+                .session_endpoint(keys, name, verified.key_index, verified.session.endpoint)
+                .is_some();
+            Some(json!({
+                "cluster": &**name,
+                "endpoint": &**state.endpoints[index].label(),
+                "sentThere": routable,
+            }))
+        });
+        let s = verified.session;
+        json_response(&json!({
+            "session": value,
+            "verifiedBy": verified.key_index,
+            "created": s.created,
+            "refreshed": s.refreshed,
+            "replicaTag": format!("{:016x}", s.replica),
+            "names": found,
+        }))
+    }
+
     fn lookup(&self, query: &str) -> Response<Body> {
+        if let Some(value) = query_value(query, "session") {
+            return self.lookup_session(value);
+        }
         let (Some(cluster), Some(key)) = (query_value(query, "cluster"), query_value(query, "key"))
         else {
             return text(

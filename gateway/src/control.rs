@@ -201,23 +201,26 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
         let triggers = reload::watch(&self.options.config, self.options.reload_poll)?;
-        let mut proxy = Proxy::new(
-            self.snapshot.clone(),
-            self.metrics.clone(),
-            self.options.proxy,
-        );
-        match &self.options.session_keys {
-            Some(keys) => proxy = proxy.with_session_keys(keys.clone()),
-            None if self.snapshot.load().has_sessions() => tracing::warn!(
+        if self.options.session_keys.is_none() && self.snapshot.load().has_sessions() {
+            tracing::warn!(
                 "no --session-key-file: persistent sessions are signed with a random key of this process, so they hold only while it runs and no other gateway replica honours them"
-            ),
-            None => {}
+            );
         }
-        let proxy = Arc::new(proxy);
+        let session_keys =
+            (self.options.session_keys.clone()).unwrap_or_else(|| Arc::new(SessionKeys::random()));
+        let proxy = Arc::new(
+            Proxy::new(
+                self.snapshot.clone(),
+                self.metrics.clone(),
+                self.options.proxy,
+            )
+            .with_session_keys(session_keys.clone()),
+        );
         let admin = Admin {
             snapshot: self.snapshot.clone(),
             registry: self.registry.clone(),
             status: self.status.clone(),
+            session_keys,
         };
         tracing::info!(
             listen = %self.listen_addr(),

@@ -506,3 +506,30 @@ async fn a_new_replica_on_a_reused_address_does_not_inherit_the_session() {
         .await;
     assert_eq!((again.host.as_str(), again.session()), ("svc-new", None));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_lookup_shows_where_a_session_points() {
+    let all = backends(3, Duration::ZERO).await;
+    let gw = RunningGateway::start(&config(&all.iter().collect::<Vec<_>>(), BY_HEADER), None).await;
+    let http = Client2::new();
+    let got = http.ping(gw.addr, &[("x-user", "ricky")]).await;
+    let value = got.session().unwrap();
+    let home = all.iter().find(|b| b.name == got.host).unwrap().addr;
+    let page: serde_json::Value = serde_json::from_str(
+        &http
+            .admin(gw.admin, &format!("/lookup?session={value}"))
+            .await,
+    )
+    .unwrap();
+    assert_eq!(page["verifiedBy"], 0, "{page}");
+    assert_eq!(page["names"]["endpoint"], home.to_string(), "{page}");
+    assert_eq!(page["names"]["sentThere"], true, "{page}");
+    assert_eq!(
+        page["names"]["cluster"],
+        format!("outbound|8080||{HOST}"),
+        "{page}"
+    );
+    let page: serde_json::Value =
+        serde_json::from_str(&http.admin(gw.admin, "/lookup?session=nonsense").await).unwrap();
+    assert_eq!(page["ignored"], "garbled", "{page}");
+}
