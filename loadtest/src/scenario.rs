@@ -4,6 +4,11 @@
 //! replica) and `x-cache` (`hit` or `miss`), and recorded in the run's [`Ledger`] under the
 //! call's key. An answer without them counts as a failed request, in goose's metrics too.
 //!
+//! Persistent sessions (docs/sessions.md): a user keeps the last `x-session` the gateway gave it
+//! and sends it back with its next calls, as a client of such a host must; the cookie form needs
+//! nothing here (goose's client keeps cookies). Against a host without sessions no answer carries
+//! one, and nothing is sent.
+//!
 //! Third in the crate's line of modules: it may import `config` and `ledger`, and may not
 //! import `summary`, `verdict` or `runner`.
 
@@ -25,6 +30,12 @@ pub const X_USER: &str = "x-user";
 pub const X_SERVED_BY: &str = "x-served-by";
 /// `hit` or `miss`.
 pub const X_CACHE: &str = "x-cache";
+/// The persistent-session header of the labelled config (`k8s/sessions/`).
+pub const X_SESSION: &str = "x-session";
+
+/// A goose user's persistent session: the last value the gateway gave it.
+#[derive(Clone)]
+struct SessionValue(String);
 
 /// What every goose user of a run shares.
 struct Plan {
@@ -72,9 +83,12 @@ async fn ping(user: &mut GooseUser, plan: &Plan) -> TransactionResult {
             (id, format!("{}-cold-{}-{id}", plan.key_prefix, plan.run_id))
         }
     };
-    let builder = user
+    let mut builder = user
         .get_request_builder(&GooseMethod::Get, "/ping")?
         .header(X_USER, key);
+    if let Some(SessionValue(value)) = user.get_session_data::<SessionValue>() {
+        builder = builder.header(X_SESSION, value.as_str());
+    }
     let request = GooseRequest::builder()
         .name("GET /ping")
         .set_request_builder(builder)
@@ -84,7 +98,16 @@ async fn ping(user: &mut GooseUser, plan: &Plan) -> TransactionResult {
     // Goose's own time to first byte, in microseconds: the same clock as its reports.
     let latency = Duration::from_micros(goose.request.response_time_micros());
     let answer = match goose.response {
-        Ok(response) => read(response).await,
+        Ok(response) => {
+            if let Some(value) = response
+                .headers()
+                .get(X_SESSION)
+                .and_then(|v| v.to_str().ok())
+            {
+                user.set_session_data(SessionValue(value.to_owned()));
+            }
+            read(response).await
+        }
         Err(err) => Err(classify(&err)),
     };
     match answer {

@@ -55,3 +55,28 @@ async fn a_round_robin_gateway_fails_the_stickiness_check() {
         "{verdict}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_sessions_keep_a_round_robin_gateway_sticky() {
+    let _guard = exclusive().await;
+    // The same round robin, the host labelled for persistent sessions: every user's first call
+    // is placed by round robin, and the session the goose user sends back holds it there.
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for i in 0..5 {
+        addrs.push(replica(format!("svc-{i}"), COST).await.addr);
+    }
+    let yaml = static_config(&addrs, "      simple: ROUND_ROBIN").replacen(
+        "metadata: {name: sticky-svc}",
+        "metadata: {name: sticky-svc, labels: {istio.io/persistent-session-header: x-session}}",
+        1,
+    );
+    assert!(yaml.contains("persistent-session-header"), "{yaml}");
+    let gateway = RunningGateway::start(&yaml, None).await;
+    let config = config(&format!("http://{}", gateway.addr), 20, 3);
+    let summary = run(&config).await.unwrap();
+    let verdict = summary.verdict(&config.thresholds);
+    eprint!("{summary}{verdict}");
+    assert!(verdict.passed(), "{summary}{verdict}");
+    assert_eq!(summary.errors, 0);
+    assert_eq!(summary.cold.count, 20, "each user paid the cost once");
+}
