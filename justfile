@@ -64,11 +64,50 @@ kubectl := `command -v kubectl || echo scripts/kubectl.sh`
 k8s-validate:
     scripts/k8s-validate.sh
 
-# Kubernetes: apply the stack to the current kubectl context and wait until it serves
+# Kubernetes: apply the stack to the current kubectl context and wait until it serves (STICKY_SESSIONS=1: persistent sessions, k8s/sessions)
 k8s-up:
-    {{kubectl}} apply -k k8s/
-    {{kubectl}} wait --for=condition=Available --timeout=180s deployment/sticky-svc deployment/gateway
-    @echo 'Ready: curl -H "x-user: ricky" http://localhost/ping  (address: {{kubectl}} get svc gateway)'
+    #!/usr/bin/env bash
+    set -euo pipefail
+    kubectl="{{kubectl}}"
+    sessions="${STICKY_SESSIONS:-0}"
+    [[ "$sessions" == [01] ]] || { echo "k8s-up: STICKY_SESSIONS is 1 (persistent sessions) or 0, not '$sessions'" >&2; exit 1; }
+    had_gateway=0
+    if "$kubectl" get deployment gateway --namespace default >/dev/null 2>&1; then had_gateway=1; fi
+    was="$("$kubectl" get configmap gateway-sessions --namespace default --ignore-not-found \
+        -o jsonpath='{.metadata.labels.sticky\.dev/sessions}' 2>/dev/null || true)"
+    # The session key both gateways sign with: the Secret gateway-session-key, made once from
+    # .sticky/session.key (made if missing; neither is ever committed). Optional in the Deployment.
+    made_secret=0
+    if ! "$kubectl" get secret gateway-session-key --namespace default >/dev/null 2>&1; then
+        key="$(scripts/stack.sh session-key)"
+        "$kubectl" create secret generic gateway-session-key --namespace default \
+            --from-file=keys="$key" --from-literal=path=/etc/sticky/session/keys
+        made_secret=1
+    fi
+    if ((sessions)); then
+        # The filled ConfigMap first, then k8s/ without its empty one: no gateway starts without it.
+        "$kubectl" apply -k k8s/sessions
+        "$kubectl" apply -k k8s/ -l 'sticky.dev/sessions!=off'
+    else
+        "$kubectl" apply -k k8s/
+    fi
+    restarted=0
+    if ((made_secret && had_gateway)); then
+        # The key is read when a gateway starts: move the running ones onto the shared one.
+        "$kubectl" rollout restart deployment/gateway --namespace default
+        "$kubectl" rollout status deployment/gateway --namespace default --timeout=180s
+        restarted=1
+    fi
+    "$kubectl" wait --for=condition=Available --timeout=180s deployment/sticky-svc deployment/gateway
+    echo 'Ready: curl -H "x-user: ricky" http://localhost/ping  (address: {{kubectl}} get svc gateway)'
+    now=off
+    if ((sessions)); then now=on; fi
+    if ((had_gateway && !restarted)) && [[ -n "$was" && "$was" != "$now" ]]; then
+        echo "Sessions $was -> $now: the running gateways hot-reload it within a minute or two (the kubelet's sync)."
+    fi
+    if ((sessions)); then
+        echo 'Persistent sessions: curl -i shows x-session: <value>; send it back with -H "x-session: <value>"'
+    fi
 
 # Kubernetes: scale sticky-svc to N replicas (0 allowed), as in the article
 k8s-scale N:
@@ -87,7 +126,7 @@ load-local *args:
 images:
     @scripts/images.sh
 
-# Build the images, start 5 sticky-svc + the gateway on port 80 (GATEWAY_PORT), wait until healthy
+# Build the images, start 5 sticky-svc + the gateway on port 80 (GATEWAY_PORT), wait until healthy (STICKY_SESSIONS=1: persistent sessions, compose.sessions.yaml)
 up:
     @scripts/stack.sh preflight
     @scripts/images.sh

