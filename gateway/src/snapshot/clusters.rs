@@ -172,16 +172,17 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 /// The persistent sessions `host` has: its ServiceEntry's labels, else those of the Kubernetes
-/// Service of that name in the config folder.
+/// Service of that name in the config folder (as `gateway check` says them: the first read).
 pub fn session_policy(config: &Config, host: &str) -> Option<SessionPolicy> {
-    match service_entry(config, host) {
-        Some(entry) => entry.session.clone(),
-        None => config
-            .kubernetes_services
-            .iter()
-            .find(|svc| svc.host == host)
-            .and_then(|svc| svc.session.clone()),
-    }
+    service_entry(config, host)
+        .and_then(|entry| entry.session.clone())
+        .or_else(|| {
+            config
+                .kubernetes_services
+                .iter()
+                .find(|svc| svc.host == host)
+                .and_then(|svc| svc.session.clone())
+        })
 }
 
 fn service_entry<'a>(config: &'a Config, host: &str) -> Option<&'a ServiceEntry> {

@@ -413,3 +413,44 @@ fn a_split_is_sticky_only_when_every_weighted_destination_shares_its_key() {
     assert_eq!(key(&[50, 50], &[None, user]), None, "a key missing");
     assert_eq!(key(&[50, 50], &[None, None]), None);
 }
+
+#[tokio::test]
+async fn a_labelled_service_gives_sessions_even_beside_a_service_entry_without_labels() {
+    use crate::config::model::Carrier;
+    let service = r#"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: sticky-svc
+  labels: {istio.io/persistent-session-header: x-session}
+spec: {ports: [{port: 8080}]}
+"#;
+    let entry = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: sticky-svc}
+spec:
+  hosts: [sticky-svc.default.svc.cluster.local]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+"#;
+    let header = Carrier::Header("x-session".parse().unwrap());
+    for yaml in [
+        format!("{ARTICLE}{service}"),
+        format!("{ARTICLE}{entry}{service}"),
+    ] {
+        let snap = Snapshot::build(config(&yaml), None, &Context::for_tests()).unwrap();
+        let route = snap.route(&parts("/ping", "localhost")).unwrap();
+        assert_eq!(
+            route.sessions[0].as_ref().map(|p| &p.carrier),
+            Some(&header),
+            "{yaml}"
+        );
+        assert!(snap.has_sessions());
+    }
+    let snap = Snapshot::build(config(ARTICLE), None, &Context::for_tests()).unwrap();
+    assert!(!snap.has_sessions());
+}
