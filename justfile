@@ -184,3 +184,8 @@ bench-fairness:
 chaos:
     @PROFILE="${PROFILE:-dev}" scripts/images.sh
     @PROFILE="${PROFILE:-dev}" scripts/chaos.sh
+
+# Rebalance run on the compose stack (own project sticky-rebalance, port 18090): scale 3 -> 5 under a goose load, without then with persistent sessions; prints users moved and caches lost side by side, fails unless sessions move nobody (~100 s; PROFILE=dev images by default)
+rebalance:
+    @PROFILE="${PROFILE:-dev}" scripts/images.sh
+    @PROFILE="${PROFILE:-dev}" scripts/rebalance.sh
