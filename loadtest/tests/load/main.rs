@@ -6,6 +6,7 @@
 //! each test holds [`stack::exclusive`] while it loads.
 
 mod binary;
+mod canary;
 mod chaos;
 mod gateway;
 /// The gateway crate's own test stack (Istio YAML for static replicas, a running gateway).
