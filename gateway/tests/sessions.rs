@@ -533,3 +533,55 @@ async fn the_admin_lookup_shows_where_a_session_points() {
         serde_json::from_str(&http.admin(gw.admin, "/lookup?session=nonsense").await).unwrap();
     assert_eq!(page["ignored"], "garbled", "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_still_honours_old_sessions_and_re_signs_them() {
+    let all = backends(4, Duration::ZERO).await;
+    let yaml = config(&all.iter().collect::<Vec<_>>(), BY_HEADER);
+    let old = "the old secret, at least thirty-two characters long";
+    let new = "the new secret, at least thirty-two characters long";
+    let keys = |secrets: &[&str]| {
+        let keys = Arc::new(SessionKeys::from_secrets(secrets).unwrap());
+        move |o: &mut gateway::control::RunOptions| o.session_keys = Some(keys.clone())
+    };
+    let before = RunningGateway::start_with(&yaml, None, keys(&[old])).await;
+    let rotated = RunningGateway::start_with(&yaml, None, keys(&[new, old])).await;
+    let only_new = RunningGateway::start_with(&yaml, None, keys(&[new])).await;
+    let http = Client2::new();
+    let first = http.ping(before.addr, &[("x-user", "ricky")]).await;
+    let old_value = first.session().unwrap();
+    // The rotated gateway honours it (same replica) and gives back a value signed with the new
+    // key, which a gateway that knows only the new key honours as it is.
+    let at_rotated = http
+        .ping(
+            rotated.addr,
+            &[("x-user", "someone"), ("x-session", &old_value)],
+        )
+        .await;
+    assert_eq!(at_rotated.host, first.host);
+    let new_value = at_rotated.session().expect("re-signed with the first key");
+    assert_ne!(new_value, old_value);
+    assert_eq!(sessions_metric(&http, rotated.admin, "refreshed").await, 1);
+    let at_new = http
+        .ping(
+            only_new.addr,
+            &[("x-user", "someone"), ("x-session", &new_value)],
+        )
+        .await;
+    assert_eq!(
+        (at_new.host.as_str(), at_new.session()),
+        (first.host.as_str(), None)
+    );
+    // The old value, at a gateway that no longer has the old key: forged, placed by the hash.
+    let gone = http
+        .ping(
+            only_new.addr,
+            &[("x-user", "someone"), ("x-session", &old_value)],
+        )
+        .await;
+    assert!(gone.session().is_some(), "re-issued");
+    assert_eq!(
+        sessions_metric(&http, only_new.admin, "ignored_forged").await,
+        1
+    );
+}
