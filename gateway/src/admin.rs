@@ -26,6 +26,8 @@ use crate::session::{SessionKeys, Timeouts, unix_now};
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::query_value;
 
+mod json;
+
 /// What the admin pages report besides the snapshot.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -144,12 +146,12 @@ impl Admin {
                         };
                         json!({
                             "route": &*r.label,
-                            "match": r.matches.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>(),
+                            "match": r.matches.iter().map(json::request_match).collect::<Vec<_>>(),
                             "destinations": action,
-                            "timeout": r.timeout.map(|t| format!("{t:?}")),
+                            "timeout": r.timeout.map(json::duration),
                             "retries": {
                                 "attempts": r.retries.attempts,
-                                "perTryTimeout": r.retries.per_try_timeout.map(|t| format!("{t:?}")),
+                                "perTryTimeout": r.retries.per_try_timeout.map(json::duration),
                                 "retryOn": r.retries.retry_on.join(","),
                             },
                         })
@@ -203,7 +205,7 @@ impl Admin {
                     .collect();
                 json!({
                     "cluster": &*c.spec.name,
-                    "policy": format!("{:?}", c.spec.policy),
+                    "policy": json::policy(&c.spec.policy),
                     "routable": state.routable(),
                     "endpoints": endpoints,
                 })
@@ -277,8 +279,9 @@ impl Admin {
             return text(
                 StatusCode::CONFLICT,
                 format!(
-                    "cluster {} does not hash keys ({:?})\n",
-                    cluster.spec.name, cluster.spec.policy
+                    "cluster {} does not hash keys ({})\n",
+                    cluster.spec.name,
+                    json::policy_name(&cluster.spec.policy)
                 ),
             );
         }
@@ -302,14 +305,14 @@ impl Admin {
 fn cluster_spec(c: &Cluster, hash_key: Option<&HashKey>) -> Value {
     json!({
         "name": &*c.spec.name,
-        "source": format!("{:?}", c.spec.source),
-        "policy": format!("{:?}", c.spec.policy),
-        "hashKey": hash_key.map(|k| format!("{k:?}")),
-        "connectTimeout": format!("{:?}", c.spec.pool.connect_timeout),
+        "source": json::source(&c.spec.source),
+        "policy": json::policy(&c.spec.policy),
+        "hashKey": hash_key.map(json::hash_key),
+        "connectTimeout": json::duration(c.spec.pool.connect_timeout),
         "maxInFlight": c.spec.pool.max_in_flight,
         "maxConnections": c.spec.pool.max_connections,
         "protocol": if c.spec.pool.http2 { "HTTP/2" } else { "HTTP/1.1" },
-        "outlierDetection": c.spec.outlier.as_ref().map(|o| format!("{o:?}")),
+        "outlierDetection": c.spec.outlier.as_ref().map(json::outlier),
     })
 }
 

@@ -139,6 +139,113 @@ fn table_rebuilds(metrics: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Strings in an admin page that only Rust's debug formatting writes.
+const DEBUG_MARKERS: [&str; 9] = [
+    "(\"",
+    "{ ",
+    "Some(",
+    "None",
+    "TableSize(",
+    "RingSize",
+    "Header(",
+    "Static(",
+    "Duration",
+];
+
+/// Every string (values and keys) anywhere in `value`, with its JSON path.
+fn strings<'a>(value: &'a serde_json::Value, path: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        serde_json::Value::String(s) => out.push((path, s)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                strings(item, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                out.push((format!("{path} (key)"), key));
+                strings(item, format!("{path}.{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_and_clusters_are_structured_json_all_the_way_down() {
+    let backends = stack::backends(2, Duration::ZERO).await;
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let lb = format!(
+        "{BY_USER}\n        maglev: {{tableSize: 65537}}\n    \
+         connectionPool: {{tcp: {{connectTimeout: 1.5s}}}}\n    \
+         outlierDetection: {{consecutive5xxErrors: 3, interval: 5s, baseEjectionTime: 100ms}}"
+    );
+    let yaml = static_config(&addrs, &lb).replace(
+        "  http:\n  - route:",
+        "  http:\n  - match:\n    - uri: {prefix: /}\n      headers: {x-canary: {regex: \"on|yes\"}}\n    \
+         - uri: {exact: /}\n    timeout: 5s\n    \
+         retries: {attempts: 2, perTryTimeout: 100ms}\n    route:",
+    );
+    let gw = RunningGateway::start(&yaml, None).await;
+    let http = Http::new();
+    let config: serde_json::Value =
+        serde_json::from_str(&admin_page(&http, gw.admin, "/config").await).expect("JSON");
+    let clusters: serde_json::Value =
+        serde_json::from_str(&admin_page(&http, gw.admin, "/clusters").await).expect("JSON");
+
+    let cluster = &config["clusters"][0];
+    assert_eq!(
+        cluster["hashKey"],
+        serde_json::json!({"httpHeaderName": "x-user"})
+    );
+    let maglev = serde_json::json!({"consistentHash": {"maglev": {"tableSize": 65537}}});
+    assert_eq!(cluster["policy"], maglev, "{cluster:#}");
+    let mut sorted = addrs.clone();
+    sorted.sort();
+    let endpoints: Vec<serde_json::Value> = sorted
+        .iter()
+        .map(|a| serde_json::json!({"address": a.to_string(), "weight": 1}))
+        .collect();
+    assert_eq!(
+        cluster["source"],
+        serde_json::json!({ "static": endpoints })
+    );
+    assert_eq!(cluster["connectTimeout"], "1.5s");
+    let outlier = &cluster["outlierDetection"];
+    assert_eq!(outlier["consecutive5xxErrors"], 3, "{outlier:#}");
+    assert_eq!(outlier["interval"], "5s", "{outlier:#}");
+    assert_eq!(outlier["baseEjectionTime"], "100ms", "{outlier:#}");
+
+    let route = &config["virtualServices"][0]["http"][0];
+    assert_eq!(route["timeout"], "5s", "{route:#}");
+    assert_eq!(route["retries"]["perTryTimeout"], "100ms", "{route:#}");
+    assert_eq!(
+        route["match"],
+        serde_json::json!([
+            {"uri": {"prefix": "/"}, "headers": {"x-canary": {"regex": "on|yes"}}},
+            {"uri": {"exact": "/"}},
+        ]),
+        "{route:#}"
+    );
+
+    let listed = &clusters["clusters"][0];
+    assert_eq!(listed["policy"], maglev, "{listed:#}");
+    assert_eq!(listed["routable"], 2, "{listed:#}");
+
+    for (page, document) in [("/config", &config), ("/clusters", &clusters)] {
+        let mut found = Vec::new();
+        strings(document, String::new(), &mut found);
+        for (path, s) in found {
+            for marker in DEBUG_MARKERS {
+                assert!(
+                    !s.contains(marker),
+                    "{page}{path} = {s:?} looks like debug formatting ({marker:?})"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_hash_key_alone_keeps_the_running_cluster() {
     let backends = stack::backends(3, Duration::ZERO).await;
@@ -155,7 +262,9 @@ async fn a_new_hash_key_alone_keeps_the_running_cluster() {
     ));
     until("the new hash key", Duration::from_secs(10), async || {
         let config = admin_page(&http, gw.admin, "/config").await;
-        config.contains(r#"Header(\"x-session\")"#).then_some(())
+        config
+            .contains(r#""httpHeaderName": "x-session""#)
+            .then_some(())
     })
     .await;
     let metrics = admin_page(&http, gw.admin, "/metrics").await;
