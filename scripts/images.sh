@@ -50,7 +50,13 @@ targets=(--bins)
 [[ "$profile" == dev ]] && targets=(--all-targets)
 start=$(date +%s)
 echo "images: cargo build --workspace ${targets[*]} --profile $profile"
-cargo build --workspace "${targets[@]}" --profile "$profile" --quiet
+if [[ "$profile" == release && ! -x "$bin_dir/gateway" ]]; then
+  # Fat LTO, one codegen unit (Cargo.toml's [profile.release]): the first build is long.
+  echo "images: the first release build takes about 13 minutes on 2 cores (later ones reuse it);" \
+    "cargo's progress follows"
+fi
+# cargo's own progress on the terminal: a first build is minutes long, and silence reads as a hang.
+cargo build --workspace "${targets[@]}" --profile "$profile"
 
 built=()
 for dockerfile in docker/*.Dockerfile; do
