@@ -378,46 +378,7 @@ async fn the_cookie_form_sets_a_safe_cookie_and_honours_it() {
 /// svc-0 is subset v1, svc-1 subset v2; the route splits `v1_weight` / the rest; sessions by
 /// header.
 fn canary(b: &[Backend], v1_weight: u32) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: sticky-svc
-  labels: {{{BY_HEADER}}}
-spec:
-  hosts: [{HOST}]
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-  - {{address: {}, ports: {{http: {}}}, labels: {{version: v1}}}}
-  - {{address: {}, ports: {{http: {}}}, labels: {{version: v2}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: sticky-svc}}
-spec:
-  hosts: ['*']
-  http:
-  - route:
-    - {{destination: {{host: {HOST}, subset: v1, port: {{number: 8080}}}}, weight: {v1_weight}}}
-    - {{destination: {{host: {HOST}, subset: v2, port: {{number: 8080}}}}, weight: {}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: sticky-svc}}
-spec:
-  host: {HOST}
-  trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}}}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
-"#,
-        b[0].addr.ip(),
-        b[0].addr.port(),
-        b[1].addr.ip(),
-        b[1].addr.port(),
-        100 - v1_weight
-    )
+    stack::canary_config(&[b[0].addr], &[b[1].addr], v1_weight, BY_HEADER)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,58 @@ spec:
     )
 }
 
+/// A canary: a STATIC ServiceEntry with `labels` (YAML flow-mapping entries, may be empty) over
+/// `v1` (labelled `version: v1`) and `v2`; a route splitting `v1_weight` / the rest between
+/// subsets v1 and v2; a DestinationRule hashing `x-user`.
+pub fn canary_config(v1: &[SocketAddr], v2: &[SocketAddr], v1_weight: u32, labels: &str) -> String {
+    const HOST: &str = "sticky-svc.default.svc.cluster.local";
+    let versions = v1
+        .iter()
+        .map(|a| (a, "v1"))
+        .chain(v2.iter().map(|a| (a, "v2")));
+    let endpoints: String = versions
+        .map(|(a, version)| {
+            format!(
+                "  - {{address: {}, ports: {{http: {}}}, labels: {{version: {version}}}}}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: sticky-svc, labels: {{{labels}}}}}
+spec:
+  hosts: [{HOST}]
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+{endpoints}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: sticky-svc}}
+spec:
+  hosts: ['*']
+  http:
+  - route:
+    - {{destination: {{host: {HOST}, subset: v1, port: {{number: 8080}}}}, weight: {v1_weight}}}
+    - {{destination: {{host: {HOST}, subset: v2, port: {{number: 8080}}}}, weight: {}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: sticky-svc}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}}}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"#,
+        100 - v1_weight
+    )
+}
+
 /// The article's VirtualService and a DestinationRule with this `loadBalancer` body.
 pub fn routing(lb: &str) -> String {
     format!(

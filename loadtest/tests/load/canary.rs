@@ -9,61 +9,17 @@ use std::time::Duration;
 
 use loadtest::{Scenario, Summary, run};
 
-use crate::gateway_stack::{RunningGateway, wait_for};
+use crate::gateway_stack::{RunningGateway, canary_config, wait_for};
 use crate::stack::{exclusive, replica, short_config};
 
-const HOST: &str = "sticky-svc.default.svc.cluster.local";
-
+/// The canary config, labelled for persistent sessions when `sessions`.
 fn canary(addrs: &[SocketAddr], v1_weight: u32, sessions: bool) -> String {
     let labels = if sessions {
-        ", labels: {istio.io/persistent-session-header: x-session}"
+        "istio.io/persistent-session-header: x-session"
     } else {
         ""
     };
-    let endpoints: String = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let version = if i < 2 { "v1" } else { "v2" };
-            format!(
-                "  - {{address: {}, ports: {{http: {}}}, labels: {{version: {version}}}}}\n",
-                a.ip(),
-                a.port()
-            )
-        })
-        .collect();
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: sticky-svc{labels}}}
-spec:
-  hosts: [{HOST}]
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-{endpoints}---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: sticky-svc}}
-spec:
-  hosts: ['*']
-  http:
-  - route:
-    - {{destination: {{host: {HOST}, subset: v1, port: {{number: 8080}}}}, weight: {v1_weight}}}
-    - {{destination: {{host: {HOST}, subset: v2, port: {{number: 8080}}}}, weight: {}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: sticky-svc}}
-spec:
-  host: {HOST}
-  trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}}}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
-  - {{name: v2, labels: {{version: v2}}}}
-"#,
-        100 - v1_weight
-    )
+    canary_config(&addrs[..2], &addrs[2..], v1_weight, labels)
 }
 
 /// Proxied requests so far, from the gateway's `/metrics`.
