@@ -1,6 +1,7 @@
-//! The admin listener (loopback by default): liveness, readiness, metrics, and pages that show
-//! what the gateway is doing — the effective config, each cluster's endpoints and table shares,
-//! and which endpoint a key maps to before any request is sent.
+//! The admin listener (loopback by default): liveness, readiness, metrics, the live dashboard
+//! (`/`, fed by `/events`: see `live`), and pages that show what the gateway is doing — the
+//! effective config, each cluster's endpoints and table shares, and which endpoint a key maps
+//! to (and mapped to before the last change) before any request is sent.
 //!
 //! Readiness depends on the gateway alone (config loaded, not draining), never on upstreams: a
 //! cluster scaled to zero must answer 503 `no healthy upstream`, not take the gateway out of its
@@ -18,15 +19,21 @@ use serde_json::{Value, json};
 
 use crate::balancer::PickContext;
 use crate::body::{Body, full};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterState};
 use crate::config::model::{HashKey, RouteAction};
 use crate::hash::key_hash;
-use crate::metrics::render;
+use crate::metrics::{Metrics, render};
 use crate::session::{SessionKeys, Timeouts, unix_now};
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::query_value;
 
 mod json;
+mod live;
+
+pub use live::{Live, MAX_STREAMS, USERS_WINDOW};
+
+/// The dashboard: one page, its style and script inline (no CDN, works offline).
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
 /// What the admin pages report besides the snapshot.
 #[derive(Debug, Default)]
@@ -90,6 +97,10 @@ pub struct Admin {
     pub status: Arc<Status>,
     /// The proxy's persistent-session keys, for `/lookup?session=`.
     pub session_keys: Arc<SessionKeys>,
+    /// The metrics, for the timeline.
+    pub metrics: Arc<Metrics>,
+    /// The dashboard's feed.
+    pub live: Live,
 }
 
 impl Admin {
@@ -97,6 +108,16 @@ impl Admin {
     pub fn handle<B>(&self, request: &Request<B>) -> Response<Body> {
         let query = request.uri().query().unwrap_or("");
         match request.uri().path() {
+            "/" => {
+                let mut response = Response::new(full(DASHBOARD));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                response
+            }
+            "/events" => self.live.stream(&self.metrics),
+            "/state" => self.live.state(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" if self.status.is_ready() => text(StatusCode::OK, "ready\n".into()),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
@@ -115,8 +136,8 @@ impl Admin {
             "/lookup" => self.lookup(query),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; pages: /healthz /readyz /metrics /config /clusters \
-                 /lookup?cluster=HOST&key=KEY /lookup?session=VALUE\n"
+                "not found; pages: / (dashboard) /events /state /healthz /readyz /metrics \
+                 /config /clusters /lookup?cluster=HOST&key=KEY /lookup?session=VALUE\n"
                     .into(),
             ),
         }
@@ -285,18 +306,24 @@ impl Admin {
                 ),
             );
         }
-        let state = cluster.state();
         let hash = key_hash(key.as_bytes());
-        let endpoint = state
-            .balancer
-            .as_ref()
-            .and_then(|b| b.pick(&PickContext::new(0).key_hash(Some(hash))).ok())
-            .map(|p| state.endpoints[p.endpoint].label().to_string());
+        let lookup = |state: &ClusterState| {
+            state
+                .balancer
+                .as_ref()
+                .and_then(|b| b.pick(&PickContext::new(0).key_hash(Some(hash))).ok())
+                .map(|p| state.endpoints[p.endpoint].label().to_string())
+        };
+        let previous = cluster.previous();
         json_response(&json!({
             "cluster": &*cluster.spec.name,
             "key": key,
             "hash": format!("{hash:016x}"),
-            "endpoint": endpoint,
+            "endpoint": lookup(&cluster.state()),
+            "before": previous.as_ref().map(|p| json!({
+                "endpoint": lookup(&p.state),
+                "changedAtMs": p.replaced_at_ms,
+            })),
         }))
     }
 }
@@ -317,7 +344,7 @@ fn cluster_spec(c: &Cluster, hash_key: Option<&HashKey>) -> Value {
 }
 
 /// Share of the table (Maglev slots, ring points) each endpoint holds; empty for other policies.
-fn table_shares(state: &crate::cluster::ClusterState) -> Vec<f64> {
+fn table_shares(state: &ClusterState) -> Vec<f64> {
     let Some(balancer) = &state.balancer else {
         return Vec::new();
     };

@@ -11,23 +11,25 @@
 mod control;
 mod probe;
 pub mod state;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::balancer::Policy;
 use crate::discovery::{DnsResolver, DnsTarget, RefreshBounds, watch_dns};
 use crate::endpoint::EndpointSet;
-use crate::health::OutlierPolicy;
 use crate::health::active::ActiveCheck;
+use crate::health::{OutlierPolicy, Trip};
 use crate::metrics::{ClusterLabels, Metrics, ShardedHistogram};
 use crate::upstream::{PoolSettings, Upstream};
 use control::Control;
-pub use state::{ClusterState, EndpointState, build_state};
+pub use state::{ClusterState, EndpointState, build_state, moved_share};
+pub use stats::{EndpointStats, Health, StatsSample};
 
 /// Where a cluster's endpoints come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,15 @@ pub struct ClusterSpec {
     pub active: Option<ActiveCheck>,
 }
 
+/// A state replaced by a change of the table.
+#[derive(Debug)]
+pub struct Previous {
+    /// The state as it was.
+    pub state: Arc<ClusterState>,
+    /// When it was replaced, in milliseconds since the Unix epoch.
+    pub replaced_at_ms: u64,
+}
+
 /// A running cluster. Dropping it stops its discovery and control tasks.
 #[derive(Debug)]
 pub struct Cluster {
@@ -75,9 +86,11 @@ pub struct Cluster {
     /// the family's lock and label hashing.
     latency: OnceLock<ShardedHistogram>,
     state: Arc<ArcSwap<ClusterState>>,
+    /// The state before the last change of the table, and when it changed.
+    previous: Arc<ArcSwapOption<Previous>>,
     /// True once the state of discovery's first answer is published.
     discovered: watch::Receiver<bool>,
-    trips: mpsc::UnboundedSender<SocketAddr>,
+    trips: mpsc::UnboundedSender<(SocketAddr, Trip)>,
     tasks: Vec<AbortHandle>,
     /// Keeps a static cluster's endpoint channel open for the control task.
     _static_endpoints: Option<watch::Sender<EndpointSet>>,
@@ -96,16 +109,27 @@ impl Cluster {
     /// runtime (a blocking thread of one will do). The first state is published before this
     /// returns for static clusters; DNS clusters start empty and fill within one lookup
     /// ([`Cluster::discovered`]).
+    ///
+    /// `predecessor`: the running cluster of the same name this one replaces (a reload that
+    /// changed its spec). Its endpoints carry over with their counters and stats, so the
+    /// timeline says which endpoints the new spec added or removed and how much of the table
+    /// moved, and the lookup's "before" is the predecessor's table.
     pub fn start(
         spec: ClusterSpec,
         resolver: &DnsResolver,
         bounds: RefreshBounds,
         metrics: Arc<Metrics>,
+        predecessor: Option<&Cluster>,
     ) -> Self {
         let labels = ClusterLabels {
             cluster: spec.name.clone(),
         };
-        let state = Arc::new(ArcSwap::from_pointee(ClusterState::empty()));
+        // Never served: a static cluster publishes its own state before this returns, and a
+        // snapshot waits for a DNS cluster's first build (`discovered`).
+        let state = Arc::new(ArcSwap::new(
+            predecessor.map_or_else(|| Arc::new(ClusterState::empty()), Cluster::state),
+        ));
+        let previous = Arc::new(ArcSwapOption::new(predecessor.and_then(Cluster::previous)));
         let (trips, trips_rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         let mut static_endpoints = None;
@@ -126,6 +150,7 @@ impl Cluster {
         let mut control = Control::new(
             &spec,
             state.clone(),
+            previous.clone(),
             metrics.clone(),
             labels.clone(),
             discovered_tx,
@@ -143,6 +168,7 @@ impl Cluster {
             metrics,
             latency: OnceLock::new(),
             state,
+            previous,
             discovered,
             trips,
             tasks,
@@ -176,11 +202,17 @@ impl Cluster {
             .observe(seconds);
     }
 
+    /// The state before the table last changed (an endpoint added, removed, ejected or
+    /// back), and when: where keys went before. `None` until the table has changed once.
+    pub fn previous(&self) -> Option<Arc<Previous>> {
+        self.previous.load_full()
+    }
+
     /// Reports that the endpoint at `index` of `state` crossed an outlier threshold.
-    pub fn report_trip(&self, state: &ClusterState, index: usize) {
+    pub fn report_trip(&self, state: &ClusterState, index: usize, trip: Trip) {
         if let Some(endpoint) = state.endpoints.get(index) {
             // By address: the control task's list may have changed since this request's load.
-            let _ = self.trips.send(endpoint.addr);
+            let _ = self.trips.send((endpoint.addr, trip));
         }
     }
 }

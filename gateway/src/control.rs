@@ -20,15 +20,16 @@ use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::admin::{Admin, Status};
+use crate::admin::{Admin, Live, Status};
 use crate::config::{Diagnostic, LoadError, LoadOptions, Severity};
 use crate::discovery::{DiscoveryError, DnsResolver, FIRST_LOOKUP_WAIT, RefreshBounds};
+use crate::events::Kind as EventKind;
 use crate::health::active::ActiveCheck;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::proxy::handoff::{StartError, Workers};
 use crate::proxy::listener::{self, Limits};
 use crate::proxy::{Proxy, ProxySettings};
-use crate::reload::{self, Changes, ConfigFiles};
+use crate::reload::{self, Changes, ConfigFiles, Trigger};
 use crate::session::SessionKeys;
 use crate::snapshot::{Context, Snapshot, SnapshotError};
 use crate::worker;
@@ -216,11 +217,18 @@ impl Gateway {
             )
             .with_session_keys(session_keys.clone()),
         );
+        let (live, sampler) = Live::start(
+            self.snapshot.clone(),
+            self.metrics.clone(),
+            self.status.clone(),
+        );
         let admin = Admin {
             snapshot: self.snapshot.clone(),
             registry: self.registry.clone(),
             status: self.status.clone(),
             session_keys,
+            metrics: self.metrics.clone(),
+            live,
         };
         tracing::info!(
             listen = %self.listen_addr(),
@@ -253,6 +261,14 @@ impl Gateway {
                             status.loaded();
                             metrics.reloaded(ReloadResult::Success);
                             tracing::info!(?trigger, "configuration reloaded");
+                            let why = match trigger {
+                                Trigger::Files => "the files changed",
+                                Trigger::Signal => "SIGHUP",
+                            };
+                            let generation = status.reload().generation;
+                            let text =
+                                format!("configuration reloaded ({why}): generation {generation}");
+                            metrics.events.push(EventKind::Reload, None, text, None);
                         }
                         Err(error) => {
                             tracing::error!(
@@ -261,6 +277,10 @@ impl Gateway {
                             );
                             status.rejected(error.to_string());
                             metrics.reloaded(ReloadResult::Failure);
+                            let text = format!("rejected, the previous one keeps serving: {error}");
+                            metrics
+                                .events
+                                .push(EventKind::ReloadRejected, None, text, None);
                         }
                     }
                 }
@@ -293,6 +313,8 @@ impl Gateway {
         tracing::info!("shutting down: draining in-flight requests");
         workers.drain().await;
         reloader.abort();
+        // Ends the dashboards' event streams, so the admin listener drains at once.
+        sampler.abort();
         let _ = admin_stop.send(());
         let _ = admin_task.await;
         tracing::info!("gateway stopped");

@@ -218,16 +218,17 @@ impl<K: Eq + Hash + Clone> Ejections<K> {
         true
     }
 
-    /// Returns hosts whose ejection is over. True when the routable set changed.
-    pub fn release_due(&mut self, now: Instant) -> bool {
-        let mut changed = false;
-        for state in self.hosts.values_mut() {
+    /// Returns hosts whose ejection is over, and says which (none: the routable set is the
+    /// same).
+    pub fn release_due(&mut self, now: Instant) -> Vec<K> {
+        let mut released = Vec::new();
+        for (key, state) in &mut self.hosts {
             if state.ejected_until.is_some_and(|until| until <= now) {
                 state.ejected_until = None;
-                changed = true;
+                released.push(key.clone());
             }
         }
-        changed
+        released
     }
 
     /// The periodic `interval` tick: hosts that stayed healthy a whole interval have their
@@ -243,6 +244,11 @@ impl<K: Eq + Hash + Clone> Ejections<K> {
     /// When the next ejected host is due back, if any.
     pub fn next_due(&self) -> Option<Instant> {
         self.hosts.values().filter_map(|s| s.ejected_until).min()
+    }
+
+    /// When this host's ejection ends, if it is ejected.
+    pub fn ejected_until(&self, key: &K) -> Option<Instant> {
+        self.hosts.get(key).and_then(|s| s.ejected_until)
     }
 
     /// Whether this host is ejected now.

@@ -26,7 +26,8 @@
 //! - [`ring`] — ring hash (ketama), Istio's default consistent hash.
 //! - [`health`] — passive outlier detection (lock-free counters, pure ejection state machine)
 //!   and active check state.
-//! - Leaves, used by any module above: [`endpoint`] (the one endpoint type), [`hash`] (request
+//! - Leaves, used by any module above: [`endpoint`] (the one endpoint type), [`events`] (the
+//!   dashboard's timeline), [`distinct`] (distinct users per replica, in fixed memory), [`hash`] (request
 //!   keys by XXH3, endpoint keys by xxHash64 with seeds, retry perturbation), [`body`] (the one
 //!   body type), [`worker`] (per-worker-thread index and output batching).
 
@@ -37,7 +38,9 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod discovery;
+pub mod distinct;
 pub mod endpoint;
+pub mod events;
 pub mod hash;
 pub mod health;
 pub mod maglev;

@@ -27,6 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
+use crate::events::Events;
+
 /// Labels of a proxied request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -69,7 +71,6 @@ impl EncodeLabelValue for ReloadResult {
     }
 }
 
-/// Labels of the reload counter.
 /// A persistent-session event of a cluster's request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct SessionLabels {
@@ -81,10 +82,22 @@ pub struct SessionLabels {
     pub event: &'static str,
 }
 
+/// Labels of the reload counter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ReloadLabels {
     /// How it ended.
     pub result: ReloadResult,
+}
+
+/// Labels of an endpoint's cache answers (`x-cache: hit|miss` on its responses).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The cluster.
+    pub cluster: Arc<str>,
+    /// The endpoint that answered.
+    pub endpoint: Arc<str>,
+    /// `hit` (a warm call) or `miss` (a cold one).
+    pub result: &'static str,
 }
 
 /// Every metric the gateway exports.
@@ -111,9 +124,15 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Persistent-session events by cluster.
     pub sessions: Family<SessionLabels, Counter>,
+    /// Responses that said `x-cache: hit` or `miss`, per endpoint: warm and cold calls.
+    pub upstream_cache: Family<CacheLabels, Counter>,
+    /// Share of the balancer's table whose endpoint changed at the cluster's last rebuild.
+    pub table_moved_share: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     /// 1 when the last reload attempt succeeded, 0 when the running config is older than the
     /// files on disk because they were rejected.
     pub config_last_reload_ok: Gauge,
+    /// The timeline the dashboard shows (not exported to Prometheus).
+    pub events: Events,
     /// Tells this instance's entries apart in the per-thread counter cache (tests run several).
     id: u64,
     /// Which endpoints running clusters hold, and their request series (`endpoints.rs`).
@@ -182,7 +201,10 @@ impl Metrics {
             table_rebuilds: Family::default(),
             reloads: Family::default(),
             sessions: Family::default(),
+            upstream_cache: Family::default(),
+            table_moved_share: Family::default(),
             config_last_reload_ok: Gauge::default(),
+            events: Events::default(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             endpoint_index: Mutex::default(),
         };
@@ -228,6 +250,16 @@ impl Metrics {
             "sessions",
             "Persistent-session events by cluster: honoured, issued, refreshed, reissued, ignored_<reason>",
             metrics.sessions.clone(),
+        );
+        r.register(
+            "upstream_cache",
+            "Responses with x-cache: hit (warm) or miss (cold), per endpoint",
+            metrics.upstream_cache.clone(),
+        );
+        r.register(
+            "table_moved_share",
+            "Share of the balancer table that changed endpoint at the last rebuild",
+            metrics.table_moved_share.clone(),
         );
         r.register(
             "config_last_reload_ok",

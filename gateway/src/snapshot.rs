@@ -205,16 +205,15 @@ impl Snapshot {
                         let cluster = match clusters.get(&spec.name) {
                             Some(c) => c.clone(),
                             None => {
-                                let reused = previous
-                                    .and_then(|p| p.clusters.get(&spec.name))
-                                    .filter(|c| c.spec == spec)
-                                    .cloned();
+                                let running = previous.and_then(|p| p.clusters.get(&spec.name));
+                                let reused = running.filter(|c| c.spec == spec).cloned();
                                 let c = reused.unwrap_or_else(|| {
                                     Arc::new(Cluster::start(
                                         spec,
                                         &ctx.resolver,
                                         ctx.bounds,
                                         ctx.metrics.clone(),
+                                        running.map(|c| &**c),
                                     ))
                                 });
                                 clusters.insert(c.spec.name.clone(), c.clone());

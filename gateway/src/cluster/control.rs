@@ -9,27 +9,34 @@
 //! built on a blocking thread while this task waits. It waits for each build before the next,
 //! so a later state is never overtaken by an earlier one; changes that arrive meanwhile are
 //! folded into one build.
+//!
+//! It also tells the timeline ([`crate::events`]) what changed — endpoints added and removed,
+//! ejected and back, checks failing and passing — once the change is published, with the share
+//! of the table it moved, and keeps the state it replaced for the admin lookup's "before".
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::{mpsc, watch};
 
-use super::ClusterSpec;
 use super::probe::Prober;
-use super::state::{self, ClusterState, EndpointState};
+use super::state::{self, ClusterState, EndpointState, moved_share};
+use super::stats::{EndpointStats, Health};
+use super::{ClusterSpec, Previous};
 use crate::balancer::Policy;
 use crate::endpoint::EndpointSet;
+use crate::events::Kind;
 use crate::health::active::{ActiveCheck, ProbeState};
-use crate::health::{Ejections, OutlierPolicy};
+use crate::health::{Ejections, OutlierPolicy, Trip};
 use crate::metrics::{ClusterLabels, EndpointHolds, Metrics};
 
 /// The control task's state.
 pub(super) struct Control {
     state: Arc<ArcSwap<ClusterState>>,
+    previous: Arc<ArcSwapOption<Previous>>,
     policy: Policy,
     ejections: Ejections<SocketAddr>,
     endpoints: Vec<Arc<EndpointState>>,
@@ -50,6 +57,10 @@ pub(super) struct Control {
     discovered: watch::Sender<bool>,
     /// Changes taken in since the routable set last changed, folded into the next build.
     folded: u32,
+    /// Why each ejected endpoint was ejected.
+    trip_reasons: HashMap<SocketAddr, &'static str>,
+    /// What the timeline will be told once the next state is published.
+    pending: Vec<(Kind, String)>,
 }
 
 /// At most this many changes are folded into one build: a flood of trips cannot hold the
@@ -61,15 +72,19 @@ impl Control {
     pub(super) fn new(
         spec: &ClusterSpec,
         state: Arc<ArcSwap<ClusterState>>,
+        previous: Arc<ArcSwapOption<Previous>>,
         metrics: Arc<Metrics>,
         labels: ClusterLabels,
         discovered: watch::Sender<bool>,
     ) -> Self {
+        // A predecessor's endpoints (see `Cluster::start`), to carry over and compare with.
+        let endpoints = state.load().endpoints.clone();
         Self {
+            endpoints,
             state,
+            previous,
             policy: spec.policy,
             ejections: Ejections::new(spec.outlier.clone().unwrap_or_else(never_eject)),
-            endpoints: Vec::new(),
             holds: metrics.endpoint_holds(labels.cluster.clone()),
             metrics,
             labels,
@@ -81,6 +96,8 @@ impl Control {
             heard: false,
             discovered,
             folded: 0,
+            trip_reasons: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -89,7 +106,9 @@ impl Control {
     pub(super) fn start_static(&mut self, set: &EndpointSet) {
         self.set_endpoints(set);
         let state = state::build(self.endpoints.clone(), self.ejected(), self.policy);
-        self.store(state);
+        let before = self.state.load_full();
+        let moved = moved_share(&before, &state);
+        self.store(state, Some((before, moved)));
         self.dirty = false;
         self.discovered.send_replace(true);
     }
@@ -98,7 +117,7 @@ impl Control {
     pub(super) async fn run(
         mut self,
         mut endpoints_rx: watch::Receiver<EndpointSet>,
-        mut trips_rx: mpsc::UnboundedReceiver<SocketAddr>,
+        mut trips_rx: mpsc::UnboundedReceiver<(SocketAddr, Trip)>,
     ) {
         let interval = self
             .ejections
@@ -144,11 +163,14 @@ impl Control {
                     self.heard = true;
                     self.set_endpoints(&set);
                 }
-                Some(addr) = trips_rx.recv() => self.trip(addr),
+                Some((addr, trip)) = trips_rx.recv() => self.trip(addr, trip),
                 Some((addr, passed)) = probe_rx.recv() => self.probed(addr, passed),
                 () = release => {
-                    if self.ejections.release_due(Instant::now()) {
+                    let back = self.ejections.release_due(Instant::now());
+                    if !back.is_empty() {
                         self.dirty = true;
+                        let back: Vec<String> = back.iter().map(ToString::to_string).collect();
+                        self.pending.push((Kind::Returned, format!("{} back from ejection", back.join(", "))));
                     }
                 }
                 _ = decay.tick() => self.ejections.decay(),
@@ -172,6 +194,7 @@ impl Control {
     /// endpoints still in it.
     fn set_endpoints(&mut self, set: &EndpointSet) {
         let previous = std::mem::take(&mut self.endpoints);
+        let (metrics, cluster) = (&self.metrics, &self.labels.cluster);
         self.endpoints = set
             .iter()
             .filter_map(|e| Some((e.addr?, e.weight)))
@@ -180,9 +203,34 @@ impl Control {
                     .iter()
                     .find(|p| p.addr == addr && p.weight() == weight)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(EndpointState::new(addr, weight)))
+                    .unwrap_or_else(|| {
+                        let endpoint = EndpointState::new(addr, weight);
+                        let (hits, misses) = metrics.cache_counters(cluster, endpoint.label());
+                        Arc::new(endpoint.with_stats(EndpointStats::new(hits, misses)))
+                    })
             })
             .collect();
+        let listed = |list: &[Arc<EndpointState>], other: &[Arc<EndpointState>]| -> Vec<String> {
+            list.iter()
+                .filter(|e| !other.iter().any(|o| o.addr == e.addr))
+                .map(|e| e.label().to_string())
+                .collect()
+        };
+        let (added, removed) = (
+            listed(&self.endpoints, &previous),
+            listed(&previous, &self.endpoints),
+        );
+        let total = self.endpoints.len();
+        if !added.is_empty() {
+            let text = format!("{} added ({total} in all)", added.join(", "));
+            self.pending.push((Kind::Added, text));
+        }
+        if !removed.is_empty() {
+            let text = format!("{} removed ({total} left)", removed.join(", "));
+            self.pending.push((Kind::Removed, text));
+        }
+        self.trip_reasons
+            .retain(|addr, _| set.iter().any(|e| e.addr == Some(*addr)));
         self.ejections
             .set_hosts(self.endpoints.iter().map(|e| e.addr));
         self.holds.hold(self.endpoints.iter().map(|e| e.label()));
@@ -193,7 +241,7 @@ impl Control {
         self.dirty = true;
     }
 
-    fn trip(&mut self, addr: SocketAddr) {
+    fn trip(&mut self, addr: SocketAddr, trip: Trip) {
         let Some(endpoint) = self.endpoints.iter().find(|e| e.addr == addr) else {
             return;
         };
@@ -201,9 +249,24 @@ impl Control {
             return;
         }
         endpoint.counters.reset();
-        if self.ejections.on_trip(&addr, Instant::now()) {
-            tracing::warn!(cluster = %self.labels.cluster, endpoint = %addr, "endpoint ejected");
+        let now = Instant::now();
+        if self.ejections.on_trip(&addr, now) {
+            let reason = match trip {
+                Trip::Consecutive5xx => "consecutive 5xx",
+                Trip::ConsecutiveGateway => "consecutive gateway errors",
+            };
+            tracing::warn!(cluster = %self.labels.cluster, endpoint = %addr, reason, "endpoint ejected");
             self.metrics.ejections.get_or_create(&self.labels).inc();
+            self.trip_reasons.insert(addr, reason);
+            let length = self
+                .ejections
+                .ejected_until(&addr)
+                .map_or(Duration::ZERO, |until| until - now);
+            let text = format!(
+                "{addr} ejected: {reason}, for {}",
+                humantime::format_duration(length)
+            );
+            self.pending.push((Kind::Ejected, text));
             self.dirty = true;
         }
     }
@@ -217,6 +280,17 @@ impl Control {
         if state.observe(passed, check) {
             let healthy = state.is_healthy();
             tracing::warn!(cluster = %self.labels.cluster, endpoint = %addr, healthy, "active health check changed");
+            self.pending.push(if healthy {
+                (
+                    Kind::ChecksPassing,
+                    format!("{addr} passes its health checks again"),
+                )
+            } else {
+                (
+                    Kind::ChecksFailing,
+                    format!("{addr} fails its health checks: out of rotation"),
+                )
+            });
             self.dirty = true;
         }
     }
@@ -239,11 +313,16 @@ impl Control {
         self.folded = 0;
         let (endpoints, ejected, policy) = (self.endpoints.clone(), self.ejected(), self.policy);
         let outs = ejected.clone();
-        let built =
-            tokio::task::spawn_blocking(move || state::build(endpoints, ejected, policy)).await;
+        let before = self.state.load_full();
+        let built = tokio::task::spawn_blocking(move || {
+            let after = state::build(endpoints, ejected, policy);
+            let moved = moved_share(&before, &after);
+            (after, before, moved)
+        })
+        .await;
         match built {
-            Ok(state) => {
-                self.store(state);
+            Ok((state, before, moved)) => {
+                self.store(state, Some((before, moved)));
                 // After the new state is out: a request waiting on an endpoint that just went
                 // out moves at once, and picks in the table without it (its user's new home).
                 for (endpoint, out) in self.endpoints.iter().zip(&outs) {
@@ -260,7 +339,9 @@ impl Control {
         }
     }
 
-    fn store(&self, state: ClusterState) {
+    /// Publishes `state`; `replaced`: the state it replaces and the share of the table that
+    /// moved. Then the endpoints' health and the timeline follow.
+    fn store(&mut self, state: ClusterState, replaced: Option<(Arc<ClusterState>, Option<f64>)>) {
         self.metrics
             .healthy_endpoints
             .get_or_create(&self.labels)
@@ -269,7 +350,53 @@ impl Control {
             .table_rebuilds
             .get_or_create(&self.labels)
             .inc();
+        let mut moved = None;
+        if let Some((before, share)) = replaced {
+            let changed =
+                share.is_none_or(|s| s > 0.0) || before.endpoints.len() != state.endpoints.len();
+            if changed && before.balancer.is_some() {
+                self.previous.store(Some(Arc::new(Previous {
+                    state: before,
+                    replaced_at_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                })));
+            }
+            if let Some(share) = share {
+                self.metrics
+                    .table_moved_share
+                    .get_or_create(&self.labels)
+                    .set(share);
+            }
+            moved = share;
+        }
         self.state.store(Arc::new(state));
+        let ejected = self.ejected();
+        for (endpoint, out) in self.endpoints.iter().zip(ejected) {
+            endpoint.stats.set_health(self.health(endpoint.addr, out));
+        }
+        for (kind, text) in self.pending.drain(..) {
+            self.metrics
+                .events
+                .push(kind, Some(&self.labels.cluster), text, moved);
+        }
+    }
+
+    /// What the dashboard says of the endpoint at `addr`; `out`: the balancer leaves it out.
+    fn health(&self, addr: SocketAddr, out: bool) -> Health {
+        if let Some(until) = self.ejections.ejected_until(&addr) {
+            let reason = self.trip_reasons.get(&addr).copied().unwrap_or("ejected");
+            return Health::Ejected {
+                reason,
+                until,
+                used: !out,
+            };
+        }
+        if out {
+            Health::FailingChecks
+        } else {
+            Health::Healthy
+        }
     }
 }
 

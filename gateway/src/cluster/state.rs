@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use http::uri::Authority;
 use tokio::sync::Notify;
 
+use super::stats::EndpointStats;
 use crate::balancer::{Balancer, InFlight, Policy};
 use crate::endpoint::Endpoint;
 use crate::health::HostCounters;
@@ -36,6 +37,8 @@ pub struct EndpointState {
     out: AtomicBool,
     /// Woken when the endpoint goes out: requests waiting on it may go elsewhere at once.
     went_out: Notify,
+    /// Responses, cold and warm calls, name, users, health: what the dashboard shows.
+    pub stats: EndpointStats,
 }
 
 impl EndpointState {
@@ -52,7 +55,14 @@ impl EndpointState {
             in_flight: AtomicU32::new(0),
             out: AtomicBool::new(false),
             went_out: Notify::new(),
+            stats: EndpointStats::default(),
         }
+    }
+
+    /// The same, with these stats (counting into a cluster's metric series).
+    pub fn with_stats(mut self, stats: EndpointStats) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Its key: the metric label, the admin pages' name, the hash key.
@@ -151,6 +161,23 @@ impl InFlight for ClusterState {
             .get(endpoint)
             .map_or(0, |e| e.in_flight.load(Ordering::Relaxed))
     }
+}
+
+/// Share of the hashing table whose endpoint (by key) differs from `before`'s to `after`'s:
+/// the users a change moved. `None` unless both are Maglev tables of one size.
+pub fn moved_share(before: &ClusterState, after: &ClusterState) -> Option<f64> {
+    let old = before.balancer.as_ref()?.maglev()?;
+    let new = after.balancer.as_ref()?.maglev()?;
+    if old.size() != new.size() {
+        return None;
+    }
+    let size = old.size() as usize;
+    let moved = (0..size)
+        .filter(|&slot| {
+            before.endpoints[old.slot(slot)].label() != after.endpoints[new.slot(slot)].label()
+        })
+        .count();
+    Some(moved as f64 / size as f64)
 }
 
 /// Builds a state: a balancer over `endpoints` where unroutable ones weigh 0.

@@ -30,6 +30,7 @@ fn start(spec: ClusterSpec) -> Cluster {
         &resolver,
         RefreshBounds::default(),
         Metrics::new(&mut Registry::default()),
+        None,
     )
 }
 
@@ -85,7 +86,7 @@ async fn a_trip_ejects_only_that_endpoint_and_it_returns() {
         .position(|e| e.addr == home[0])
         .unwrap();
 
-    cluster.report_trip(&before, victim);
+    cluster.report_trip(&before, victim, gateway_trip());
     wait_until(&cluster, "the ejection", |s| s.routable() == 4).await;
     let during = cluster.state();
     assert!(during.ejected[victim]);
@@ -109,7 +110,7 @@ async fn trips_without_outlier_detection_change_nothing() {
     let cluster = start(spec(3, None));
     let state = cluster.state();
     for _ in 0..10 {
-        cluster.report_trip(&state, 0);
+        cluster.report_trip(&state, 0, gateway_trip());
     }
     // The clock is paused: it moves on only once every task is idle (a blocking build in
     // progress holds it), so when this returns the control task has handled every trip.
@@ -149,9 +150,15 @@ async fn a_new_table_is_built_off_the_event_loop_while_the_old_one_serves() {
     };
     let metrics = Metrics::new(&mut Registry::default());
     let resolver = DnsResolver::with_name_server("127.0.0.1:9".parse().unwrap());
-    let cluster = Cluster::start(spec, &resolver, RefreshBounds::default(), metrics.clone());
+    let cluster = Cluster::start(
+        spec,
+        &resolver,
+        RefreshBounds::default(),
+        metrics.clone(),
+        None,
+    );
     let before = cluster.state();
-    cluster.report_trip(&before, 0);
+    cluster.report_trip(&before, 0, gateway_trip());
     // The control task counts the ejection, then builds the table without it. This test's
     // task shares the control task's only thread: it runs meanwhile only if the build does not
     // hold that thread.
@@ -176,4 +183,8 @@ async fn a_new_table_is_built_off_the_event_loop_while_the_old_one_serves() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the new table was never published");
+}
+
+fn gateway_trip() -> crate::health::Trip {
+    crate::health::Trip::ConsecutiveGateway
 }

@@ -86,8 +86,10 @@ fn ejection_lasts_base_time_times_count_and_returns_on_time() {
     assert!(e.is_ejected(&h));
     assert!(!e.is_routable(&h));
     assert_eq!(e.next_due(), Some(t0 + Duration::from_secs(30)));
-    assert!(!e.release_due(t0 + Duration::from_secs(29)));
-    assert!(e.release_due(t0 + Duration::from_secs(30)));
+    assert_eq!(e.ejected_until(&h), e.next_due());
+    assert!(e.release_due(t0 + Duration::from_secs(29)).is_empty());
+    assert_eq!(e.release_due(t0 + Duration::from_secs(30)), vec![h.clone()]);
+    assert_eq!(e.ejected_until(&h), None);
     assert!(e.is_routable(&h));
     // Second ejection without decay in between: twice as long.
     let t1 = t0 + Duration::from_secs(31);

@@ -14,6 +14,10 @@
 //!   removed counter, which no scrape sees. A new endpoint at the same address has a label of
 //!   its own (another pointer), so it misses that cache and gets a fresh series.
 //!
+//! `gateway_upstream_cache_total{cluster,endpoint,result}` goes with the pair's request series:
+//! its two counters are made when a cluster takes the endpoint in ([`Metrics::cache_counters`])
+//! and kept by the endpoint's stats, which count into a removed counter after it left.
+//!
 //! Series of labels no cluster ever held (`-`, no endpoint answered) are left alone.
 
 use std::collections::{HashMap, HashSet};
@@ -21,7 +25,7 @@ use std::sync::{Arc, MutexGuard};
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{Metrics, RequestLabels, address};
+use super::{CacheLabels, Metrics, RequestLabels, address};
 
 /// (cluster, endpoint) label text.
 type Pair = (Arc<str>, Arc<str>);
@@ -63,6 +67,19 @@ impl Metrics {
                 .insert((labels.route.clone(), labels.code));
         }
         Some(counter)
+    }
+
+    /// The warm (`hit`) and cold (`miss`) call counters of `endpoint` in `cluster`, created
+    /// if need be: series that last as long as some cluster holds the pair.
+    pub fn cache_counters(&self, cluster: &Arc<str>, endpoint: &Arc<str>) -> (Counter, Counter) {
+        let counter = |result| {
+            self.upstream_cache.get_or_create_owned(&CacheLabels {
+                cluster: cluster.clone(),
+                endpoint: endpoint.clone(),
+                result,
+            })
+        };
+        (counter("hit"), counter("miss"))
     }
 
     /// A hold on the series of `cluster`'s endpoints, holding none yet.
@@ -128,6 +145,13 @@ impl EndpointHolds {
         }
         index.live.remove(&pair);
         let (cluster, endpoint) = pair;
+        for result in ["hit", "miss"] {
+            self.metrics.upstream_cache.remove(&CacheLabels {
+                cluster: cluster.clone(),
+                endpoint: endpoint.clone(),
+                result,
+            });
+        }
         for (route, code) in index
             .series
             .remove(&(cluster.clone(), endpoint.clone()))
@@ -202,6 +226,11 @@ mod tests {
             "{text}"
         );
 
+        let (hits, _) = metrics.cache_counters(&"c".into(), &a);
+        hits.inc();
+        assert!(render(&registry).contains(
+            "gateway_upstream_cache_total{cluster=\"c\",endpoint=\"10.0.0.1:80\",result=\"hit\"} 1"
+        ));
         drop(holds);
         let text = render(&registry);
         assert!(!text.contains("10.0.0."), "no cluster holds any: {text}");

@@ -151,6 +151,9 @@ impl Proxy {
                         continue;
                     }
                     trace.session_honoured = pinned.is_some() && pinned == Some(index);
+                    state.endpoints[index]
+                        .stats
+                        .answered(response.headers(), hash);
                     return Ok(response);
                 }
                 Err(UpstreamError::Connect) => {
@@ -253,8 +256,8 @@ impl Proxy {
                 Err(UpstreamError::Overflow) => Outcome::Success,
                 Err(_) => Outcome::LocalFailure,
             };
-            if endpoint.counters.record(outcome, policy).is_some() {
-                cluster.report_trip(state, index);
+            if let Some(trip) = endpoint.counters.record(outcome, policy) {
+                cluster.report_trip(state, index, trip);
             }
         }
         result
