@@ -7,11 +7,15 @@ default:
     @just --list
 
 # The one test command: format check, lints, module layering, CI workflow, every test of the workspace, k8s manifests
-test: fmt-check lint check-imports check-workflow
+test: fmt-check lint check-imports check-workflow corpus-note
     cargo test --workspace --all-targets
     cargo test --workspace --doc
     just k8s-validate
     @scripts/e2e.sh
+
+# One line: whether the config tests read Istio's YAML corpus, and from where (ISTIO_CORPUS=require: fail when it is missing)
+corpus-note:
+    @scripts/istio-corpus.sh note
 
 # Module layering: no import cycle between sibling modules anywhere; crate::proxy only from the gateway's wiring
 check-imports:

@@ -5,7 +5,8 @@
 //! - [`load`]: files and directories → YAML documents (multi-document, any mix of kinds);
 //!   non-Istio kinds are skipped with an info finding;
 //! - `schema`: each document walked against Istio's full field list, so a field is
-//!   supported, reported as "not supported by this gateway, ignored", or an unknown-field error;
+//!   supported, reported as "not supported by this gateway, ignored", or an unknown-field error
+//!   ([`supported_fields`] lists the supported ones);
 //! - [`spec`]: serde types mirroring the YAML one to one;
 //! - [`model`]: validated types the data path consumes (hosts qualified, oneofs as enums);
 //! - [`check`](mod@check): analysis across resources (`gateway check`), stricter than `istioctl analyze`;
@@ -54,3 +55,4 @@ pub use check::check;
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use load::{LoadError, LoadOptions, Loaded, config_files, load_paths, load_source};
 pub use model::Config;
+pub use schema::supported_fields;

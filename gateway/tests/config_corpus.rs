@@ -2,14 +2,17 @@
 //! file loads without an error, no real Istio field is called unknown, and every Gateway,
 //! VirtualService, DestinationRule and ServiceEntry in it reaches the model.
 //!
-//! The corpus lives outside the repository, beside it (`../shared/istio-corpus`). Set
-//! `ISTIO_CORPUS` to its path when it is elsewhere. A clone of the repository alone has no
-//! corpus: the tests then run on the project's own Istio YAML (`k8s/istio`, `gateway/testdata`)
-//! and say so on stderr, except under CI (`CI` set), where the corpus must be found.
-//! `ISTIO_CORPUS=own` asks for the project's own YAML; `ISTIO_CORPUS=skip` skips them.
+//! Where the corpus is found, and what `ISTIO_CORPUS` changes: support/corpus.rs. Without it (a
+//! clone of the repository alone, or `ISTIO_CORPUS=own`) these tests read the project's own
+//! Istio YAML instead; config_fixtures.rs checks that YAML covers every supported field.
+
+#[path = "support/corpus.rs"]
+mod corpus;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
+use corpus::Lookup;
 use gateway::config::{LoadOptions, Severity, check, load_paths};
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 
@@ -17,44 +20,32 @@ const CORPUS_FILES: usize = 68;
 
 /// What the tests read.
 enum Corpus {
-    /// Istio's own files (`../shared/istio-corpus`, or `ISTIO_CORPUS`).
+    /// Istio's own files.
     Istio(PathBuf),
-    /// The project's own Istio YAML, for a clone without the corpus beside it.
+    /// The project's own Istio YAML, when Istio's is absent or `ISTIO_CORPUS=own`.
     Own(Vec<PathBuf>),
 }
 
 /// The corpus, or `None` when `ISTIO_CORPUS=skip`.
 fn corpus() -> Option<Corpus> {
     let own = || {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dirs = [
             "../k8s/istio",
             "testdata/article",
             "testdata/article-gateway",
             "testdata/check",
+            "testdata/supported",
         ];
-        Corpus::Own(dirs.iter().map(|d| root.join(d)).collect())
+        Corpus::Own(dirs.iter().map(|d| corpus::crate_dir().join(d)).collect())
     };
-    match std::env::var("ISTIO_CORPUS") {
-        Ok(value) if value == "skip" => return None,
-        Ok(value) if value == "own" => return Some(own()),
-        Ok(value) => return Some(Corpus::Istio(PathBuf::from(value))),
-        Err(_) => {}
-    }
-    let found = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|dir| dir.join("shared/istio-corpus"))
-        .find(|dir| dir.is_dir());
-    match found {
-        Some(dir) => Some(Corpus::Istio(dir)),
-        None if std::env::var_os("CI").is_some() => panic!(
-            "Istio corpus not found under CI: no shared/istio-corpus above {}; set ISTIO_CORPUS=/path/to/istio-corpus",
-            env!("CARGO_MANIFEST_DIR")
-        ),
-        None => {
+    match corpus::lookup() {
+        Lookup::Found(dir) => Some(Corpus::Istio(dir)),
+        Lookup::Own => Some(own()),
+        Lookup::Skip => None,
+        Lookup::Absent => {
             eprintln!(
-                "config_corpus: no shared/istio-corpus above {}: checking the project's own Istio YAML instead (ISTIO_CORPUS=/path/to/istio-corpus for Istio's)",
-                env!("CARGO_MANIFEST_DIR")
+                "config_corpus: no shared/istio-corpus above {}: checking the project's own Istio YAML instead (ISTIO_CORPUS=require makes that an error)",
+                corpus::crate_dir().display()
             );
             Some(own())
         }
@@ -215,4 +206,28 @@ fn the_whole_corpus_loads_and_checks_as_one_configuration() {
             .all(|d| d.resource.is_some() && d.path.is_some()),
         "{findings:#?}"
     );
+}
+
+/// `just test` says which corpus runs before the tests do (`cargo test` captures their output):
+/// `scripts/istio-corpus.sh` must find the same folder as [`corpus::lookup`].
+#[test]
+fn the_justfile_line_names_the_folder_the_tests_read() {
+    let script = corpus::crate_dir().join("../scripts/istio-corpus.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("dir")
+        .output()
+        .expect("bash runs");
+    assert!(out.status.success(), "{}: {out:?}", script.display());
+    let said = String::from_utf8(out.stdout).expect("a path");
+    let said = said.trim();
+    match corpus::lookup() {
+        Lookup::Found(dir) => assert_eq!(
+            Path::new(said).canonicalize().ok(),
+            dir.canonicalize().ok(),
+            "{said:?} vs {}",
+            dir.display()
+        ),
+        Lookup::Absent | Lookup::Own | Lookup::Skip => assert_eq!(said, ""),
+    }
 }

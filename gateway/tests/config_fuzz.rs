@@ -5,6 +5,9 @@
 //! (to reach every validation rule), and mutations of real documents (the fixtures, plus the
 //! Istio corpus when it is present).
 
+#[path = "support/corpus.rs"]
+mod corpus;
+
 use std::path::{Path, PathBuf};
 
 use gateway::config::{LoadOptions, Loaded, check, duration, load_source};
@@ -36,17 +39,9 @@ fn read_seeds() -> Vec<String> {
     let mut files = Vec::new();
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
     collect(&testdata, &mut files);
-    // The Istio corpus adds real documents when it is around (see config_corpus.rs); the
+    // The Istio corpus adds real documents when it is around (support/corpus.rs); the
     // property holds on the fixtures alone otherwise.
-    let corpus = match std::env::var("ISTIO_CORPUS") {
-        Ok(value) if value == "skip" || value == "own" => None,
-        Ok(value) => Some(PathBuf::from(value)),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .ancestors()
-            .map(|dir| dir.join("shared/istio-corpus"))
-            .find(|dir| dir.is_dir()),
-    };
-    if let Some(corpus) = corpus {
+    if let corpus::Lookup::Found(corpus) = corpus::lookup() {
         collect(&corpus, &mut files);
     }
     files.sort();

@@ -57,6 +57,38 @@ impl Msg {
     }
 }
 
+/// Every Istio field this gateway implements, as `(kind, field path)`, read from the field table
+/// the loader walks with. A path leaves list indices out and writes a map key as `*`
+/// (`("VirtualService", "spec.http.match.headers.*.exact")`). Only supported fields are followed:
+/// a field inside an ignored message (`spec.trafficPolicy.tls.mode`) is not listed.
+pub fn supported_fields() -> Vec<(&'static str, String)> {
+    let kinds: [(&'static str, &'static Msg); 4] = [
+        ("Gateway", &GATEWAY),
+        ("VirtualService", &VIRTUAL_SERVICE),
+        ("DestinationRule", &DESTINATION_RULE),
+        ("ServiceEntry", &SERVICE_ENTRY),
+    ];
+    let mut out = Vec::new();
+    for (kind, msg) in kinds {
+        let mut paths = Vec::new();
+        supported_paths(msg, "spec", &mut paths);
+        out.extend(paths.into_iter().map(|path| (kind, path)));
+    }
+    out
+}
+
+fn supported_paths(msg: &'static Msg, prefix: &str, out: &mut Vec<String>) {
+    for field in msg.0.iter().filter(|f| f.support == Support::Yes) {
+        let path = format!("{prefix}.{}", field.name);
+        out.push(path.clone());
+        match field.ty {
+            Ty::Msg(inner) => supported_paths(inner, &path, out),
+            Ty::MapOf(inner) => supported_paths(inner, &format!("{path}.*"), out),
+            Ty::Scalar | Ty::Free => {}
+        }
+    }
+}
+
 /// A finding of the walk, positioned but not yet attached to a file or resource.
 #[derive(Debug, Clone)]
 pub(crate) struct Finding {
