@@ -354,6 +354,7 @@ impl Control {
         if let Some((before, share)) = replaced {
             let changed =
                 share.is_none_or(|s| s > 0.0) || before.endpoints.len() != state.endpoints.len();
+            // A rebuild that changed nothing (a DNS answer like the last) is not a change.
             if changed && before.balancer.is_some() {
                 self.previous.store(Some(Arc::new(Previous {
                     state: before,
@@ -361,12 +362,12 @@ impl Control {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_millis() as u64),
                 })));
-            }
-            if let Some(share) = share {
-                self.metrics
-                    .table_moved_share
-                    .get_or_create(&self.labels)
-                    .set(share);
+                if let Some(share) = share {
+                    self.metrics
+                        .table_moved_share
+                        .get_or_create(&self.labels)
+                        .set(share);
+                }
             }
             moved = share;
         }
