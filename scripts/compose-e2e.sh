@@ -87,6 +87,20 @@ call ricky
 slower_than 0.5 "$seconds" || fail "second call took ${seconds}s: not a cache hit"
 [[ "$host" == "$cold_host" ]] || fail "second call served by $host, first by $cold_host"
 
+step "the dashboard just up printed: the page, and ricky's replica with one cold and one warm call"
+admin="http://localhost:$GATEWAY_ADMIN_PORT"
+curl --silent --fail --max-time 5 "$admin/" | grep -q '<title>sticky gateway</title>' ||
+  fail "no dashboard page at $admin/"
+# The sampler reads once a second: wait for a sample taken after the two calls.
+deadline=$((SECONDS + 10))
+until state="$(curl --silent --max-time 5 "$admin/state")" &&
+  grep -q "\"cold\":1,[^}]*\"name\":\"$cold_host\"[^}]*\"warm\":1" <<<"$state"; do
+  ((SECONDS < deadline)) || fail "the dashboard's /state does not show $cold_host with 1 cold and 1 warm call: $state"
+  sleep 0.2
+done
+[[ "$(grep -o '"address":' <<<"$state" | wc -l)" == 5 ]] || fail "the dashboard does not list 5 replicas: $state"
+echo "  /state: 5 replicas, $cold_host with ricky's cold and warm call"
+
 step "just scale 0: no replica, 503 at once"
 just scale 0
 deadline=$((SECONDS + 5))
@@ -111,6 +125,12 @@ cold_host="$host"
 call ricky
 slower_than 0.5 "$seconds" || fail "second call after scale 5 took ${seconds}s: not warm"
 [[ "$host" == "$cold_host" ]] || fail "served by $host, then by $cold_host"
+
+step "the dashboard's timeline: the replicas removed by scale 0 and added by scale 5"
+history="$(curl --silent --max-time 2 "$admin/events" || true)"
+grep -q '"kind":"removed"' <<<"$history" || fail "no 'removed' event on the timeline: $history"
+grep -q '"kind":"added"' <<<"$history" || fail "no 'added' event on the timeline: $history"
+echo "  timeline: removed and added events"
 
 step "just load: goose inside the compose network"
 LOAD_USERS="${LOAD_USERS:-50}" LOAD_RUN_TIME="${LOAD_RUN_TIME:-10s}" just load ||

@@ -215,6 +215,7 @@ up() {
   say "sticky is up: $replicas_default sticky-svc replicas behind the gateway on http://$host"
   say "  curl -H \"x-user: ricky\" http://$host/ping     # or: just ping ricky"
   say "The first call of a user takes ${FIRST_CALL_COST:-5s}; the next ones hit that replica's cache."
+  say "Dashboard (replicas, table shares, users, cold/warm calls, live): http://localhost:$admin_port/"
   if ((sessions)); then
     say "Persistent sessions are on (STICKY_SESSIONS=1): every answer carries x-session; send it back:"
     say "  curl -i -H \"x-user: ricky\" http://$host/ping     # the answer's x-session: <value>"
