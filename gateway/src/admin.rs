@@ -282,16 +282,17 @@ impl Admin {
     }
 
     fn lookup(&self, query: &str) -> Response<Body> {
-        if let Some(value) = query_value(query, "session") {
-            return self.lookup_session(value);
+        let param = |name| query_value(query, name).map(percent_decoded);
+        if let Some(value) = param("session") {
+            return self.lookup_session(&value);
         }
-        let (Some(cluster), Some(key)) = (query_value(query, "cluster"), query_value(query, "key"))
-        else {
+        let (Some(cluster), Some(key)) = (param("cluster"), param("key")) else {
             return text(
                 StatusCode::BAD_REQUEST,
                 "usage: /lookup?cluster=HOST&key=KEY\n".into(),
             );
         };
+        let (cluster, key) = (cluster.as_str(), key.as_str());
         let snapshot = self.snapshot.load();
         let Some(cluster) = snapshot.cluster(cluster) else {
             return text(StatusCode::NOT_FOUND, format!("no cluster {cluster}\n"));
@@ -359,6 +360,31 @@ fn table_shares(state: &ClusterState) -> Vec<f64> {
     balancer.ring().map(|r| r.shares()).unwrap_or_default()
 }
 
+/// A query value with its `%XX` escapes decoded (browsers escape `|` in cluster names, and keys
+/// may hold spaces or `&`); `+` is kept as it is, as a key typed into curl means it. Bytes that
+/// are not UTF-8 become U+FFFD.
+fn percent_decoded(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
@@ -377,4 +403,22 @@ fn json_response(value: &Value) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn query_values_are_percent_decoded_but_plus_is_kept() {
+        assert_eq!(
+            percent_decoded("outbound%7C8080%7C%7Csticky-svc"),
+            "outbound|8080||sticky-svc"
+        );
+        assert_eq!(percent_decoded("ricky%20%26%20co+x"), "ricky & co+x");
+        // A stray or short escape stays as written; bad UTF-8 is replaced, not a panic.
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("%zz%4"), "%zz%4");
+        assert_eq!(percent_decoded("%ff"), "\u{fffd}");
+    }
 }

@@ -23,6 +23,7 @@ use tokio::task::AbortHandle;
 use crate::balancer::Policy;
 use crate::discovery::{DnsResolver, DnsTarget, RefreshBounds, watch_dns};
 use crate::endpoint::EndpointSet;
+use crate::events::{Events, Kind};
 use crate::health::active::ActiveCheck;
 use crate::health::{OutlierPolicy, Trip};
 use crate::metrics::{ClusterLabels, Metrics, ShardedHistogram};
@@ -62,6 +63,50 @@ pub struct ClusterSpec {
     pub active: Option<ActiveCheck>,
 }
 
+/// A timeline event not yet told: its kind, text and moved share.
+type HeldEvent = (Kind, String, Option<f64>);
+
+/// The timeline events of a cluster, held while the cluster is not yet serving.
+#[derive(Debug)]
+pub(crate) struct EventGate {
+    /// `None` once open.
+    held: std::sync::Mutex<Option<Vec<HeldEvent>>>,
+}
+
+impl Default for EventGate {
+    fn default() -> Self {
+        Self {
+            held: std::sync::Mutex::new(Some(Vec::new())),
+        }
+    }
+}
+
+impl EventGate {
+    /// Tells `events` now if open, else holds it.
+    pub(crate) fn push(
+        &self,
+        events: &Events,
+        cluster: &str,
+        kind: Kind,
+        text: String,
+        moved: Option<f64>,
+    ) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match held.as_mut() {
+            Some(list) => list.push((kind, text, moved)),
+            None => events.push(kind, Some(cluster), text, moved),
+        }
+    }
+
+    /// Tells what was held, and opens.
+    fn open(&self, events: &Events, cluster: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for (kind, text, moved) in held.take().unwrap_or_default() {
+            events.push(kind, Some(cluster), text, moved);
+        }
+    }
+}
+
 /// A state replaced by a change of the table.
 #[derive(Debug)]
 pub struct Previous {
@@ -88,6 +133,8 @@ pub struct Cluster {
     state: Arc<ArcSwap<ClusterState>>,
     /// The state before the last change of the table, and when it changed.
     previous: Arc<ArcSwapOption<Previous>>,
+    /// Holds the timeline's events until the snapshot holding this cluster is published.
+    gate: Arc<EventGate>,
     /// True once the state of discovery's first answer is published.
     discovered: watch::Receiver<bool>,
     trips: mpsc::UnboundedSender<(SocketAddr, Trip)>,
@@ -147,8 +194,10 @@ impl Cluster {
             }
         };
         let (discovered_tx, discovered) = watch::channel(false);
+        let gate = Arc::new(EventGate::default());
         let mut control = Control::new(
             &spec,
+            gate.clone(),
             state.clone(),
             previous.clone(),
             metrics.clone(),
@@ -169,6 +218,7 @@ impl Cluster {
             latency: OnceLock::new(),
             state,
             previous,
+            gate,
             discovered,
             trips,
             tasks,
@@ -200,6 +250,13 @@ impl Cluster {
                     .clone()
             })
             .observe(seconds);
+    }
+
+    /// Says the snapshot holding this cluster is serving: the timeline events held since it
+    /// started (the endpoints it added or removed) are told, and later ones as they happen. A
+    /// cluster built for a reload that is then rejected never tells its events.
+    pub fn published(&self) {
+        self.gate.open(&self.metrics.events, &self.labels.cluster);
     }
 
     /// The state before the table last changed (an endpoint added, removed, ejected or

@@ -236,6 +236,7 @@ impl Gateway {
             clusters = self.snapshot.load().clusters.len(),
             "gateway serving"
         );
+        self.snapshot.load().published();
         self.status.set_ready(true);
 
         let reloader = {
@@ -269,6 +270,8 @@ impl Gateway {
                             let text =
                                 format!("configuration reloaded ({why}): generation {generation}");
                             metrics.events.push(EventKind::Reload, None, text, None);
+                            // Then what the new config changed in its clusters.
+                            snapshot.load().published();
                         }
                         Err(error) => {
                             tracing::error!(

@@ -300,6 +300,14 @@ impl Snapshot {
     }
 
     /// A cluster by its full name, or by host (the first cluster of that host).
+    /// Says this snapshot is the one serving: its clusters tell the timeline what they
+    /// changed (see [`Cluster::published`]). Call after storing it.
+    pub fn published(&self) {
+        for cluster in self.clusters.values() {
+            cluster.published();
+        }
+    }
+
     pub fn cluster(&self, name_or_host: &str) -> Option<&Arc<Cluster>> {
         self.clusters.get(name_or_host).or_else(|| {
             let mut by_host: Vec<_> = self

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use super::probe::Prober;
 use super::state::{self, ClusterState, EndpointState, moved_share};
 use super::stats::{EndpointStats, Health};
-use super::{ClusterSpec, Previous};
+use super::{ClusterSpec, EventGate, Previous};
 use crate::balancer::Policy;
 use crate::endpoint::EndpointSet;
 use crate::events::Kind;
@@ -61,6 +61,8 @@ pub(super) struct Control {
     trip_reasons: HashMap<SocketAddr, &'static str>,
     /// What the timeline will be told once the next state is published.
     pending: Vec<(Kind, String)>,
+    /// Holds the timeline's events until the cluster serves.
+    gate: Arc<EventGate>,
 }
 
 /// At most this many changes are folded into one build: a flood of trips cannot hold the
@@ -71,6 +73,7 @@ impl Control {
     /// The control of the cluster `spec` describes, publishing to `state`.
     pub(super) fn new(
         spec: &ClusterSpec,
+        gate: Arc<EventGate>,
         state: Arc<ArcSwap<ClusterState>>,
         previous: Arc<ArcSwapOption<Previous>>,
         metrics: Arc<Metrics>,
@@ -98,6 +101,7 @@ impl Control {
             folded: 0,
             trip_reasons: HashMap::new(),
             pending: Vec::new(),
+            gate,
         }
     }
 
@@ -377,9 +381,8 @@ impl Control {
             endpoint.stats.set_health(self.health(endpoint.addr, out));
         }
         for (kind, text) in self.pending.drain(..) {
-            self.metrics
-                .events
-                .push(kind, Some(&self.labels.cluster), text, moved);
+            let (events, cluster) = (&self.metrics.events, &self.labels.cluster);
+            self.gate.push(events, cluster, kind, text, moved);
         }
     }
 

@@ -188,3 +188,63 @@ async fn a_new_table_is_built_off_the_event_loop_while_the_old_one_serves() {
 fn gateway_trip() -> crate::health::Trip {
     crate::health::Trip::ConsecutiveGateway
 }
+
+#[tokio::test]
+async fn a_successor_tells_what_it_changed_only_once_published_and_keeps_the_stats() {
+    let resolver = DnsResolver::with_name_server("127.0.0.1:9".parse().unwrap());
+    let metrics = Metrics::new(&mut Registry::default());
+    let start = |spec, predecessor| {
+        Cluster::start(
+            spec,
+            &resolver,
+            RefreshBounds::default(),
+            metrics.clone(),
+            predecessor,
+        )
+    };
+    let first = start(spec(5, None), None);
+    first.published();
+    let kinds = || -> Vec<String> {
+        metrics
+            .events
+            .history()
+            .iter()
+            .map(|e| format!("{:?} {}", e.kind, e.text))
+            .collect()
+    };
+    assert_eq!(kinds().len(), 1, "{:?}", kinds());
+    first.state().endpoints[0]
+        .stats
+        .answered(&http::HeaderMap::new(), None);
+
+    // A reload drops the fifth endpoint: a new cluster of that name, built from the first.
+    let second = start(spec(4, None), Some(&first));
+    assert_eq!(
+        kinds().len(),
+        1,
+        "nothing told before it serves: {:?}",
+        kinds()
+    );
+    second.published();
+    let told = kinds();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told[1].starts_with("Removed 127.0.0.5:8080 removed"),
+        "{told:?}"
+    );
+    let moved = metrics.events.history()[1].moved.unwrap();
+    assert!((0.15..0.25).contains(&moved), "{moved}");
+    // The kept endpoints are the same states: their counts go on.
+    assert_eq!(second.state().endpoints[0].stats.sample().responses, 1);
+    assert!(Arc::ptr_eq(
+        &first.state().endpoints[0],
+        &second.state().endpoints[0]
+    ));
+    // Where keys went before: the first cluster's table.
+    let before = second.previous().expect("the table changed");
+    assert_eq!(before.state.endpoints.len(), 5);
+
+    // Built for a reload that is then rejected: never published, never told.
+    let _rejected = start(spec(3, None), Some(&second));
+    assert_eq!(kinds().len(), 2, "{:?}", kinds());
+}
