@@ -8,6 +8,7 @@ default:
 
 # The one test command: format check, lints, module layering, CI workflow, every test of the workspace, k8s manifests
 test: fmt-check lint check-imports check-workflow corpus-note
+    @[[ "${STICKY_E2E:-}" != skip ]] || echo "dashboard browser test (gateway/tests/dashboard.rs): SKIPPED (STICKY_E2E=skip)"
     cargo test --workspace --all-targets
     cargo test --workspace --doc
     just k8s-validate
@@ -187,6 +188,10 @@ logs:
 # The same stack without Docker: 5 sticky-svc + gateway as local processes (Ctrl-C stops all)
 local:
     @scripts/local.sh
+
+# The live dashboard's screenshot, docs/dashboard.png (in the README), from a real run of its browser test (gateway/tests/dashboard.rs)
+dashboard-screenshot:
+    DASHBOARD_SCREENSHOT="{{justfile_directory()}}/docs/dashboard.png" cargo test -p gateway --test dashboard
 
 # Docker end to end: images from the dev build, testcontainers tests, then the compose run
 e2e:
