@@ -182,6 +182,20 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bad/tls.yaml",
+        &[
+            "12:9: error: Gateway/edge: spec.servers[0].tls: credentialName and serverCertificate/privateKey each name the server's certificate: pick one of credentialName, credentialNames, serverCertificate and privateKey, or tlsCertificates",
+            "17:29: error: Gateway/edge: spec.servers[0].tls.maxProtocolVersion: maxProtocolVersion TLSV1_2 is below minProtocolVersion TLSV1_3",
+            "18:24: error: Gateway/edge: spec.servers[0].tls.cipherSuites[0]: \"ECDHE-RSA-AES128-SHA\": not supported by rustls (no CBC or static-RSA suites)",
+            "18:46: error: Gateway/edge: spec.servers[0].tls.cipherSuites[1]: \"ECDHE-RSA-AES128-GCM-SHA265\": not a cipher suite (did you mean ECDHE-RSA-AES128-GCM-SHA256?)",
+            "21:19: error: Gateway/edge: spec.servers[1].tls.mode: mode PASSTHROUGH is not supported: this gateway terminates TLS and routes on HTTP; pass-through needs an L4 proxy (see docs/tls.md)",
+            "22:49: error: Gateway/edge: spec.servers[2].port.protocol: protocol TLS (TLS routed by SNI, not as HTTP) is not supported: this gateway terminates TLS and routes on HTTP; pass-through needs an L4 proxy (see docs/tls.md)",
+            "34:13: error: DestinationRule/sticky-svc: spec.trafficPolicy.tls.mode: mode ISTIO_MUTUAL is not supported: Istio's mesh certificates are issued by istiod, which is not here; use SIMPLE with caCertificates",
+            "39:21: error: DestinationRule/sticky-svc: spec.subsets[0].trafficPolicy.tls.mode: mode MUTUAL is not supported yet: the gateway's upstream TLS client presents no client certificate; use SIMPLE, or leave mutual TLS to the endpoint's sidecar",
+            "39:29: warning: DestinationRule/sticky-svc: spec.subsets[0].trafficPolicy.tls.credentialName: not supported by this gateway, ignored",
+        ],
+    ),
+    (
         "bad/two-hash-keys.yaml",
         &[
             "10:9: error: DestinationRule/sticky-svc: spec.trafficPolicy.loadBalancer.consistentHash: only one hash key may be set, found httpHeaderName and httpCookie",

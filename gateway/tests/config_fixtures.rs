@@ -149,9 +149,19 @@ fn supported_fields_leave_out_ignored_ones() {
     assert!(has("VirtualService", "spec.http.match.headers.*.exact"));
     assert!(has("Gateway", "spec.servers.port.number"));
     assert!(has("ServiceEntry", "spec.endpoints.address"));
+    assert!(has("Gateway", "spec.servers.tls.credentialName"));
+    assert!(has("DestinationRule", "spec.subsets.trafficPolicy.tls.sni"));
     // Ignored, and `sup` fields inside ignored messages, are not in it.
-    assert!(!has("DestinationRule", "spec.trafficPolicy.tls"));
-    assert!(!has("DestinationRule", "spec.trafficPolicy.tls.mode"));
+    assert!(!has(
+        "DestinationRule",
+        "spec.trafficPolicy.tls.clientCertificate"
+    ));
+    assert!(!has("Gateway", "spec.servers.tls.caCrl"));
+    assert!(!has("DestinationRule", "spec.trafficPolicy.tunnel"));
+    assert!(!has(
+        "DestinationRule",
+        "spec.trafficPolicy.tunnel.protocol"
+    ));
     assert!(!has("VirtualService", "spec.http.redirect.uri"));
     assert!(!has("Gateway", "spec.servers.port.targetPort"));
 }

@@ -157,8 +157,96 @@ fn scalar() -> impl Strategy<Value = String> {
     ]
 }
 
+/// One of `words`, or any scalar: TLS settings are mostly enum words, which random scalars
+/// would almost never hit.
+fn word_or_scalar(words: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::sample::select(words).prop_map(str::to_owned),
+        1 => scalar(),
+    ]
+}
+
+const PROTOCOLS: &[&str] = &["HTTP", "HTTPS", "https", "TLS", "TCP", "GRPC"];
+const MODES: &[&str] = &[
+    "SIMPLE",
+    "MUTUAL",
+    "OPTIONAL_MUTUAL",
+    "PASSTHROUGH",
+    "AUTO_PASSTHROUGH",
+    "ISTIO_MUTUAL",
+    "DISABLE",
+    "''",
+];
+const VERSIONS: &[&str] = &["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3", "''"];
+const SUITES: &[&str] = &[
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "'[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]'",
+    "'[|]'",
+    "'[]'",
+    "TLS_AES_128_GCM_SHA256",
+    "AES128-SHA",
+    "ALL",
+    "'!aNULL'",
+    "ecdhe-rsa-aes128-gcm-sha256",
+];
+
+/// A Gateway and a DestinationRule with every TLS field, from the values given.
+fn tls_document(
+    protocol: &str,
+    modes: [&str; 2],
+    v: &[&str],
+    versions: [&str; 2],
+    suites: &str,
+) -> String {
+    format!("\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: g}}
+spec:
+  servers:
+    - port: {{number: 443, name: p, protocol: {protocol}}}
+      hosts: ['*']
+      tls:
+        mode: {0}
+        credentialName: {2}
+        credentialNames: [{3}]
+        serverCertificate: {4}
+        privateKey: {5}
+        caCertificates: {6}
+        tlsCertificates: [{{serverCertificate: {4}, privateKey: {5}}}]
+        subjectAltNames: [{2}]
+        minProtocolVersion: {8}
+        maxProtocolVersion: {9}
+        cipherSuites: [{10}]
+        httpsRedirect: {7}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: d}}
+spec:
+  host: a
+  trafficPolicy:
+    tls: {{mode: {1}, sni: {2}, caCertificates: {6}, insecureSkipVerify: {7}, subjectAltNames: [{3}]}}
+    portLevelSettings: [{{port: {{number: 1}}, tls: {{mode: {0}}}}}]
+  subsets: [{{name: s, trafficPolicy: {{tls: {{mode: {1}, credentialName: {5}}}}}}}]
+", modes[0], modes[1], v[0], v[1], v[2], v[3], v[4], v[5], versions[0], versions[1], suites)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_tls_settings_never_panic(
+        protocol in word_or_scalar(PROTOCOLS),
+        modes in prop::collection::vec(word_or_scalar(MODES), 2),
+        versions in prop::collection::vec(word_or_scalar(VERSIONS), 2),
+        suites in prop::collection::vec(word_or_scalar(SUITES), 0..4),
+        v in prop::collection::vec(scalar(), 6),
+    ) {
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        let text = tls_document(&protocol, [&modes[0], &modes[1]], &v, [&versions[0], &versions[1]], &suites.join(", "));
+        load_and_check(&text);
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
@@ -230,4 +318,32 @@ fn well_formed_random_values_do_reach_validation() {
         .map(|d| d.message.as_str())
         .collect();
     assert_eq!(messages, ["4 is not prime"]);
+}
+
+#[test]
+fn well_formed_tls_settings_do_reach_validation() {
+    // Guards `random_tls_settings_never_panic`: its template parses, so the values hit the TLS
+    // rules (here: a server naming its certificate twice, and an upstream mode refused).
+    let text = tls_document(
+        "HTTPS",
+        ["SIMPLE", "ISTIO_MUTUAL"],
+        &["c", "n", "/c.crt", "/c.key", "/ca.crt", "true"],
+        ["TLSV1_2", "TLSV1_3"],
+        "ECDHE-RSA-AES128-GCM-SHA256",
+    );
+    let loaded = load_and_check(&text);
+    let errors: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == gateway::config::Severity::Error)
+        .map(|d| d.path.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "spec.servers[0].tls",
+            "spec.trafficPolicy.tls.mode",
+            "spec.subsets[0].trafficPolicy.tls.mode"
+        ]
+    );
 }

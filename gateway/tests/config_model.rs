@@ -4,8 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use gateway::config::model::{
-    ConnectionPool, HashAlgorithm, HashKey, LoadBalancer, OutlierDetection, Resolution,
-    RetryPolicy, RouteAction, SimpleLb, StringMatcher,
+    ClientTls, ClientTlsSettings, ConnectionPool, HashAlgorithm, HashKey, LoadBalancer,
+    OutlierDetection, Resolution, RetryPolicy, RouteAction, ServerCredential, ServerTlsMode,
+    SimpleLb, StringMatcher, TlsVersion,
 };
 use gateway::config::{Config, LoadOptions, Loaded, Severity, load_source};
 
@@ -378,4 +379,91 @@ fn a_configmap_volume_is_read_once() {
         gateway::config::load_paths(&[dir.path().to_path_buf()], &LoadOptions::default()).unwrap();
     assert_eq!(loaded.config.destination_rules.len(), 1);
     assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+}
+
+/// testdata/supported/tls.yaml: what the TLS listener and the upstream clients will read.
+#[test]
+fn tls_at_the_edge_and_to_the_endpoints() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/supported/tls.yaml");
+    let config = load(&std::fs::read_to_string(file).expect("fixture readable"));
+    let servers = &config.gateways[0].servers;
+    assert!(servers[0].https_redirect && servers[0].tls.is_none());
+    let site = servers[1].tls.as_ref().expect("HTTPS");
+    assert_eq!(site.mode, ServerTlsMode::Simple);
+    assert_eq!(
+        site.credential,
+        ServerCredential::Named("shop-example-com".into())
+    );
+    assert!(!servers[1].https_redirect);
+    let partners = servers[2].tls.as_ref().expect("HTTPS");
+    assert_eq!(partners.mode, ServerTlsMode::Mutual);
+    assert_eq!(
+        partners.ca_certificates.as_deref(),
+        Some(Path::new("/etc/sticky/certs/partners/ca.crt"))
+    );
+    assert_eq!(partners.subject_alt_names.len(), 2);
+    assert_eq!(
+        (partners.min_version, partners.max_version),
+        (TlsVersion::V1_2, TlsVersion::V1_3)
+    );
+    assert_eq!(
+        partners.cipher_suites,
+        [
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ]
+    );
+    let admin = servers[3].tls.as_ref().expect("HTTPS");
+    assert_eq!(
+        (admin.mode, &admin.credential),
+        (
+            ServerTlsMode::OptionalMutual,
+            &ServerCredential::Named("shop-admin".into())
+        )
+    );
+    let legacy = servers[4].tls.as_ref().expect("HTTPS");
+    assert!(matches!(legacy.credential, ServerCredential::Files { .. }));
+    assert!(legacy.ca_certificates.is_some());
+
+    let payments = &config.destination_rules[0];
+    let sni = |subset: Option<&str>, port: u16| {
+        payments.client_tls(subset, port).map(|tls| {
+            let ClientTls::Simple(s) = tls;
+            (s.sni.clone().unwrap_or_default(), s.insecure_skip_verify)
+        })
+    };
+    assert_eq!(
+        payments.client_tls(None, 443),
+        Some(&ClientTls::Simple(ClientTlsSettings {
+            ca_certificates: Some("/etc/sticky/certs/payments-ca.crt".into()),
+            sni: Some("api.payments.example.net".into()),
+            subject_alt_names: vec!["api.payments.example.net".into()],
+            insecure_skip_verify: false,
+        }))
+    );
+    assert_eq!(
+        sni(None, 8443),
+        Some(("reports.payments.example.net".into(), false))
+    );
+    assert_eq!(sni(None, 9090), None);
+    assert_eq!(
+        sni(Some("live"), 443),
+        Some(("api.payments.example.net".into(), false))
+    );
+    assert_eq!(
+        sni(Some("eu"), 8443),
+        Some(("reports.eu.payments.example.net".into(), false))
+    );
+    assert_eq!(
+        sni(Some("sandbox"), 443),
+        Some(("sandbox.payments.example.net".into(), true))
+    );
+    // The subset has port-level settings of its own, so the rule's (DISABLE on 9090) are not
+    // used: the subset's TLS applies.
+    assert_eq!(
+        sni(Some("sandbox"), 9090),
+        Some(("sandbox.payments.example.net".into(), true))
+    );
 }

@@ -12,7 +12,7 @@ mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::diagnostic::{Diagnostic, Severity};
+use super::diagnostic::{Diagnostic, Severity, near_miss};
 use super::model::{
     Config, DestinationRule, Gateway, Meta, RouteAction, VirtualService, host_overlap,
 };
@@ -58,17 +58,6 @@ fn destinations(
 /// Istio host matching: equal, or a `*.suffix` wildcard covering the other name.
 pub(crate) fn host_matches(pattern: &str, host: &str) -> bool {
     host_overlap(pattern, host).is_some()
-}
-
-/// The candidate closest to `name`, if close enough to be a typo.
-fn near_miss<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .filter(|c| *c != name)
-        .map(|c| (strsim::normalized_damerau_levenshtein(name, c), c))
-        .filter(|(score, _)| *score >= 0.7)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
 }
 
 fn duplicates(config: &Config, out: &mut Vec<Diagnostic>) {

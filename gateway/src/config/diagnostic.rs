@@ -133,6 +133,20 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The candidate closest to `name`, if close enough to be a typo (for a "did you mean" hint).
+pub(crate) fn near_miss<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| (strsim::normalized_damerau_levenshtein(name, c), c))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 /// True when any finding is an error.
 pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(|d| d.severity == Severity::Error)

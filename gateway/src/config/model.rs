@@ -12,6 +12,7 @@ mod request_match;
 mod route_policy;
 mod service_entry;
 mod session;
+mod tls;
 mod virtual_service;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,8 @@ use super::schema::Positions;
 
 pub(crate) use destination_rule::destination_rule;
 pub use destination_rule::{
-    ConnectionPool, DestinationRule, OutlierDetection, PortTrafficPolicy, Subset, TrafficPolicy,
+    ConnectionPool, DestinationRule, OutlierDetection, PortTrafficPolicy, Subset, TlsSetting,
+    TrafficPolicy,
 };
 pub use load_balancer::{
     DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MINIMUM_RING_SIZE, HashAlgorithm, HashKey, LoadBalancer,
@@ -42,6 +44,10 @@ pub use service_entry::{
 pub(crate) use service_entry::{gateway, service_entry};
 pub(crate) use session::session_policy;
 pub use session::{Carrier, SessionPolicy};
+pub use tls::{
+    CipherError, ClientTls, ClientTlsSettings, ServerCredential, ServerTls, ServerTlsMode,
+    TlsVersion, cipher_suite_names, iana_cipher_suite,
+};
 pub(crate) use virtual_service::virtual_service;
 pub use virtual_service::{
     Destination, HttpRoute, RouteAction, VirtualService, WeightedDestination,

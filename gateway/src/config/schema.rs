@@ -60,7 +60,7 @@ impl Msg {
 /// Every Istio field this gateway implements, as `(kind, field path)`, read from the field table
 /// the loader walks with. A path leaves list indices out and writes a map key as `*`
 /// (`("VirtualService", "spec.http.match.headers.*.exact")`). Only supported fields are followed:
-/// a field inside an ignored message (`spec.trafficPolicy.tls.mode`) is not listed.
+/// a field inside an ignored message (`spec.trafficPolicy.tunnel.protocol`) is not listed.
 pub fn supported_fields() -> Vec<(&'static str, String)> {
     let kinds: [(&'static str, &'static Msg); 4] = [
         ("Gateway", &GATEWAY),
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn splits_supported_ignored_and_unknown() {
-        let yaml = "host: a\ntrafficPolicy:\n  tls:\n    mode: SIMPLE\n    bogus: 1\n  loadBalancer:\n    simple: RANDOM\nsubsetz: []\n";
+        let yaml = "host: a\ntrafficPolicy:\n  tunnel:\n    protocol: CONNECT\n    bogus: 1\n  loadBalancer:\n    simple: RANDOM\nsubsetz: []\n";
         let w = walk_str(yaml, &DESTINATION_RULE);
         assert_eq!(
             w.value,
@@ -383,10 +383,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (Severity::Warning, "spec.trafficPolicy.tls", (3, 3), None),
+                (Severity::Warning, "spec.trafficPolicy.tunnel", (3, 3), None),
                 (
                     Severity::Error,
-                    "spec.trafficPolicy.tls.bogus",
+                    "spec.trafficPolicy.tunnel.bogus",
                     (5, 5),
                     None
                 ),

@@ -184,6 +184,7 @@ pub struct TrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTlsSettings>,
     pub port_level_settings: Option<Vec<PortTrafficPolicy>>,
 }
 
@@ -195,6 +196,19 @@ pub struct PortTrafficPolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     pub connection_pool: Option<ConnectionPoolSettings>,
     pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<ClientTlsSettings>,
+}
+
+/// `ClientTLSSettings` (`clientCertificate`, `privateKey`, `credentialName` and `caCrl` are
+/// ignored by the schema walk).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTlsSettings {
+    pub mode: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub subject_alt_names: Option<Vec<String>>,
+    pub sni: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// `Subset`.
@@ -334,6 +348,7 @@ pub struct GatewaySpec {
 pub struct Server {
     pub port: Option<GatewayPort>,
     pub hosts: Option<Vec<String>>,
+    pub tls: Option<ServerTlsSettings>,
     pub name: Option<String>,
 }
 
@@ -344,4 +359,32 @@ pub struct GatewayPort {
     pub number: Option<u32>,
     pub protocol: Option<String>,
     pub name: Option<String>,
+}
+
+/// `ServerTLSSettings` (`caCrl`, `caCertCredentialName`, `verifyCertificateSpki`,
+/// `verifyCertificateHash` and `insecureSkipVerify` are ignored by the schema walk).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTlsSettings {
+    pub https_redirect: Option<bool>,
+    pub mode: Option<String>,
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
+    pub credential_name: Option<String>,
+    pub credential_names: Option<Vec<String>>,
+    pub tls_certificates: Option<Vec<TlsCertificate>>,
+    pub subject_alt_names: Option<Vec<String>>,
+    pub min_protocol_version: Option<String>,
+    pub max_protocol_version: Option<String>,
+    pub cipher_suites: Option<Vec<String>>,
+}
+
+/// `ServerTLSSettings.TLSCertificate`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    pub server_certificate: Option<String>,
+    pub private_key: Option<String>,
+    pub ca_certificates: Option<String>,
 }

@@ -1,11 +1,12 @@
 //! `DestinationRule` → per-host traffic policy: load balancer, connection pool, outlier
-//! detection, subsets and per-port overrides.
+//! detection, upstream TLS, subsets and per-port overrides.
 //!
 //! Pure: spec in, model and findings out; no I/O.
 
 use std::time::Duration;
 
 use super::load_balancer::{LoadBalancer, load_balancer};
+use super::tls::{ClientTls, client_tls};
 use super::{Labels, Meta, Names, Problems};
 use crate::config::spec;
 
@@ -42,6 +43,8 @@ pub struct TrafficPolicy {
     pub connection_pool: ConnectionPool,
     /// `outlierDetection`; `None` means no ejection, as in Istio.
     pub outlier_detection: Option<OutlierDetection>,
+    /// `tls`; `None` leaves the level above's (plain text at the top).
+    pub tls: Option<TlsSetting>,
     /// `portLevelSettings[]`.
     pub port_level_settings: Vec<PortTrafficPolicy>,
 }
@@ -57,6 +60,57 @@ pub struct PortTrafficPolicy {
     pub connection_pool: ConnectionPool,
     /// `outlierDetection`.
     pub outlier_detection: Option<OutlierDetection>,
+    /// `tls`.
+    pub tls: Option<TlsSetting>,
+}
+
+/// `tls` at one level of a traffic policy. `DISABLE` is kept apart from no `tls` at all, so
+/// that a subset's or a port's `mode: DISABLE` turns off the TLS of the rule above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSetting {
+    /// `mode: DISABLE`, or no `mode` (Istio's default): plain text.
+    Disable,
+    /// TLS to the endpoints.
+    Tls(ClientTls),
+}
+
+impl TlsSetting {
+    /// The TLS to speak, `None` for plain text.
+    pub fn client_tls(&self) -> Option<&ClientTls> {
+        match self {
+            Self::Disable => None,
+            Self::Tls(tls) => Some(tls),
+        }
+    }
+}
+
+impl DestinationRule {
+    /// How the gateway speaks to the endpoints of a destination of this rule's host, in
+    /// `subset` (a name; one the rule does not define counts as none) on `port`: the rule's
+    /// `tls`, overridden by the subset's, then by the port-level settings for `port` (the
+    /// subset's when it has any, else the rule's), each where written. The same precedence as
+    /// the rest of the policy (`snapshot::clusters`). `None`: plain text.
+    pub fn client_tls(&self, subset: Option<&str>, port: u16) -> Option<&ClientTls> {
+        let subset = subset
+            .and_then(|name| self.subsets.iter().find(|s| s.name == name))
+            .and_then(|s| s.traffic_policy.as_ref());
+        let mut tls = self.traffic_policy.tls.as_ref();
+        let mut levels = &self.traffic_policy.port_level_settings;
+        if let Some(sub) = subset {
+            if sub.tls.is_some() {
+                tls = sub.tls.as_ref();
+            }
+            if !sub.port_level_settings.is_empty() {
+                levels = &sub.port_level_settings;
+            }
+        }
+        if let Some(level) = levels.iter().find(|l| l.port == port)
+            && level.tls.is_some()
+        {
+            tls = level.tls.as_ref();
+        }
+        tls.and_then(TlsSetting::client_tls)
+    }
 }
 
 /// `connectionPool`, with Istio's defaults applied.
@@ -128,7 +182,7 @@ pub(crate) fn destination_rule(
     };
     let top_policy = spec
         .traffic_policy
-        .map(|t| traffic_policy(t, "spec.trafficPolicy", p))
+        .map(|t| traffic_policy(t, "spec.trafficPolicy", &meta, p))
         .unwrap_or_default();
     let mut subsets: Vec<Subset> = Vec::new();
     for (i, s) in spec.subsets.unwrap_or_default().into_iter().enumerate() {
@@ -144,7 +198,7 @@ pub(crate) fn destination_rule(
         }
         let policy = s
             .traffic_policy
-            .map(|t| traffic_policy(t, &format!("{at}.trafficPolicy"), p));
+            .map(|t| traffic_policy(t, &format!("{at}.trafficPolicy"), &meta, p));
         subsets.push(Subset {
             name,
             labels: s.labels.unwrap_or_default(),
@@ -159,7 +213,18 @@ pub(crate) fn destination_rule(
     }
 }
 
-fn traffic_policy(t: spec::TrafficPolicy, path: &str, p: &mut Problems) -> TrafficPolicy {
+fn traffic_policy(
+    t: spec::TrafficPolicy,
+    path: &str,
+    meta: &Meta,
+    p: &mut Problems,
+) -> TrafficPolicy {
+    let tls = |tls: Option<spec::ClientTlsSettings>, path: &str, p: &mut Problems| {
+        tls.map(|t| match client_tls(t, &format!("{path}.tls"), meta, p) {
+            Some(tls) => TlsSetting::Tls(tls),
+            None => TlsSetting::Disable,
+        })
+    };
     let mut port_level_settings: Vec<PortTrafficPolicy> = Vec::new();
     for (i, s) in t
         .port_level_settings
@@ -190,6 +255,7 @@ fn traffic_policy(t: spec::TrafficPolicy, path: &str, p: &mut Problems) -> Traff
             outlier_detection: s
                 .outlier_detection
                 .map(|o| outlier_detection(o, &format!("{at}.outlierDetection"), p)),
+            tls: tls(s.tls, &at, p),
         });
     }
     TrafficPolicy {
@@ -200,6 +266,7 @@ fn traffic_policy(t: spec::TrafficPolicy, path: &str, p: &mut Problems) -> Traff
         outlier_detection: t
             .outlier_detection
             .map(|o| outlier_detection(o, &format!("{path}.outlierDetection"), p)),
+        tls: tls(t.tls, path, p),
         port_level_settings,
     }
 }

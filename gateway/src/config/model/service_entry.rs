@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use super::tls::{ServerTls, server_tls};
 use super::{Labels, Meta, Problems, SessionPolicy, session_policy};
 use crate::config::spec;
 
@@ -233,6 +234,10 @@ pub struct GatewayServer {
     pub hosts: Vec<String>,
     /// `name`.
     pub name: Option<String>,
+    /// `tls` of an HTTPS server: the TLS it terminates.
+    pub tls: Option<ServerTls>,
+    /// `tls.httpsRedirect` of a plain HTTP server: answer 301 to the https URL.
+    pub https_redirect: bool,
 }
 
 impl Gateway {
@@ -310,13 +315,17 @@ pub(crate) fn gateway(spec: spec::GatewaySpec, meta: Meta, p: &mut Problems) -> 
         if hosts.is_empty() {
             p.error(format!("{at}.hosts"), "at least one host is required");
         }
+        let protocol = port.protocol.map(|s| s.to_ascii_uppercase());
+        let (tls, https_redirect) = server_tls(s.tls, protocol.as_deref(), &at, p);
         if let Some(number) = p.port(&format!("{at}.port.number"), port.number) {
             out.push(GatewayServer {
                 port: number,
-                protocol: port.protocol.map(|s| s.to_ascii_uppercase()),
+                protocol,
                 port_name: port.name,
                 hosts,
                 name: s.name,
+                tls,
+                https_redirect,
             });
         }
     }

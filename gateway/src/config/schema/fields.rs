@@ -3,9 +3,9 @@
 //! workload_entry}.proto` and `type/v1beta1/selector.proto` (commit b8f8791d, July 2026).
 //!
 //! Names are the proto JSON names (lowerCamelCase). `sup` marks a field this gateway implements,
-//! `ign` a real Istio field it reports as ignored. Messages that are ignored as a whole (`tls`,
-//! `corsPolicy`, …) are still listed field by field so a typo inside them is an error too, as
-//! Istio's validation would make it.
+//! `ign` a real Istio field it reports as ignored. Messages that are ignored as a whole (a
+//! VirtualService's `tls`, `corsPolicy`, …) are still listed field by field so a typo inside
+//! them is an error too, as Istio's validation would make it.
 //!
 //! Data only: it may not import the model or the loader.
 
@@ -209,7 +209,7 @@ static TRAFFIC_POLICY: Msg = Msg(&[
     sup("loadBalancer", Ty::Msg(&LOAD_BALANCER)),
     sup("connectionPool", Ty::Msg(&CONNECTION_POOL)),
     sup("outlierDetection", Ty::Msg(&OUTLIER_DETECTION)),
-    ign("tls", Ty::Msg(&CLIENT_TLS)),
+    sup("tls", Ty::Msg(&CLIENT_TLS)),
     sup("portLevelSettings", Ty::Msg(&PORT_TRAFFIC_POLICY)),
     ign("tunnel", Ty::Msg(&TUNNEL)),
     ign("proxyProtocol", Ty::Msg(&PROXY_PROTOCOL)),
@@ -220,7 +220,7 @@ static PORT_TRAFFIC_POLICY: Msg = Msg(&[
     sup("loadBalancer", Ty::Msg(&LOAD_BALANCER)),
     sup("connectionPool", Ty::Msg(&CONNECTION_POOL)),
     sup("outlierDetection", Ty::Msg(&OUTLIER_DETECTION)),
-    ign("tls", Ty::Msg(&CLIENT_TLS)),
+    sup("tls", Ty::Msg(&CLIENT_TLS)),
 ]);
 static TUNNEL: Msg = Msg(&[
     sup("protocol", S),
@@ -305,16 +305,17 @@ static OUTLIER_DETECTION: Msg = Msg(&[
     sup("minHealthPercent", S),
     ign("outlierDetectionHttpErrorCodes", S),
 ]);
+// `MUTUAL` is refused (model/tls.rs), so its client certificate fields are never read.
 static CLIENT_TLS: Msg = Msg(&[
     sup("mode", S),
-    sup("clientCertificate", S),
-    sup("privateKey", S),
+    ign("clientCertificate", S),
+    ign("privateKey", S),
     sup("caCertificates", S),
-    sup("credentialName", S),
+    ign("credentialName", S),
     sup("subjectAltNames", S),
     sup("sni", S),
     sup("insecureSkipVerify", S),
-    sup("caCrl", S),
+    ign("caCrl", S),
 ]);
 static LOCALITY_LB: Msg = Msg(&[
     sup("distribute", Ty::Msg(&LOCALITY_DISTRIBUTE)),
@@ -370,7 +371,7 @@ static SERVER: Msg = Msg(&[
     sup("port", Ty::Msg(&GATEWAY_PORT)),
     ign("bind", S),
     sup("hosts", S),
-    ign("tls", Ty::Msg(&SERVER_TLS)),
+    sup("tls", Ty::Msg(&SERVER_TLS)),
     ign("defaultEndpoint", S),
     sup("name", S),
 ]);
@@ -386,18 +387,18 @@ static SERVER_TLS: Msg = Msg(&[
     sup("serverCertificate", S),
     sup("privateKey", S),
     sup("caCertificates", S),
-    sup("caCrl", S),
+    ign("caCrl", S),
     sup("credentialName", S),
     sup("credentialNames", S),
-    sup("caCertCredentialName", S),
+    ign("caCertCredentialName", S),
     sup("tlsCertificates", Ty::Msg(&TLS_CERTIFICATE)),
     sup("subjectAltNames", S),
-    sup("verifyCertificateSpki", S),
-    sup("verifyCertificateHash", S),
+    ign("verifyCertificateSpki", S),
+    ign("verifyCertificateHash", S),
     sup("minProtocolVersion", S),
     sup("maxProtocolVersion", S),
     sup("cipherSuites", S),
-    sup("insecureSkipVerify", S),
+    ign("insecureSkipVerify", S),
 ]);
 static TLS_CERTIFICATE: Msg = Msg(&[
     sup("serverCertificate", S),
