@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -69,6 +70,19 @@ pub struct ServeArgs {
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub header_read_timeout: Duration,
 
+    /// Serve HTTPS (ALPN h2 and http/1.1) with this PEM certificate chain, the server's
+    /// certificate first; needs --tls-key
+    #[arg(long, env = "TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, SEC1 or PKCS#1)
+    #[arg(long, env = "TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// A TLS handshake not finished within this is dropped
+    #[arg(long, env = "TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub tls_handshake_timeout: Duration,
+
     /// Tokio worker threads; 1 runs a single-threaded runtime [default: number of CPUs]
     #[arg(long, env = "WORKERS")]
     pub workers: Option<NonZeroUsize>,
@@ -89,6 +103,24 @@ impl ServeArgs {
             max_connections: self.max_connections,
             max_first_calls: self.max_first_calls,
             abandon_grace: self.abandon_grace,
+        }
+    }
+
+    /// The certificate and key files when HTTPS is asked for; both flags or neither.
+    pub fn tls_files(&self) -> Result<Option<(&Path, &Path)>, FlagError> {
+        const CERT: &str = "--tls-cert (TLS_CERT)";
+        const KEY: &str = "--tls-key (TLS_KEY)";
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(FlagError::TlsHalf {
+                given: CERT,
+                missing: KEY,
+            }),
+            (None, Some(_)) => Err(FlagError::TlsHalf {
+                given: KEY,
+                missing: CERT,
+            }),
         }
     }
 }
@@ -118,9 +150,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Why a flag's value is refused (clap prints it after the flag's name).
+/// Why a flag's value is refused (clap prints it after the flag's name), or flags that do not
+/// go together.
 #[derive(Debug, thiserror::Error)]
-enum FlagError {
+pub enum FlagError {
     /// Not a duration humantime reads.
     #[error("{0} (write it like 5s, 250ms, 1m 30s)")]
     Duration(#[from] humantime::DurationError),
@@ -130,6 +163,12 @@ enum FlagError {
     /// Below hyper's smallest read buffer.
     #[error("must be at least {MIN_HEADER_BYTES} (hyper's minimum)")]
     TooSmall,
+    /// One of the TLS pair without the other.
+    #[error("{given} is set but {missing} is not: HTTPS needs both, plain HTTP neither")]
+    TlsHalf {
+        given: &'static str,
+        missing: &'static str,
+    },
 }
 
 fn duration(text: &str) -> Result<Duration, FlagError> {
@@ -239,6 +278,29 @@ mod tests {
             .get_arguments()
             .find(|arg| arg.get_id() == "log_format");
         assert_eq!(flag.unwrap().get_default_values(), ["text"]);
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_neither() {
+        let parse = |flags: &[&str]| {
+            let cli = Cli::try_parse_from(["sticky-svc"].iter().chain(flags)).unwrap();
+            cli.serve
+        };
+        let plain = parse(&[]);
+        assert!(plain.tls_files().unwrap().is_none());
+        assert_eq!(plain.tls_handshake_timeout, Duration::from_secs(10));
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        let (cert, key) = both.tls_files().unwrap().unwrap();
+        assert_eq!((cert, key), (Path::new("c.pem"), Path::new("k.pem")));
+        for (flag, missing) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+            let half = parse(&[flag, "x.pem"]);
+            let err = half.tls_files().unwrap_err();
+            assert!(matches!(err, FlagError::TlsHalf { .. }));
+            assert!(err.to_string().starts_with(flag), "{err}");
+            assert!(err.to_string().contains(missing), "{err}");
+        }
+        let fast = parse(&["--tls-handshake-timeout", "200ms"]);
+        assert_eq!(fast.tls_handshake_timeout, Duration::from_millis(200));
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //! - [`config`]: the command line and its environment twins.
 //! - [`limits`]: how much the service takes on at once (connections, first calls in progress).
 //! - [`metrics`]: the Prometheus registry.
-//! - [`mod@serve`]: the hyper server, its header limit and the drain on shutdown.
+//! - [`mod@serve`]: the hyper server, its header limit and the drain on shutdown, over plain
+//!   TCP ([`serve()`]) or TLS ([`serve_tls`]).
 //! - [`shutdown`]: readiness and the SIGTERM/SIGINT listener.
+//! - [`tls`]: `--tls-cert`/`--tls-key` read into a rustls server (aws-lc-rs, ALPN h2 and
+//!   http/1.1), and the handshake with its timeout.
 //!
-//! `main.rs` only parses the command line, sets up logging and calls [`app`] and [`serve()`]
-//! (the `healthcheck` subcommand calls the workspace's `healthcheck` crate, shared with the
-//! gateway); tests drive the same application in process (tower `oneshot`) and over real sockets.
+//! `main.rs` only parses the command line, sets up logging and calls [`app`] and [`serve()`] or
+//! [`serve_tls`] (the `healthcheck` subcommand calls the workspace's `healthcheck` crate, shared
+//! with the gateway); tests drive the same application in process (tower `oneshot`) and over
+//! real sockets.
 //!
 //! ```no_run
 //! use std::num::NonZeroUsize;
@@ -60,6 +64,7 @@ pub mod limits;
 pub mod metrics;
 pub mod serve;
 pub mod shutdown;
+pub mod tls;
 
 pub use api::{App, AppState, Workload, app};
-pub use serve::{ServeOptions, serve};
+pub use serve::{ServeOptions, serve, serve_tls};

@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::Parser;
 use sticky_svc::config::{Cli, Command, HealthcheckArgs, LogFormat, ServeArgs};
 use sticky_svc::shutdown::{Readiness, Signals};
-use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
+use sticky_svc::tls::Tls;
+use sticky_svc::{AppState, ServeOptions, Workload, app, serve, serve_tls};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -70,6 +71,14 @@ fn run(listen: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
 async fn serve_until_signal(listen: SocketAddr, args: ServeArgs) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let limits = args.limits();
+    let tls = match args.tls_files()? {
+        Some((cert, key)) => {
+            let mut tls = Tls::from_pem_files(cert, key)?;
+            tls.handshake_timeout = args.tls_handshake_timeout;
+            Some(tls)
+        }
+        None => None,
+    };
     let host = match args.host_name {
         Some(host) => host,
         None => gethostname::gethostname().to_string_lossy().into_owned(),
@@ -91,6 +100,7 @@ async fn serve_until_signal(listen: SocketAddr, args: ServeArgs) -> anyhow::Resu
         max_first_calls = limits.max_first_calls,
         abandon_grace = ?limits.abandon_grace,
         max_connections = limits.max_connections,
+        tls = tls.is_some(),
         "sticky-svc starting"
     );
     let options = ServeOptions {
@@ -103,7 +113,10 @@ async fn serve_until_signal(listen: SocketAddr, args: ServeArgs) -> anyhow::Resu
         let signal = signals.recv().await;
         tracing::info!(signal, "shutdown requested");
     };
-    let drained = serve(listener, app(state), options, shutdown).await?;
+    let drained = match tls {
+        Some(tls) => serve_tls(listener, app(state), options, tls, shutdown).await?,
+        None => serve(listener, app(state), options, shutdown).await?,
+    };
     if drained.abandoned > 0 {
         tracing::warn!(
             abandoned = drained.abandoned,

@@ -26,17 +26,24 @@
 //! closed after that answer; whatever it does, it is closed within 5 s (or the
 //! header-read timeout, if shorter). It holds no permit and is not waited for by the drain.
 //!
+//! HTTPS ([`serve_tls`]): the same server, each connection's TLS handshake run first inside its
+//! own task, bounded by [`Tls::handshake_timeout`] (and by the drain's end), so a client that
+//! never finishes its handshake holds one task and one connection place, not the accept loop.
+//! Every defence above then applies to the decrypted stream as to a plain one.
+//!
 //! It may not answer requests itself: every request goes to the service `api` builds.
 
 pub use conn_guard as guard;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tower::ServiceExt;
@@ -44,7 +51,8 @@ use tracing::{debug, info, warn};
 
 use crate::api::App;
 use crate::shutdown::Readiness;
-use guard::IdleGuard;
+use crate::tls::Tls;
+use guard::{IdleGuard, Watch};
 
 /// The default of [`ServeOptions::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,6 +103,27 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drained, ServeError> {
+    run(listener, app, options, None, shutdown).await
+}
+
+/// As [`serve`], over HTTPS: each connection's handshake first, in its own task.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: App,
+    options: ServeOptions,
+    tls: Tls,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Drained, ServeError> {
+    run(listener, app, options, Some(tls), shutdown).await
+}
+
+async fn run(
+    listener: TcpListener,
+    app: App,
+    options: ServeOptions,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Drained, ServeError> {
     if options.max_header_bytes < MIN_HEADER_BYTES {
         return Err(ServeError::HeaderLimit(options.max_header_bytes));
     }
@@ -119,14 +148,16 @@ pub async fn serve(
     // Each connection task holds a receiver: it learns of the drain through it, and the
     // sender sees every connection gone when the receiver count drops to zero.
     let (drain, _) = watch::channel(Phase::Serving);
-    let connections = Connections {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let connections = Arc::new(Connections {
         builder,
         last_call,
         app,
         guard: IdleGuard::start(options.header_read_timeout),
         refused_lifetime: options.header_read_timeout.min(REFUSED_CONNECTION_LIFETIME),
-    };
-    info!(%addr, "listening");
+        tls,
+    });
+    info!(%addr, scheme, "listening");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -194,7 +225,7 @@ enum Phase {
     Closed,
 }
 
-/// How accepted connections are served.
+/// How accepted connections are served; shared by their tasks.
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
     /// Closes each connection after one answer (HTTP/1.1: `connection: close`).
@@ -202,45 +233,96 @@ struct Connections {
     app: App,
     guard: IdleGuard,
     refused_lifetime: Duration,
+    /// HTTPS: the handshake each connection's task runs first.
+    tls: Option<Tls>,
 }
 
 impl Connections {
     /// Serves `stream` if the connection limit has room for it, refuses it otherwise.
-    fn open(&self, stream: TcpStream, drain: &watch::Sender<Phase>) {
+    fn open(self: &Arc<Self>, stream: TcpStream, drain: &watch::Sender<Phase>) {
         match self.app.admit_connection() {
             Some(permit) => self.serve(stream, permit, drain.subscribe()),
             None => self.refuse(stream),
         }
     }
 
-    /// Answers every request on `stream` with 503 and closes it (see the module docs).
-    fn refuse(&self, stream: TcpStream) {
+    /// Answers every request on `stream` with 503 and closes it (see the module docs); the
+    /// TLS handshake, if any, counts in its lifetime.
+    fn refuse(self: &Arc<Self>, stream: TcpStream) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let answer = async {
+                match &this.tls {
+                    None => this.refuse_on(stream).await,
+                    Some(tls) => {
+                        if let Some(stream) = tls.accept(stream).await {
+                            this.refuse_on(stream).await;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(this.refused_lifetime, answer).await;
+        });
+    }
+
+    async fn refuse_on<I>(&self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let app = self.app.clone();
         let service = hyper::service::service_fn(move |req| {
             let response = app.too_many_connections(&req);
             async move { Ok::<_, std::convert::Infallible>(response) }
         });
-        let connection = self
-            .last_call
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let lifetime = self.refused_lifetime;
-        tokio::spawn(async move {
-            if let Ok(result) = tokio::time::timeout(lifetime, connection).await {
-                log_end(result);
-            }
-        });
+        log_end(
+            self.last_call
+                .serve_connection(TokioIo::new(io), service)
+                .await,
+        );
     }
 
-    /// Serves `stream`, which holds `permit` until it closes.
+    /// Serves `stream`, which holds `permit` until it closes, in a task of its own.
     fn serve(
-        &self,
+        self: &Arc<Self>,
         stream: TcpStream,
         permit: OwnedSemaphorePermit,
         mut drain: watch::Receiver<Phase>,
     ) {
         let watch = self.guard.watch();
-        let guard_watch = watch.clone();
+        let this = Arc::clone(self);
+        let guard_watch = Arc::clone(&watch);
+        let task = match self.tls.clone() {
+            None => tokio::spawn(this.serve_on(stream, permit, watch, drain)),
+            Some(tls) => tokio::spawn(async move {
+                let stream = tokio::select! {
+                    biased;
+                    stream = tls.accept(stream) => stream,
+                    _ = drain.wait_for(|phase| *phase == Phase::Closed) => None,
+                };
+                if let Some(stream) = stream {
+                    this.serve_on(stream, permit, watch, drain).await;
+                }
+            }),
+        };
+        // An idle connection is closed by aborting its task (which drops `drain` with it): a
+        // `select!` on `watch.expired()` would take `Notify`'s lock at every wake-up.
+        guard_watch.abort_on_expiry(task.abort_handle());
+    }
+
+    /// Serves HTTP on `io` until it closes, the drain closes it, or the grace period ends.
+    async fn serve_on<I>(
+        self: Arc<Self>,
+        io: I,
+        permit: OwnedSemaphorePermit,
+        watch: Arc<Watch>,
+        mut drain: watch::Receiver<Phase>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // Dropped with the task, also when the idle guard aborts it.
+        let _permit = permit;
+        // Read now, after any TLS handshake: a connection whose handshake outlasted the start
+        // of the drain is served as one opened during it.
         let opened_while_serving = *drain.borrow() == Phase::Serving;
         if !opened_while_serving {
             watch.report_answers();
@@ -264,39 +346,30 @@ impl Connections {
         } else {
             &self.last_call
         };
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let task = tokio::spawn(async move {
-            // Dropped with the task, also when the idle guard aborts it.
-            let _permit = permit;
-            tokio::pin!(connection);
-            tokio::select! {
-                biased;
-                result = connection.as_mut() => return log_end(result),
-                // Drain: finish what is in flight, then close.
-                _ = drain.wait_for(|phase| *phase != Phase::Serving), if opened_while_serving => {
-                    connection.as_mut().graceful_shutdown();
-                }
-                // Opened during the drain: one answer, then close. (Shutting down before the
-                // first request would close it unanswered.)
-                () = watch.answered(), if !opened_while_serving => {
-                    connection.as_mut().graceful_shutdown();
-                }
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => return log_end(result),
+            // Drain: finish what is in flight, then close.
+            _ = drain.wait_for(|phase| *phase != Phase::Serving), if opened_while_serving => {
+                connection.as_mut().graceful_shutdown();
             }
-            tokio::select! {
-                biased;
-                result = connection.as_mut() => log_end(result),
-                _ = drain.wait_for(|phase| *phase == Phase::Closed) => {
-                    debug!("connection closed at the end of the grace period");
-                }
+            // Opened during the drain: one answer, then close. (Shutting down before the
+            // first request would close it unanswered.)
+            () = watch.answered(), if !opened_while_serving => {
+                connection.as_mut().graceful_shutdown();
             }
-            // `drain` is dropped only now: the server counts this connection until it ends.
-            drop(drain);
-        });
-        // An idle connection is closed by aborting its task (which drops `drain` with it): a
-        // `select!` on `watch.expired()` would take `Notify`'s lock at every wake-up.
-        guard_watch.abort_on_expiry(task.abort_handle());
+        }
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => log_end(result),
+            _ = drain.wait_for(|phase| *phase == Phase::Closed) => {
+                debug!("connection closed at the end of the grace period");
+            }
+        }
+        // `drain` is dropped only now: the server counts this connection until it ends.
+        drop(drain);
     }
 }
 

@@ -172,3 +172,33 @@ fn bad_flags_are_explained() {
     assert!(stderr.contains("--first-call-cost"), "{stderr}");
     assert!(stderr.contains("write it like 5s"), "{stderr}");
 }
+
+#[test]
+fn half_a_tls_pair_or_a_missing_file_stops_the_start_with_the_reason() {
+    let run = |flags: &[&str]| {
+        let output = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(flags)
+            .env_remove("TLS_CERT")
+            .env_remove("TLS_KEY")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = run(&["--tls-cert", "/nonexistent/tls.crt"]);
+    assert!(
+        stderr.contains("--tls-cert (TLS_CERT) is set but --tls-key (TLS_KEY) is not"),
+        "{stderr}"
+    );
+    let stderr = run(&[
+        "--tls-cert",
+        "/nonexistent/tls.crt",
+        "--tls-key",
+        "/nonexistent/tls.key",
+    ]);
+    assert!(
+        stderr.contains("cannot read /nonexistent/tls.crt: No such file"),
+        "{stderr}"
+    );
+}

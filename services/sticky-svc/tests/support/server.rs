@@ -1,5 +1,5 @@
-//! One sticky-svc on 127.0.0.1:0 in the test's runtime, started from command-line flags, and a
-//! keep-alive HTTP/1.1 client.
+//! One sticky-svc on 127.0.0.1:0 in the test's runtime, started from command-line flags (over
+//! HTTPS with `--tls-cert`/`--tls-key`), and a keep-alive HTTP/1.1 client.
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -15,7 +15,8 @@ use hyper_util::rt::TokioIo;
 use sticky_svc::config::Cli;
 use sticky_svc::serve::Drained;
 use sticky_svc::shutdown::Readiness;
-use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
+use sticky_svc::tls::Tls;
+use sticky_svc::{AppState, ServeOptions, Workload, app, serve, serve_tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -44,6 +45,11 @@ pub async fn start(flags: &[&str]) -> Server {
         header_read_timeout: cli.serve.header_read_timeout,
         readiness,
     };
+    let tls = cli.serve.tls_files().unwrap().map(|(cert, key)| {
+        let mut tls = Tls::from_pem_files(cert, key).unwrap();
+        tls.handshake_timeout = cli.serve.tls_handshake_timeout;
+        tls
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -52,7 +58,11 @@ pub async fn start(flags: &[&str]) -> Server {
         let shutdown = async {
             let _ = stopped.await;
         };
-        serve(listener, served, options, shutdown).await.unwrap()
+        match tls {
+            Some(tls) => serve_tls(listener, served, options, tls, shutdown).await,
+            None => serve(listener, served, options, shutdown).await,
+        }
+        .unwrap()
     });
     Server {
         addr,
