@@ -26,6 +26,7 @@ use crate::metrics::{Metrics, render};
 use crate::session::{SessionKeys, Timeouts, unix_now};
 use crate::snapshot::Snapshot;
 use crate::snapshot::routes::query_value;
+use crate::tls::TlsAcceptor;
 
 mod json;
 mod live;
@@ -101,6 +102,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The dashboard's feed.
     pub live: Live,
+    /// The TLS listener's servers, with `--listen-tls`.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl Admin {
@@ -196,6 +199,7 @@ impl Admin {
         json_response(&json!({
             "reload": self.status.reload(),
             "gateways": gateways,
+            "httpsServers": https_servers(self.tls.as_deref()),
             "virtualServices": services,
             "clusters": clusters,
         }))
@@ -327,6 +331,31 @@ impl Admin {
             })),
         }))
     }
+}
+
+/// The TLS listener's servers: hosts, files, the certificate's end, and what is wrong (no
+/// certificate to serve; a change of the files not taken). `null` without `--listen-tls`.
+pub(crate) fn https_servers(tls: Option<&TlsAcceptor>) -> Value {
+    let Some(tls) = tls else { return Value::Null };
+    let servers = tls.servers();
+    let list: Vec<Value> = servers
+        .servers()
+        .iter()
+        .map(|s| {
+            let files = s.files.as_ref();
+            json!({
+                "server": s.label,
+                "hosts": s.hosts(),
+                "certificate": files.map(|f| f.certificate.display().to_string()),
+                "privateKey": files.map(|f| f.private_key.display().to_string()),
+                "caCertificates": files.and_then(|f| f.ca.as_ref()).map(|p| p.display().to_string()),
+                "notAfter": s.not_after(),
+                "problem": s.problem(),
+                "rejected": s.rejected(),
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
 
 /// A cluster's spec, and the hash key its routes use (kept on the routes: see `ClusterSpec`).

@@ -25,6 +25,7 @@ use crate::config::{Diagnostic, LoadError, LoadOptions, Severity};
 use crate::discovery::{DiscoveryError, DnsResolver, FIRST_LOOKUP_WAIT, RefreshBounds};
 use crate::events::Kind as EventKind;
 use crate::health::active::ActiveCheck;
+use crate::metrics::TlsRefreshLabels;
 use crate::metrics::{Metrics, ReloadResult};
 use crate::proxy::handoff::{StartError, Workers};
 use crate::proxy::listener::{self, Limits};
@@ -32,6 +33,7 @@ use crate::proxy::{Proxy, ProxySettings};
 use crate::reload::{self, Changes, ConfigFiles, Trigger};
 use crate::session::SessionKeys;
 use crate::snapshot::{Context, Snapshot, SnapshotError};
+use crate::tls::{Refresh, TlsAcceptor, TlsServers};
 use crate::worker;
 
 /// Everything `gateway run` is configured with.
@@ -64,6 +66,34 @@ pub struct RunOptions {
     pub active: Option<ActiveCheck>,
     /// Persistent sessions' keys (`--session-key-file`); `None`: a random key of this process.
     pub session_keys: Option<Arc<SessionKeys>>,
+    /// The TLS listener and where certificates are.
+    pub tls: TlsSettings,
+}
+
+/// `--listen-tls`, `--credentials-dir`, `--tls-handshake-timeout` (`--https-port` is the
+/// proxy's: [`ProxySettings::https_redirect_port`]).
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The TLS listener, serving the Gateways' HTTPS servers; `None`: no TLS.
+    pub listen: Option<SocketAddr>,
+    /// Where `credentialName: X` finds `X/tls.crt` and `X/tls.key`.
+    pub credentials_dir: Option<PathBuf>,
+    /// A handshake not finished within this is closed.
+    pub handshake_timeout: Duration,
+    /// How often certificate files are read again for a rotation (cert-manager replaces a
+    /// Secret's files in place).
+    pub refresh_every: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            credentials_dir: None,
+            handshake_timeout: crate::tls::HANDSHAKE_TIMEOUT,
+            refresh_every: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Why a config is not served: at start the gateway does not start; on reload the running
@@ -124,6 +154,8 @@ pub enum RunError {
 pub struct Gateway {
     options: RunOptions,
     listener: TcpListener,
+    /// The TLS listener and its handshakes, with `--listen-tls`.
+    tls: Option<(TcpListener, Arc<TlsAcceptor>)>,
     admin_listener: TcpListener,
     snapshot: Arc<ArcSwap<Snapshot>>,
     registry: Arc<Registry>,
@@ -167,10 +199,32 @@ impl Gateway {
                 .map_err(|source| RunError::Bind { addr, source })
         };
         let listener = bind(options.listen).await?;
+        let tls = match options.tls.listen {
+            Some(addr) => {
+                let servers = tls_servers(&snapshot, &options.tls);
+                let acceptor = TlsAcceptor::new(servers, options.tls.handshake_timeout);
+                Some((bind(addr).await?, Arc::new(acceptor)))
+            }
+            None => {
+                if snapshot
+                    .config
+                    .gateways
+                    .iter()
+                    .flat_map(|g| &g.servers)
+                    .any(|s| s.tls.is_some())
+                {
+                    tracing::warn!(
+                        "the config has HTTPS servers but no --listen-tls: they are not served"
+                    );
+                }
+                None
+            }
+        };
         let admin_listener = bind(options.admin).await?;
         Ok(Self {
             options,
             listener,
+            tls,
             admin_listener,
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             registry: Arc::new(registry),
@@ -186,6 +240,11 @@ impl Gateway {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The TLS listener's address, with `--listen-tls`.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The admin listener's address.
@@ -221,6 +280,7 @@ impl Gateway {
             self.snapshot.clone(),
             self.metrics.clone(),
             self.status.clone(),
+            self.tls.as_ref().map(|(_, a)| a.clone()),
         );
         let admin = Admin {
             snapshot: self.snapshot.clone(),
@@ -229,6 +289,7 @@ impl Gateway {
             session_keys,
             metrics: self.metrics.clone(),
             live,
+            tls: self.tls.as_ref().map(|(_, a)| a.clone()),
         };
         tracing::info!(
             listen = %self.listen_addr(),
@@ -239,6 +300,28 @@ impl Gateway {
         self.snapshot.load().published();
         self.status.set_ready(true);
 
+        let acceptor = self.tls.as_ref().map(|(_, a)| a.clone());
+        let rotation = acceptor.clone().map(|acceptor| {
+            let (snapshot, settings) = (self.snapshot.clone(), self.options.tls.clone());
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(settings.refresh_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let servers = acceptor.servers();
+                    // Off this thread: reading and parsing files.
+                    let metrics = metrics.clone();
+                    let recovered = tokio::task::spawn_blocking(move || {
+                        refresh_certificates(&servers, &metrics)
+                    })
+                    .await;
+                    if recovered.unwrap_or(false) {
+                        acceptor.update(tls_servers(&snapshot.load(), &settings));
+                    }
+                }
+            })
+        });
         let reloader = {
             let options = self.options.clone();
             let snapshot = self.snapshot.clone();
@@ -258,6 +341,9 @@ impl Gateway {
                     let previous = snapshot.load_full();
                     match load_snapshot(files, &options, Some(previous), &ctx).await {
                         Ok(next) => {
+                            if let Some(acceptor) = &acceptor {
+                                acceptor.update(tls_servers(&next, &options.tls));
+                            }
                             snapshot.store(Arc::new(next));
                             status.loaded();
                             metrics.reloaded(ReloadResult::Success);
@@ -310,12 +396,20 @@ impl Gateway {
         // The proxy: worker threads of their own, fed by this thread's accept loop.
         let mut workers = Workers::start(self.options.workers, self.options.limits, &proxy)?;
         workers
-            .accept(self.listener, self.options.limits.max_connections, shutdown)
+            .accept(
+                self.listener,
+                self.tls,
+                self.options.limits.max_connections,
+                shutdown,
+            )
             .await;
         self.status.set_ready(false);
         tracing::info!("shutting down: draining in-flight requests");
         workers.drain().await;
         reloader.abort();
+        if let Some(rotation) = rotation {
+            rotation.abort();
+        }
         // Ends the dashboards' event streams, so the admin listener drains at once.
         sampler.abort();
         let _ = admin_stop.send(());
@@ -389,4 +483,47 @@ fn build_snapshot(
         });
     }
     Ok(Snapshot::build(Arc::new(loaded.config), previous, ctx)?)
+}
+
+/// The HTTPS servers of `snapshot`'s Gateways, their certificates read now.
+fn tls_servers(snapshot: &Snapshot, settings: &TlsSettings) -> TlsServers {
+    TlsServers::build(
+        &snapshot.config.gateways,
+        settings.credentials_dir.as_deref(),
+    )
+}
+
+/// Reads the HTTPS servers' certificate files again, swapping in the rotated ones; a bad one
+/// keeps the old certificate, logged. True when a server without a certificate now has one.
+fn refresh_certificates(servers: &TlsServers, metrics: &Metrics) -> bool {
+    let mut recovered = false;
+    for (server, result) in servers.refresh() {
+        let count = |result| {
+            let server = server.to_owned();
+            metrics
+                .tls_refreshes
+                .get_or_create(&TlsRefreshLabels { server, result })
+                .inc();
+        };
+        match &result {
+            Refresh::Rotated => count("rotated"),
+            Refresh::Failed(_) => count("failed"),
+            Refresh::Recovered => count("recovered"),
+            Refresh::Unchanged => {}
+        }
+        match result {
+            Refresh::Rotated => {
+                tracing::info!(%server, "certificate rotated: new handshakes use the new one");
+            }
+            Refresh::Failed(error) => {
+                tracing::error!(%server, %error, "new certificate not usable: the old one keeps serving");
+            }
+            Refresh::Recovered => {
+                tracing::info!(%server, "certificate now usable: the server serves again");
+                recovered = true;
+            }
+            Refresh::Unchanged => {}
+        }
+    }
+    recovered
 }

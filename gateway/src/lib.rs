@@ -30,10 +30,12 @@
 //!   dashboard's timeline), [`distinct`] (distinct users per replica, in fixed memory), [`hash`] (request
 //!   keys by XXH3, endpoint keys by xxHash64 with seeds, retry perturbation), [`body`] (the one
 //!   body type), [`worker`] (per-worker-thread index and output batching).
+//! - Beside the request path: [`certgen`] — `gateway cert`, a local CA and server certificates.
 
 pub mod admin;
 pub mod balancer;
 pub mod body;
+pub mod certgen;
 pub mod cluster;
 pub mod config;
 pub mod control;
@@ -50,5 +52,6 @@ pub mod reload;
 pub mod ring;
 pub mod session;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod worker;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gateway::config::{self, Diagnostic, LoadOptions, Severity};
-use gateway::control::{Gateway, RunOptions};
+use gateway::control::{Gateway, RunOptions, TlsSettings};
 use gateway::discovery::RefreshBounds;
 use gateway::health::active::ActiveCheck;
 use gateway::proxy::ProxySettings;
@@ -40,6 +40,9 @@ enum Command {
     /// GET the admin /healthz of a running gateway; exit 0 when it answers 200 within 2s, 1
     /// otherwise (for container health checks in images with no shell or curl).
     Healthcheck(HealthcheckArgs),
+    /// Make a local CA and a server certificate for development, as a Kubernetes TLS Secret's
+    /// files; both are reused while they are still good.
+    Cert(gateway::certgen::Request),
 }
 
 #[derive(Args)]
@@ -50,7 +53,26 @@ struct RunArgs {
     /// Proxy listener.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
-    /// Admin listener (/healthz /readyz /metrics /config /clusters /lookup).
+    /// TLS listener serving the Gateways' HTTPS servers (SNI picks the server, ALPN h2 and
+    /// http/1.1); unset: no TLS.
+    #[arg(long, env = "GATEWAY_LISTEN_TLS")]
+    listen_tls: Option<SocketAddr>,
+    /// Where `credentialName: X` finds `X/tls.crt`, `X/tls.key` (and `X/ca.crt` or
+    /// `X-cacert/ca.crt` for MUTUAL): Kubernetes TLS Secrets mounted as volumes.
+    #[arg(long, env = "GATEWAY_CREDENTIALS_DIR")]
+    credentials_dir: Option<PathBuf>,
+    /// A TLS handshake not finished within this is closed.
+    #[arg(long, env = "GATEWAY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// How often certificate files are read again to pick up a rotation (cert-manager and
+    /// Kubernetes replace a mounted Secret's files in place).
+    #[arg(long, env = "GATEWAY_TLS_REFRESH_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    tls_refresh_interval: Duration,
+    /// The port `tls.httpsRedirect` sends clients to (default: the Gateway's HTTPS server's
+    /// port number), for when the HTTPS listener is published on another port.
+    #[arg(long, env = "GATEWAY_HTTPS_PORT")]
+    https_port: Option<u16>,
+    /// Admin listener (/ dashboard, /healthz /readyz /metrics /config /clusters /lookup).
     #[arg(long, env = "GATEWAY_ADMIN", default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
     /// Threads serving proxied connections, each with its own single-threaded event loop;
@@ -224,6 +246,12 @@ fn main() -> ExitCode {
             check(&args)
         }
         Command::Healthcheck(args) => Ok(health(args.admin)),
+        Command::Cert(request) => gateway::certgen::ensure(&request, std::time::SystemTime::now())
+            .map(|outcome| {
+                print!("{outcome}");
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,
@@ -339,9 +367,16 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             response_idle_timeout: Some(args.response_idle_timeout).filter(|d| !d.is_zero()),
             session_idle_timeout: Some(args.session_idle_timeout).filter(|d| !d.is_zero()),
             session_absolute_timeout: Some(args.session_absolute_timeout).filter(|d| !d.is_zero()),
+            https_redirect_port: args.https_port,
         },
         reload_poll: args.reload_poll,
         session_keys,
+        tls: TlsSettings {
+            listen: args.listen_tls,
+            credentials_dir: args.credentials_dir,
+            handshake_timeout: args.tls_handshake_timeout,
+            refresh_every: args.tls_refresh_interval,
+        },
         active: args.health_check_path.map(|path| ActiveCheck {
             path,
             interval: args.health_check_interval,

@@ -100,6 +100,15 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Labels of a TLS certificate refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TlsRefreshLabels {
+    /// `namespace/gateway servers[i]`.
+    pub server: String,
+    /// `rotated`, `recovered` or `failed`.
+    pub result: &'static str,
+}
+
 /// Every metric the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -126,6 +135,9 @@ pub struct Metrics {
     pub sessions: Family<SessionLabels, Counter>,
     /// Responses that said `x-cache: hit` or `miss`, per endpoint: warm and cold calls.
     pub upstream_cache: Family<CacheLabels, Counter>,
+    /// HTTPS servers' certificate files read again and found changed: rotated, recovered or
+    /// failed (the old certificate serving on).
+    pub tls_refreshes: Family<TlsRefreshLabels, Counter>,
     /// Share of the balancer's table whose endpoint changed at the cluster's last rebuild.
     pub table_moved_share: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     /// 1 when the last reload attempt succeeded, 0 when the running config is older than the
@@ -202,6 +214,7 @@ impl Metrics {
             reloads: Family::default(),
             sessions: Family::default(),
             upstream_cache: Family::default(),
+            tls_refreshes: Family::default(),
             table_moved_share: Family::default(),
             config_last_reload_ok: Gauge::default(),
             events: Events::default(),
@@ -255,6 +268,11 @@ impl Metrics {
             "upstream_cache",
             "Responses with x-cache: hit (warm) or miss (cold), per endpoint",
             metrics.upstream_cache.clone(),
+        );
+        r.register(
+            "tls_certificate_refreshes",
+            "HTTPS servers' certificate files found changed: rotated, recovered, or failed (the old one serving on)",
+            metrics.tls_refreshes.clone(),
         );
         r.register(
             "table_moved_share",

@@ -41,6 +41,7 @@ use crate::body::Body;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::session::SessionKeys;
 use crate::snapshot::Snapshot;
+use crate::tls::TlsInfo;
 use access_log::AccessLog;
 pub use error::ProxyError;
 use headers::{X_REQUEST_ID, ensure_request_id};
@@ -71,6 +72,9 @@ pub struct ProxySettings {
     /// A persistent session ends this long after it was created, where its host's annotations
     /// set no other (`--session-absolute-timeout`); `None`: never.
     pub session_absolute_timeout: Option<Duration>,
+    /// The port `tls.httpsRedirect` sends clients to (`--https-port`); `None`: the Gateway's
+    /// HTTPS server's port number.
+    pub https_redirect_port: Option<u16>,
 }
 
 impl Default for ProxySettings {
@@ -84,6 +88,7 @@ impl Default for ProxySettings {
             route_timeout: Some(Duration::from_secs(60)),
             response_idle_timeout: Some(Duration::from_secs(60)),
             session_idle_timeout: Some(Duration::from_secs(3600)),
+            https_redirect_port: None,
             session_absolute_timeout: Some(Duration::from_secs(24 * 3600)),
         }
     }
@@ -149,6 +154,48 @@ impl Trace {
 }
 
 impl Proxy {
+    /// `301` to the https URL of a plain request whose host an HTTP server with
+    /// `tls.httpsRedirect` takes (Envoy answers 301 too); `None` otherwise or over TLS.
+    fn https_redirect(
+        &self,
+        snapshot: &Snapshot,
+        parts: &http::request::Parts,
+    ) -> Option<Response<Body>> {
+        if parts.extensions.get::<TlsInfo>().is_some() {
+            return None;
+        }
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| parts.headers.get(http::header::HOST)?.to_str().ok())?;
+        let host = match authority.rsplit_once(':') {
+            // Not the colons of an IPv6 literal without a port.
+            Some((host, port))
+                if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                host
+            }
+            _ => authority,
+        }
+        .to_ascii_lowercase();
+        let port = snapshot.https_redirect(&host)?;
+        let port = self.settings.https_redirect_port.unwrap_or(port);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = if port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{port}{path}")
+        };
+        let location = http::HeaderValue::from_str(&location).ok()?;
+        let mut response = Response::new(crate::body::empty());
+        *response.status_mut() = http::StatusCode::MOVED_PERMANENTLY;
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+        Some(response)
+    }
+
     /// A handler reading routes from `snapshot`.
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
@@ -234,9 +281,14 @@ impl Proxy {
         };
         let span = trace.span.clone();
         async move {
-            let mut response = match snapshot.route(&parts) {
-                None => ProxyError::NoRoute.response(),
-                Some(route) => {
+            let redirect = snapshot
+                .has_https_redirects()
+                .then(|| proxy.https_redirect(&snapshot, &parts))
+                .flatten();
+            let mut response = match (redirect, snapshot.route(&parts)) {
+                (Some(redirect), _) => redirect,
+                (None, None) => ProxyError::NoRoute.response(),
+                (None, Some(route)) => {
                     trace.labels.route = route.label.clone();
                     trace.record("route", &*route.label);
                     proxy.routed(route, parts, body, peer, &mut trace).await

@@ -32,6 +32,7 @@ use crate::config::model::{Gateway, HashKey, HttpRoute, SessionPolicy, VirtualSe
 use crate::discovery::{DnsResolver, RefreshBounds};
 use crate::health::active::ActiveCheck;
 use crate::metrics::Metrics;
+use crate::tls::HostPattern;
 use clusters::SpecError;
 use edits::{EditError, Edits};
 pub use retry_on::RetryOn;
@@ -113,6 +114,9 @@ pub struct Snapshot {
     pub services: Vec<VirtualRoutes>,
     /// Every cluster a route names, by name.
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// The hosts of the HTTP servers with `tls.httpsRedirect`, and the HTTPS port each is sent
+    /// to (its Gateway's first HTTPS server's, else 443).
+    https_redirects: Vec<(HostPattern, u16)>,
 }
 
 /// Why a config cannot be served: what, and where (file, line, field).
@@ -251,10 +255,12 @@ impl Snapshot {
                 routes,
             });
         }
+        let https_redirects = https_redirects(&config);
         Ok(Self {
             config,
             services,
             clusters,
+            https_redirects,
         })
     }
 
@@ -300,6 +306,21 @@ impl Snapshot {
     }
 
     /// A cluster by its full name, or by host (the first cluster of that host).
+    /// Whether any HTTP server redirects to HTTPS (so a request's host need not be looked at).
+    pub fn has_https_redirects(&self) -> bool {
+        !self.https_redirects.is_empty()
+    }
+
+    /// The HTTPS port a plain request for `host` (no port, lowercase) is redirected to, when
+    /// an HTTP server with `tls.httpsRedirect` takes it (the most specific pattern wins).
+    pub fn https_redirect(&self, host: &str) -> Option<u16> {
+        self.https_redirects
+            .iter()
+            .filter_map(|(pattern, port)| Some((pattern.rank(Some(host))?, *port)))
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, port)| port)
+    }
+
     /// Says this snapshot is the one serving: its clusters tell the timeline what they
     /// changed (see [`Cluster::published`]). Call after storing it.
     pub fn published(&self) {
@@ -401,3 +422,19 @@ fn short(reference: &str) -> &str {
 
 #[cfg(test)]
 mod tests;
+
+/// The redirects of `config`'s Gateways (see [`Snapshot::https_redirect`]).
+fn https_redirects(config: &Config) -> Vec<(HostPattern, u16)> {
+    let mut out = Vec::new();
+    for gateway in &config.gateways {
+        let port = gateway
+            .servers
+            .iter()
+            .find(|s| s.tls.is_some())
+            .map_or(443, |s| s.port);
+        for server in gateway.servers.iter().filter(|s| s.https_redirect) {
+            out.extend(server.hosts.iter().map(|h| (HostPattern::parse(h), port)));
+        }
+    }
+    out
+}

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use gateway::metrics::{
-    CacheLabels, ClusterLabels, Metrics, ReloadResult, RequestLabels, SessionLabels, render,
+    CacheLabels, ClusterLabels, Metrics, ReloadResult, RequestLabels, SessionLabels,
+    TlsRefreshLabels, render,
 };
 use prometheus_client::registry::Registry;
 use regex::Regex;
@@ -68,6 +69,12 @@ impl Exported {
             .get_or_create(&SessionLabels {
                 cluster: cluster.clone(),
                 event: "issued",
+            })
+            .inc();
+        m.tls_refreshes
+            .get_or_create(&TlsRefreshLabels {
+                server: "default/edge servers[0]".into(),
+                result: "rotated",
             })
             .inc();
         m.upstream_cache

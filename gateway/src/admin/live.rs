@@ -27,12 +27,13 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::json as spec;
-use super::{Status, table_shares, text};
+use super::{Status, https_servers, table_shares, text};
 use crate::body::{Body, BoxError, boxed};
 use crate::cluster::{Cluster, EndpointState, Health};
 use crate::events::{Event, Kind};
 use crate::metrics::{Metrics, SessionLabels};
 use crate::snapshot::Snapshot;
+use crate::tls::TlsAcceptor;
 
 /// Event streams open at once; one more is answered 503.
 pub const MAX_STREAMS: usize = 16;
@@ -55,6 +56,7 @@ struct Sampler {
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     status: Arc<Status>,
+    tls: Option<Arc<TlsAcceptor>>,
     /// Responses per endpoint (by the address of its state) at the last sample.
     responses: HashMap<usize, u64>,
     /// Re-issued sessions per cluster at the last sample.
@@ -69,12 +71,14 @@ impl Live {
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
         status: Arc<Status>,
+        tls: Option<Arc<TlsAcceptor>>,
     ) -> (Self, JoinHandle<()>) {
         let now = Instant::now();
         let mut sampler = Sampler {
             snapshot,
             metrics,
             status,
+            tls,
             responses: HashMap::new(),
             reissued: HashMap::new(),
             last: now,
@@ -274,6 +278,7 @@ impl Sampler {
             "reload": reload,
             "usersWindowSeconds": USERS_WINDOW.as_secs(),
             "clusters": list,
+            "httpsServers": https_servers(self.tls.as_deref()),
         });
         Arc::from(document.to_string())
     }

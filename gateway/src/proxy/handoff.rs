@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::Proxy;
 use super::listener::{Connections, Limits, accept_until};
+use crate::tls::TlsAcceptor;
 use crate::worker;
 use conn_guard::IdleGuard;
 
@@ -137,12 +138,15 @@ impl Workers {
         })
     }
 
-    /// Accepts on `listener` until `shutdown` resolves (or every worker has stopped), handing
-    /// each connection to a worker. At most `max_connections` are served at once, and
-    /// `max_connections_per_client` from one address; one more is answered 429 by its worker.
+    /// Accepts on `listeners` (each with its TLS acceptor, or `None` for plain HTTP) until
+    /// `shutdown` resolves (or every worker has stopped), handing each connection to a worker.
+    /// On each listener at most `max_connections` are served at once, and
+    /// `max_connections_per_client` from one address; one more is answered 429 by its worker
+    /// (a TLS one is closed: no handshake is spent on it).
     pub async fn accept(
         &mut self,
         listener: TcpListener,
+        tls: Option<(TcpListener, Arc<TlsAcceptor>)>,
         max_connections: usize,
         shutdown: impl Future<Output = ()>,
     ) {
@@ -153,40 +157,60 @@ impl Workers {
             per_client,
             ..
         } = self;
-        accept_until(
-            listener,
-            max_connections,
-            shutdown,
-            guards,
-            |stream, peer, permit| {
-                // Leaves this event loop (stays non-blocking) for the worker's.
-                let Ok(stream) = stream.into_std() else {
-                    return ControlFlow::Continue(());
-                };
-                let (permit, place) = match (&*per_client, permit) {
-                    (Some(limit), Some(permit)) => match limit.take(peer.ip()) {
-                        Some(place) => (Some(permit), Some(place)),
-                        None => (None, None),
-                    },
-                    (_, permit) => (permit, None),
-                };
-                let job = Accepted {
-                    stream,
-                    peer,
-                    permit,
-                    open: None,
-                    place,
-                };
-                match hand_off(handoff, next, job) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => {
-                        tracing::error!("every worker thread has stopped");
-                        ControlFlow::Break(())
+        // The loops share this task; the lock is never contended (and the future stays Send).
+        let shared = Mutex::new((handoff, next));
+        let (shared, per_client, guards) = (&shared, &*per_client, &*guards);
+        let accept_on = |listener, tls: Option<Arc<TlsAcceptor>>| {
+            accept_until(
+                listener,
+                max_connections,
+                std::future::pending(),
+                guards,
+                move |stream, peer, permit| {
+                    // Leaves this event loop (stays non-blocking) for the worker's.
+                    let Ok(stream) = stream.into_std() else {
+                        return ControlFlow::Continue(());
+                    };
+                    let (permit, place) = match (per_client, permit) {
+                        (Some(limit), Some(permit)) => match limit.take(peer.ip()) {
+                            Some(place) => (Some(permit), Some(place)),
+                            None => (None, None),
+                        },
+                        (_, permit) => (permit, None),
+                    };
+                    let job = Accepted {
+                        stream,
+                        peer,
+                        permit,
+                        tls: tls.clone(),
+                        open: None,
+                        place,
+                    };
+                    let mut shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (handoff, next) = &mut *shared;
+                    match hand_off(handoff, next, job) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => {
+                            tracing::error!("every worker thread has stopped");
+                            ControlFlow::Break(())
+                        }
                     }
-                }
+                },
+            )
+        };
+        // Shutdown drops the loops, which closes the listeners.
+        match tls {
+            None => tokio::select! {
+                () = accept_on(listener, None) => {}
+                () = shutdown => {}
             },
-        )
-        .await;
+            Some((tls_listener, acceptor)) => tokio::select! {
+                _ = async {
+                    tokio::join!(accept_on(listener, None), accept_on(tls_listener, Some(acceptor)))
+                } => {}
+                () = shutdown => {}
+            },
+        }
     }
 
     /// Lets every worker drain its connections (up to the grace period), then returns.
@@ -204,6 +228,8 @@ struct Accepted {
     peer: SocketAddr,
     /// `None`: past `max_connections`, answered 429.
     permit: Option<OwnedSemaphorePermit>,
+    /// The TLS listener's handshakes, for a connection accepted there.
+    tls: Option<Arc<TlsAcceptor>>,
     /// The worker's count of open connections, decremented when this one closes.
     open: Option<Arc<AtomicUsize>>,
     /// Its place under `max_connections_per_client`, given back when it closes.
@@ -284,6 +310,7 @@ impl Worker {
                 stream,
                 peer,
                 permit,
+                tls,
                 open,
                 place,
             }) = accepted.recv().await
@@ -295,7 +322,7 @@ impl Worker {
                     }
                 };
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => connections.serve(stream, peer, permit, closed),
+                    Ok(stream) => connections.serve(stream, peer, permit, tls, closed),
                     Err(error) => {
                         tracing::warn!(worker = index, %error, "cannot register a connection");
                         closed();

@@ -34,6 +34,7 @@ use conn_guard::{IdleGuard, InFlight};
 use http::{Request, Response, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -43,6 +44,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::ProxyError;
 use crate::body::{Body, BoxError};
+use crate::tls::{TlsAcceptor, TlsInfo};
 use crate::worker::outbox::Batched;
 
 /// What one listener accepts.
@@ -115,7 +117,7 @@ pub async fn serve<H, F>(
         shutdown,
         &guards,
         |stream, peer, permit| {
-            connections.serve(stream, peer, permit, || {});
+            connections.serve(stream, peer, permit, None, || {});
             ControlFlow::Continue(())
         },
     )
@@ -252,39 +254,53 @@ where
         stream: TcpStream,
         peer: SocketAddr,
         permit: Option<OwnedSemaphorePermit>,
+        tls: Option<Arc<TlsAcceptor>>,
         closed: impl FnOnce() + Send + 'static,
     ) {
         let _ = stream.set_nodelay(true);
         let Some(permit) = permit else {
+            if tls.is_some() {
+                // No handshake spent on a connection that cannot be served: closed at once.
+                drop(stream);
+                return closed();
+            }
             return self.refuse(stream, closed);
         };
         let handler = self.handler.clone();
         let watch = self.guard.watch();
         let http2_idle = self.limits.http2_idle_timeout;
+        // The service of one connection; `tls`: what its requests learn of the TLS session.
         let service = {
             let watch = watch.clone();
-            service_fn(move |req: Request<Incoming>| {
-                if req.version() == Version::HTTP_2 {
-                    // Idle between streams for longer than HTTP/1.1, then GOAWAY.
-                    watch.close_gracefully_after(http2_idle);
-                }
-                let in_flight = watch.request();
+            move |tls: Option<TlsInfo>| {
+                let watch = watch.clone();
                 let handler = handler.clone();
-                // Boxed: hyper keeps a slot the size of the service's future for the whole
-                // connection (~4.9 KiB of the proxy's handler, held by every idle keep-alive
-                // connection); a box is allocated per request and freed with it instead.
-                let answer: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-                    let response = handler(req, peer).await;
-                    Ok::<_, Infallible>(response.map(|body| {
-                        Sending {
-                            body,
-                            _in_flight: in_flight,
-                        }
-                        .boxed_unsync()
-                    }))
-                });
-                answer
-            })
+                service_fn(move |mut req: Request<Incoming>| {
+                    if req.version() == Version::HTTP_2 {
+                        // Idle between streams for longer than HTTP/1.1, then GOAWAY.
+                        watch.close_gracefully_after(http2_idle);
+                    }
+                    if let Some(tls) = &tls {
+                        req.extensions_mut().insert(tls.clone());
+                    }
+                    let in_flight = watch.request();
+                    let handler = handler.clone();
+                    // Boxed: hyper keeps a slot the size of the service's future for the whole
+                    // connection (~4.9 KiB of the proxy's handler, held by every idle keep-alive
+                    // connection); a box is allocated per request and freed with it instead.
+                    let answer: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                        let response = handler(req, peer).await;
+                        Ok::<_, Infallible>(response.map(|body| {
+                            Sending {
+                                body,
+                                _in_flight: in_flight,
+                            }
+                            .boxed_unsync()
+                        }))
+                    });
+                    answer
+                })
+            }
         };
         let builder = self.builder.clone();
         let open = Counted::new(&self.open);
@@ -294,28 +310,33 @@ where
                 let _permit = permit;
                 let _open = open;
                 // Also when the idle guard aborts the task (a client that never sends a byte
-                // while its protocol is being told).
+                // while its protocol is being told, or never finishes its handshake).
                 let _closed = OnDrop(Some(closed));
                 // Told to close (an idle HTTP/2 connection, the drain): the graceful way, GOAWAY
                 // for HTTP/2, after the answer in progress for HTTP/1.1.
                 let close = || watch.should_close();
                 let register = |cx: &mut Context<'_>| watch.register_waker(cx.waker());
-                let served: Result<(), BoxError> = match sniff(&stream).await {
-                    Ok(Protocol::Http1) => {
-                        let io = TokioIo::new(Batched::new(stream));
-                        let conn = builder.http1.serve_connection(io, service).with_upgrades();
-                        until_closed(conn, register, close, |conn| conn.graceful_shutdown())
-                            .await
-                            .map_err(Into::into)
-                    }
-                    Ok(Protocol::Http2) => {
-                        let io = TokioIo::new(Batched::new(stream));
-                        let conn = builder.http2.serve_connection(io, service);
-                        until_closed(conn, register, close, |conn| conn.graceful_shutdown())
-                            .await
-                            .map_err(Into::into)
-                    }
-                    Err(e) => Err(e.into()),
+                let served: Result<(), BoxError> = match tls {
+                    None => match sniff(&stream).await {
+                        Ok(protocol) => {
+                            let io = TokioIo::new(Batched::new(stream));
+                            serve_io(&builder, io, protocol, service(None), register, close).await
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(done) => {
+                            let protocol = if done.h2 {
+                                Protocol::Http2
+                            } else {
+                                Protocol::Http1
+                            };
+                            let io = TokioIo::new(done.stream);
+                            let service = service(Some(done.info));
+                            serve_io(&builder, io, protocol, service, register, close).await
+                        }
+                        Err(e) => Err(e.into()),
+                    },
                 };
                 if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -435,6 +456,40 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Protocol> {
         }
         // A readable socket stays readable while its bytes are only peeked: look again later.
         tokio::time::sleep(SNIFF_AGAIN).await;
+    }
+}
+
+/// Serves one connection's `io` in `protocol` with `service` until it ends or, once `close()`
+/// says so, gracefully.
+async fn serve_io<I, S>(
+    builder: &Builders,
+    io: I,
+    protocol: Protocol,
+    service: S,
+    register: impl Fn(&mut Context<'_>),
+    close: impl Fn() -> bool,
+) -> Result<(), BoxError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = UnsyncBoxBody<Bytes, BoxError>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    match protocol {
+        Protocol::Http1 => {
+            let conn = builder.http1.serve_connection(io, service).with_upgrades();
+            until_closed(conn, register, close, |conn| conn.graceful_shutdown())
+                .await
+                .map_err(Into::into)
+        }
+        Protocol::Http2 => {
+            let conn = builder.http2.serve_connection(io, service);
+            until_closed(conn, register, close, |conn| conn.graceful_shutdown())
+                .await
+                .map_err(Into::into)
+        }
     }
 }
 

@@ -38,6 +38,7 @@ use crate::config::model::RouteAction;
 use crate::hash::mix;
 use crate::snapshot::Route;
 use crate::snapshot::routes::matched_prefix;
+use crate::tls::TlsInfo;
 
 impl Proxy {
     /// Serves a request `route` matched.
@@ -75,8 +76,13 @@ impl Proxy {
         }
         strip_hop_by_hop(&mut parts.headers);
         // Before add_forwarded: a TLS terminator in front says https, and the cookie is Secure.
-        let session = self.read_session(route, &parts.headers);
-        add_forwarded(&mut parts.headers, peer.ip(), "http");
+        let tls = parts.extensions.get::<TlsInfo>().is_some();
+        let session = self.read_session(route, &parts.headers, tls);
+        add_forwarded(
+            &mut parts.headers,
+            peer.ip(),
+            if tls { "https" } else { "http" },
+        );
         route.edits.request.apply(&mut parts.headers);
 
         let weights = dests.iter().map(|d| d.weight);

@@ -77,11 +77,13 @@ impl SessionRead<'_> {
 impl Proxy {
     /// The session of a request to `route`, when one of its destinations' hosts has persistent
     /// sessions (the first such destination's policy: a host's subsets share its labels).
-    /// Reads `x-forwarded-proto` as the client sent it: call before it is overwritten.
+    /// `tls`: it came over the TLS listener (the cookie is then `Secure`); else `https` in
+    /// `x-forwarded-proto` as the client sent it says so: call before it is overwritten.
     pub(super) fn read_session<'r>(
         &self,
         route: &'r Route,
         headers: &HeaderMap,
+        tls: bool,
     ) -> Option<SessionRead<'r>> {
         let policy = route.sessions.iter().flatten().next()?;
         let or_default = |own: Option<std::time::Duration>, default| {
@@ -107,9 +109,10 @@ impl Proxy {
                 Err(ignored) => Found::Ignored(ignored),
             },
         };
-        let https = headers
-            .get(&X_FORWARDED_PROTO)
-            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+        let https = tls
+            || headers
+                .get(&X_FORWARDED_PROTO)
+                .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
         Some(SessionRead {
             policy,
             timeouts,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway::config::LoadOptions;
-use gateway::control::{Gateway, RunOptions};
+use gateway::control::{Gateway, RunOptions, TlsSettings};
 use gateway::discovery::RefreshBounds;
 use gateway::proxy::ProxySettings;
 use gateway::proxy::listener::Limits;
@@ -208,6 +208,8 @@ pub const BY_USER: &str = "      consistentHash:\n        httpHeaderName: x-user
 pub struct RunningGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The TLS listener, when the options asked for one.
+    pub tls: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -230,7 +232,11 @@ impl RunningGateway {
         let mut options = options(dir.path(), dns);
         tune(&mut options);
         let gateway = Gateway::bind(options).await.expect("the gateway starts");
-        let (addr, admin) = (gateway.listen_addr(), gateway.admin_addr());
+        let (addr, admin, tls) = (
+            gateway.listen_addr(),
+            gateway.admin_addr(),
+            gateway.tls_addr(),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             gateway
@@ -243,6 +249,7 @@ impl RunningGateway {
         Self {
             addr,
             admin,
+            tls,
             dir,
             stop: Some(stop),
             task: Some(task),
@@ -295,6 +302,7 @@ pub fn options(config: &Path, dns: Option<SocketAddr>) -> RunOptions {
         reload_poll: Duration::from_millis(100),
         active: None,
         session_keys: None,
+        tls: TlsSettings::default(),
     }
 }
 
