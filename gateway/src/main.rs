@@ -227,6 +227,10 @@ struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Where `credentialName: X` finds `X/tls.crt` and `X/tls.key`: each HTTPS server's
+    /// certificate is checked (missing, unreadable, expired, not covering the hosts).
+    #[arg(long, env = "GATEWAY_CREDENTIALS_DIR")]
+    credentials_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -427,6 +431,10 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load_paths(&args.paths, &options).context("loading configuration")?;
     let mut findings = loaded.diagnostics;
     findings.extend(config::check(&loaded.config));
+    findings.extend(gateway::tls::check_certificates(
+        &loaded.config.gateways,
+        args.credentials_dir.as_deref(),
+    ));
     findings.sort_by(|a, b| {
         a.location
             .cmp(&b.location)

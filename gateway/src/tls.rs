@@ -21,6 +21,7 @@
 //!
 //! Below the request path: it imports the config model only.
 
+mod check;
 mod credentials;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::model::{Gateway, ServerTls, ServerTlsMode, TlsVersion};
+pub use check::check_certificates;
 pub use credentials::{CredentialError, CredentialFiles, load_certified_key, load_roots, validity};
 
 /// How long a TLS handshake may take by default.

@@ -23,6 +23,7 @@
 
 mod http1;
 mod http2;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::body::Body;
+use crate::config::model::ClientTlsSettings;
 use crate::worker;
 use http1::{ConnectionCap, Idle};
 use http2::Streams;
@@ -59,6 +61,17 @@ pub struct PoolSettings {
     /// or HTTP/2 stream, closed; the client's too, mid-body): the gateway's
     /// `--response-idle-timeout`, nginx's `proxy_read_timeout`. `None`: never.
     pub response_idle_timeout: Option<Duration>,
+    /// TLS to the endpoints (`trafficPolicy.tls` `SIMPLE`); `None`: cleartext.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS to a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The DestinationRule's settings.
+    pub settings: ClientTlsSettings,
+    /// The destination's host: the SNI name and the name checked when `sni` is unset.
+    pub host: String,
 }
 
 impl Default for PoolSettings {
@@ -71,6 +84,7 @@ impl Default for PoolSettings {
             max_requests_per_connection: None,
             max_connections: None,
             response_idle_timeout: None,
+            tls: None,
         }
     }
 }
@@ -120,6 +134,8 @@ pub struct Upstream {
     max_requests: u32,
     /// See [`PoolSettings::response_idle_timeout`].
     response_idle: Option<Duration>,
+    /// TLS to the endpoints, or why its config could not be built (every connect then fails).
+    tls: Option<Arc<Result<tls::Connector, String>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -149,6 +165,13 @@ impl Upstream {
                 .map(|n| Arc::new(ConnectionCap::new(n))),
             max_requests: settings.max_requests_per_connection.unwrap_or(u32::MAX),
             response_idle: settings.response_idle_timeout,
+            tls: settings.tls.as_ref().map(|t| {
+                let connector = tls::Connector::new(&t.settings, &t.host, settings.http2);
+                if let Err(error) = &connector {
+                    tracing::error!(host = %t.host, %error, "upstream TLS cannot be set up: every connection to this cluster fails");
+                }
+                Arc::new(connector)
+            }),
         }
     }
 
@@ -194,6 +217,26 @@ impl Upstream {
                 }
                 Err(_) => return Err(UpstreamError::Reset),
             }
+        }
+    }
+
+    /// A TLS handshake on `stream` within the connect timeout, when the cluster speaks TLS.
+    /// A failed one is a connect failure: nothing was sent.
+    async fn secure(
+        &self,
+        stream: TcpStream,
+    ) -> Result<Result<tokio_rustls::client::TlsStream<TcpStream>, TcpStream>, UpstreamError> {
+        let Some(tls) = &self.tls else {
+            return Ok(Err(stream));
+        };
+        let connector = tls.as_ref().as_ref().map_err(|_| UpstreamError::Connect)?;
+        match tokio::time::timeout(self.connect_timeout, connector.connect(stream)).await {
+            Ok(Ok(stream)) => Ok(Ok(stream)),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "upstream TLS handshake failed");
+                Err(UpstreamError::Connect)
+            }
+            Err(_) => Err(UpstreamError::Connect),
         }
     }
 

@@ -485,3 +485,152 @@ async fn a_stalled_handshake_is_closed_and_served_users_go_on() {
     }
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
+
+/// A ServiceEntry over `replica` (port protocol `protocol`) and a DestinationRule speaking TLS
+/// to it with `tls` (YAML flow-mapping entries).
+fn upstream_tls_config(replica: SocketAddr, protocol: &str, tls: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: sticky-svc}}
+spec:
+  hosts: [sticky-svc.default.svc.cluster.local]
+  ports:
+  - {{number: 8443, name: https, protocol: {protocol}}}
+  resolution: STATIC
+  endpoints:
+  - address: {}
+    ports: {{https: {}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: sticky-svc}}
+spec:
+  hosts: ['*']
+  http:
+  - route:
+    - destination: {{host: sticky-svc.default.svc.cluster.local, port: {{number: 8443}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: sticky-svc}}
+spec:
+  host: sticky-svc.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}
+    tls: {{{tls}}}
+"#,
+        replica.ip(),
+        replica.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_tls_to_a_sticky_svc_over_http1_and_h2_checks_its_certificate() {
+    let pki = Pki::new("replicas' CA");
+    let certs = tempfile::tempdir().unwrap();
+    let leaf = pki.server(&["replica.internal"], 3600);
+    pki.write_secret(certs.path(), "replica", &leaf);
+    let secret = certs.path().join("replica");
+    let tls =
+        sticky_svc::tls::Tls::from_pem_files(&secret.join("tls.crt"), &secret.join("tls.key"))
+            .unwrap();
+    let replica = stack::Backend::start_tls("svc-tls", Duration::from_millis(1), tls).await;
+    let ca = secret.join("ca.crt");
+    let good = format!(
+        "mode: SIMPLE, caCertificates: {}, sni: replica.internal",
+        ca.display()
+    );
+    let http = stack::Http::new();
+    for protocol in ["HTTP", "HTTP2"] {
+        let gateway =
+            RunningGateway::start(&upstream_tls_config(replica.addr, protocol, &good), None).await;
+        let user = format!("ricky-{protocol}");
+        let first = http.ping(gateway.addr, &user).await;
+        let second = http.ping(gateway.addr, &user).await;
+        assert_eq!(
+            (first.status, first.cache.as_deref()),
+            (200, Some("miss")),
+            "{protocol}"
+        );
+        assert_eq!(
+            (second.status, second.cache.as_deref()),
+            (200, Some("hit")),
+            "{protocol}"
+        );
+    }
+    // The certificate is checked: another name or another CA is a connect failure (503, as
+    // Envoy's), never a silent downgrade; cleartext to a TLS replica is a reset (502).
+    let other_ca = Pki::new("other CA");
+    let other = tempfile::tempdir().unwrap();
+    other_ca.write_secret(
+        other.path(),
+        "x",
+        &other_ca.server(&["replica.internal"], 3600),
+    );
+    let wrong_ca = format!(
+        "mode: SIMPLE, caCertificates: {}, sni: replica.internal",
+        other.path().join("x/ca.crt").display()
+    );
+    let wrong_name = format!(
+        "mode: SIMPLE, caCertificates: {}, sni: elsewhere.internal",
+        ca.display()
+    );
+    let by_san = format!(
+        "mode: SIMPLE, caCertificates: {}, subjectAltNames: [replica.internal]",
+        ca.display()
+    );
+    for (tls, status) in [
+        (wrong_ca.as_str(), 503),
+        (wrong_name.as_str(), 503),
+        ("mode: DISABLE", 502),
+        (by_san.as_str(), 200),
+        ("mode: SIMPLE, insecureSkipVerify: true", 200),
+    ] {
+        let gateway =
+            RunningGateway::start(&upstream_tls_config(replica.addr, "HTTP", tls), None).await;
+        assert_eq!(
+            http.ping(gateway.addr, "ricky").await.status,
+            status,
+            "{tls}"
+        );
+    }
+}
+
+#[test]
+fn gateway_check_reports_missing_expired_and_uncovering_certificates() {
+    let pki = Pki::new("test CA");
+    let certs = tempfile::tempdir().unwrap();
+    // cert-a is missing; the wildcard expired; mtls names another host.
+    pki.write_secret(certs.path(), "cert-wild", &pki.server(&["*.example.com"], -3600));
+    pki.write_secret(certs.path(), "cert-mtls", &pki.server(&["other.internal"], 3600));
+    let yaml = config("127.0.0.1:9".parse().unwrap());
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("istio.yaml"), &yaml).unwrap();
+    let run = |dir: Option<&std::path::Path>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+        command.arg("check").arg(config.path());
+        if let Some(dir) = dir {
+            command.arg("--credentials-dir").arg(dir);
+        }
+        command.env_remove("GATEWAY_CREDENTIALS_DIR");
+        command.output().unwrap()
+    };
+    let out = run(Some(certs.path()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(line("cert-a/tls.crt").contains("error"), "{text}");
+    assert!(line("expired").contains("servers[1].tls"), "{text}");
+    assert!(line("does not cover the host mtls.internal").contains("servers[2].tls"), "{text}");
+    // Without the folder: said, not an error.
+    let out = run(None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("credentialName cert-a: certificate not checked"), "{text}");
+}

@@ -21,7 +21,7 @@ use crate::balancer::Policy;
 use crate::cluster::{ClusterSpec, Source};
 use crate::config::Config;
 use crate::config::model::{
-    ConnectionPool, Destination, DestinationRule, HashAlgorithm, HashKey, LoadBalancer,
+    ClientTls, ConnectionPool, Destination, DestinationRule, HashAlgorithm, HashKey, LoadBalancer,
     OutlierDetection, Resolution, ServiceEntry, SessionPolicy, SimpleLb, TrafficPolicy,
 };
 use crate::discovery::DnsTarget;
@@ -29,7 +29,7 @@ use crate::endpoint::{Endpoint, endpoint_set};
 use crate::health::{DEFAULT_MAX_EJECTION_TIME, OutlierPolicy};
 use crate::maglev::{MaglevError, TableSize};
 use crate::ring::{RingError, RingSize};
-use crate::upstream::PoolSettings;
+use crate::upstream::{PoolSettings, UpstreamTls};
 
 /// Why a destination cannot become a cluster. `gateway check` reports each of these with its
 /// file and line first, so a config that reaches here with one was not checked.
@@ -116,7 +116,15 @@ pub fn cluster_spec(
         name: cluster_name(&dest.host, dest.subset.as_deref(), port).into(),
         source,
         policy: lb_policy,
-        pool: pool_settings(&policy.connection_pool, http2),
+        pool: PoolSettings {
+            tls: rule
+                .and_then(|r| r.client_tls(dest.subset.as_deref(), port))
+                .map(|ClientTls::Simple(settings)| UpstreamTls {
+                    settings: settings.clone(),
+                    host: dest.host.clone(),
+                }),
+            ..pool_settings(&policy.connection_pool, http2)
+        },
         outlier: policy.outlier_detection.as_ref().map(outlier_policy),
         active: None,
     };
@@ -334,6 +342,8 @@ fn pool_settings(pool: &ConnectionPool, http2: bool) -> PoolSettings {
         max_connections: (!http2).then_some(connections),
         // The gateway's, not the DestinationRule's: set where the snapshot is built.
         response_idle_timeout: None,
+        // The DestinationRule's `tls`: set by the caller, which knows the destination.
+        tls: None,
     }
 }
 

@@ -35,6 +35,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::tls::Io;
 use super::{Upstream, UpstreamError};
 use crate::body::{Body, BoxError, IdleTimer, boxed};
 use crate::worker;
@@ -56,7 +57,7 @@ pub(super) struct Conn {
     /// `None` once the connection has ended (peer closed, error). It is dropped then, not
     /// kept: dropping it hands a request still queued in it back (`TrySendError`) and makes
     /// `sender` report closed, where a finished but live one would leave both waiting forever.
-    io: Option<http1::Connection<TokioIo<Batched>, Body>>,
+    io: Option<http1::Connection<TokioIo<Io>, Body>>,
 }
 
 impl Conn {
@@ -243,7 +244,11 @@ impl Upstream {
             (None, None) => None,
         };
         let stream = self.tcp(addr).await?;
-        let (sender, io) = http1::handshake(TokioIo::new(Batched::new(stream)))
+        let io = match self.secure(stream).await? {
+            Ok(tls) => Io::Tls(Box::new(tls)),
+            Err(plain) => Io::Plain(Batched::new(plain)),
+        };
+        let (sender, io) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|_| UpstreamError::Connect)?;
         Ok(Box::new(Conn {

@@ -157,8 +157,10 @@ impl Upstream {
 
     async fn connect_h2(&self, addr: SocketAddr) -> Result<Connection, UpstreamError> {
         let stream = self.tcp(addr).await?;
-        Connection::handshake(stream, self.idle_timeout, self.response_idle)
-            .await
-            .map_err(|_| UpstreamError::Connect)
+        let connection = match self.secure(stream).await? {
+            Ok(tls) => Connection::handshake(tls, self.idle_timeout, self.response_idle).await,
+            Err(plain) => Connection::handshake(plain, self.idle_timeout, self.response_idle).await,
+        };
+        connection.map_err(|_| UpstreamError::Connect)
     }
 }

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sticky_svc::shutdown::Readiness;
-use sticky_svc::{AppState, ServeOptions, Workload, app, serve};
+use sticky_svc::{AppState, ServeOptions, Workload, app, serve, serve_tls};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -38,6 +38,21 @@ pub struct Backend {
 impl Backend {
     /// Starts `name` on `addr` (port 0 picks one) with this first-call cost.
     pub async fn start(name: &str, addr: SocketAddr, cost: Duration) -> Self {
+        Self::start_serving(name, addr, cost, None).await
+    }
+
+    /// Same, serving HTTPS with `tls` (ALPN h2 and http/1.1).
+    pub async fn start_tls(name: &str, cost: Duration, tls: sticky_svc::tls::Tls) -> Self {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        Self::start_serving(name, addr, cost, Some(tls)).await
+    }
+
+    async fn start_serving(
+        name: &str,
+        addr: SocketAddr,
+        cost: Duration,
+        tls: Option<sticky_svc::tls::Tls>,
+    ) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind a backend");
         let addr = listener.local_addr().unwrap();
         let readiness = Readiness::new();
@@ -55,10 +70,13 @@ impl Backend {
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let _ = serve(listener, app(state), options, async move {
+            let stopped = async move {
                 let _ = stopped.await;
-            })
-            .await;
+            };
+            let _ = match tls {
+                None => serve(listener, app(state), options, stopped).await,
+                Some(tls) => serve_tls(listener, app(state), options, tls, stopped).await,
+            };
         });
         Self {
             name: name.to_owned(),

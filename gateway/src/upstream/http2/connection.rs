@@ -30,7 +30,6 @@ use h2::{Reason, RecvStream, SendStream};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -114,11 +113,14 @@ pub(super) enum Failure {
 impl Connection {
     /// Handshakes over `stream` and spawns the task that does the connection's I/O, which
     /// closes it once no stream has been open for `idle_timeout`.
-    pub(super) async fn handshake(
-        stream: TcpStream,
+    pub(super) async fn handshake<T>(
+        stream: T,
         idle_timeout: Duration,
         response_idle: Option<Duration>,
-    ) -> Result<Self, h2::Error> {
+    ) -> Result<Self, h2::Error>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
