@@ -109,6 +109,11 @@ struct Edge {
 
 impl Edge {
     async fn start(handshake_timeout: Duration) -> Self {
+        Self::start_capped(handshake_timeout, 10_000).await
+    }
+
+    /// With at most `max_connections` on each listener.
+    async fn start_capped(handshake_timeout: Duration, max_connections: usize) -> Self {
         let pki = Pki::new("test CA");
         let certs = tempfile::tempdir().unwrap();
         let a = pki.server(&["a.example.com"], 3600);
@@ -127,6 +132,7 @@ impl Edge {
             o.tls.credentials_dir = Some(dir);
             o.tls.handshake_timeout = handshake_timeout;
             o.tls.refresh_every = Duration::from_millis(50);
+            o.limits.max_connections = max_connections;
         })
         .await;
         Self {
@@ -602,8 +608,16 @@ fn gateway_check_reports_missing_expired_and_uncovering_certificates() {
     let pki = Pki::new("test CA");
     let certs = tempfile::tempdir().unwrap();
     // cert-a is missing; the wildcard expired; mtls names another host.
-    pki.write_secret(certs.path(), "cert-wild", &pki.server(&["*.example.com"], -3600));
-    pki.write_secret(certs.path(), "cert-mtls", &pki.server(&["other.internal"], 3600));
+    pki.write_secret(
+        certs.path(),
+        "cert-wild",
+        &pki.server(&["*.example.com"], -3600),
+    );
+    pki.write_secret(
+        certs.path(),
+        "cert-mtls",
+        &pki.server(&["other.internal"], 3600),
+    );
     let yaml = config("127.0.0.1:9".parse().unwrap());
     let config = tempfile::tempdir().unwrap();
     std::fs::write(config.path().join("istio.yaml"), &yaml).unwrap();
@@ -627,10 +641,38 @@ fn gateway_check_reports_missing_expired_and_uncovering_certificates() {
     };
     assert!(line("cert-a/tls.crt").contains("error"), "{text}");
     assert!(line("expired").contains("servers[1].tls"), "{text}");
-    assert!(line("does not cover the host mtls.internal").contains("servers[2].tls"), "{text}");
+    assert!(
+        line("does not cover the host mtls.internal").contains("servers[2].tls"),
+        "{text}"
+    );
     // Without the folder: said, not an error.
     let out = run(None);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("credentialName cert-a: certificate not checked"), "{text}");
+    assert!(
+        text.contains("credentialName cert-a: certificate not checked"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_handshakes_at_the_connection_limit_make_room_for_users() {
+    // 20 places, all taken by clients that never finish a handshake (the 10 s default).
+    let edge = Edge::start_capped(Duration::from_secs(10), 20).await;
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(TcpStream::connect(edge.tls_addr()).await.unwrap());
+    }
+    // Users still get in, one after another: each evicts an unfinished handshake.
+    for i in 0..5 {
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            edge.connect("a.example.com", &[b"h2"], None),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("user {i} not let in within 5 s"))
+        .unwrap();
+        assert_eq!(get(stream, "a.example.com").await.0, 200, "user {i}");
+    }
+    drop(stalled);
 }
