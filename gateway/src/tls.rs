@@ -497,25 +497,7 @@ impl TlsAcceptor {
 /// Whether `cert`'s subject alternative names (DNS, URI — a SPIFFE id —, IP address) include
 /// one of `wanted`, compared exactly as Envoy's `match_subject_alt_names` with exact matchers.
 fn names_one_of(cert: &rustls::pki_types::CertificateDer<'_>, wanted: &[String]) -> bool {
-    use x509_parser::extensions::GeneralName;
-    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
-        return false;
-    };
-    let Ok(Some(san)) = parsed.subject_alternative_name() else {
-        return false;
-    };
-    san.value.general_names.iter().any(|name| {
-        let text = match name {
-            GeneralName::DNSName(n) | GeneralName::URI(n) => (*n).to_owned(),
-            GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).unwrap_or_default())
-                    .to_string(),
-                16 => std::net::IpAddr::from(<[u8; 16]>::try_from(*bytes).unwrap_or_default())
-                    .to_string(),
-                _ => return false,
-            },
-            _ => return false,
-        };
-        wanted.contains(&text)
-    })
+    credentials::subject_alt_names(cert.as_ref())
+        .iter()
+        .any(|name| wanted.contains(name))
 }

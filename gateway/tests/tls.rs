@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use pki::{Leaf, Pki};
 use rustls::ClientConfig;
 use rustls::pki_types::{CertificateDer, ServerName};
-use stack::{RunningGateway, routing, wait_for};
+use stack::{RunningGateway, static_config, wait_for};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -80,22 +80,8 @@ spec:
     hosts: [a.example.com]
     tls: {{httpsRedirect: true}}
 ---
-apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {{name: sticky-svc}}
-spec:
-  hosts: [sticky-svc.default.svc.cluster.local]
-  ports:
-  - {{number: 8080, name: http, protocol: HTTP}}
-  resolution: STATIC
-  endpoints:
-  - address: {}
-    ports: {{http: {}}}
----
 {}"#,
-        upstream.ip(),
-        upstream.port(),
-        routing("      simple: ROUND_ROBIN")
+        static_config(&[upstream], "      simple: ROUND_ROBIN")
     )
 }
 
@@ -109,22 +95,26 @@ struct Edge {
 
 impl Edge {
     async fn start(handshake_timeout: Duration) -> Self {
-        Self::start_capped(handshake_timeout, 10_000).await
+        Self::start_with(handshake_timeout, 10_000, &[]).await
     }
 
-    /// With at most `max_connections` on each listener.
-    async fn start_capped(handshake_timeout: Duration, max_connections: usize) -> Self {
+    /// With at most `max_connections` on each listener, and the secrets named in `missing`
+    /// not written.
+    async fn start_with(
+        handshake_timeout: Duration,
+        max_connections: usize,
+        missing: &[&str],
+    ) -> Self {
         let pki = Pki::new("test CA");
         let certs = tempfile::tempdir().unwrap();
         let a = pki.server(&["a.example.com"], 3600);
         let wild = pki.server(&["*.example.com"], 3600);
-        pki.write_secret(certs.path(), "cert-a", &a);
-        pki.write_secret(certs.path(), "cert-wild", &wild);
-        pki.write_secret(
-            certs.path(),
-            "cert-mtls",
-            &pki.server(&["mtls.internal"], 3600),
-        );
+        let mtls = pki.server(&["mtls.internal"], 3600);
+        for (name, leaf) in [("cert-a", &a), ("cert-wild", &wild), ("cert-mtls", &mtls)] {
+            if !missing.contains(&name) {
+                pki.write_secret(certs.path(), name, leaf);
+            }
+        }
         let upstream = echo_proto().await;
         let dir = certs.path().to_path_buf();
         let gateway = RunningGateway::start_with(&config(upstream), None, |o| {
@@ -142,6 +132,22 @@ impl Edge {
             a,
             wild,
         }
+    }
+
+    /// Waits until a handshake for `name` is answered with `leaf`'s certificate.
+    async fn wait_for_certificate(&self, name: &str, leaf: &Leaf, what: &str) {
+        wait_for(what, Duration::from_secs(10), async || {
+            let stream = self
+                .connect(name, &[], None)
+                .await
+                .map_err(|e| e.to_string())?;
+            if presented(&stream) == leaf.der() {
+                Ok(())
+            } else {
+                Err("another certificate".to_owned())
+            }
+        })
+        .await;
     }
 
     fn tls_addr(&self) -> SocketAddr {
@@ -333,20 +339,10 @@ async fn a_rotated_certificate_serves_new_handshakes_and_an_expired_one_is_kept_
 
     let rotated = edge.pki.server(&["a.example.com"], 7200);
     edge.pki.write_secret(edge.certs.path(), "cert-a", &rotated);
-    wait_for(
+    edge.wait_for_certificate(
+        "a.example.com",
+        &rotated,
         "new handshakes get the rotated certificate",
-        Duration::from_secs(10),
-        async || {
-            let stream = edge
-                .connect("a.example.com", &[], None)
-                .await
-                .map_err(|e| e.to_string())?;
-            if presented(&stream) == rotated.der() {
-                Ok(())
-            } else {
-                Err("the old one".to_owned())
-            }
-        },
     )
     .await;
     let request = http::Request::get("/ping")
@@ -366,20 +362,10 @@ async fn a_rotated_certificate_serves_new_handshakes_and_an_expired_one_is_kept_
     let wild2 = edge.pki.server(&["*.example.com"], 7200);
     edge.pki
         .write_secret(edge.certs.path(), "cert-wild", &wild2);
-    wait_for(
+    edge.wait_for_certificate(
+        "b.example.com",
+        &wild2,
         "the refresh after the expired write",
-        Duration::from_secs(10),
-        async || {
-            let stream = edge
-                .connect("b.example.com", &[], None)
-                .await
-                .map_err(|e| e.to_string())?;
-            if presented(&stream) == wild2.der() {
-                Ok(())
-            } else {
-                Err("not yet".to_owned())
-            }
-        },
     )
     .await;
     let stream = edge.connect("a.example.com", &[], None).await.unwrap();
@@ -410,34 +396,8 @@ async fn a_rotated_certificate_serves_new_handshakes_and_an_expired_one_is_kept_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_its_certificate_fails_its_handshakes_until_it_comes() {
-    let pki = Pki::new("test CA");
-    let certs = tempfile::tempdir().unwrap();
     // cert-a is missing at start; the others are there.
-    pki.write_secret(
-        certs.path(),
-        "cert-wild",
-        &pki.server(&["*.example.com"], 3600),
-    );
-    pki.write_secret(
-        certs.path(),
-        "cert-mtls",
-        &pki.server(&["mtls.internal"], 3600),
-    );
-    let upstream = echo_proto().await;
-    let dir = certs.path().to_path_buf();
-    let gateway = RunningGateway::start_with(&config(upstream), None, |o| {
-        o.tls.listen = Some("127.0.0.1:0".parse().unwrap());
-        o.tls.credentials_dir = Some(dir);
-        o.tls.refresh_every = Duration::from_millis(50);
-    })
-    .await;
-    let edge = Edge {
-        pki,
-        certs,
-        gateway,
-        a: Pki::new("unused").server(&["a.example.com"], 3600),
-        wild: Pki::new("unused").server(&["*.example.com"], 3600),
-    };
+    let edge = Edge::start_with(Duration::from_secs(10), 10_000, &["cert-a"]).await;
     assert!(edge.connect("a.example.com", &[], None).await.is_err());
     // The cause is on the admin pages.
     let servers = https_servers(&edge).await;
@@ -452,20 +412,10 @@ async fn a_server_without_its_certificate_fails_its_handshakes_until_it_comes() 
     // The wildcard server is not a fallback for the exact one that failed.
     let a = edge.pki.server(&["a.example.com"], 3600);
     edge.pki.write_secret(edge.certs.path(), "cert-a", &a);
-    wait_for(
+    edge.wait_for_certificate(
+        "a.example.com",
+        &a,
         "the server serves once its certificate comes",
-        Duration::from_secs(10),
-        async || {
-            let stream = edge
-                .connect("a.example.com", &[], None)
-                .await
-                .map_err(|e| e.to_string())?;
-            if presented(&stream) == a.der() {
-                Ok(())
-            } else {
-                Err("another".to_owned())
-            }
-        },
     )
     .await;
 }
@@ -658,7 +608,7 @@ fn gateway_check_reports_missing_expired_and_uncovering_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_handshakes_at_the_connection_limit_make_room_for_users() {
     // 20 places, all taken by clients that never finish a handshake (the 10 s default).
-    let edge = Edge::start_capped(Duration::from_secs(10), 20).await;
+    let edge = Edge::start_with(Duration::from_secs(10), 20, &[]).await;
     let mut stalled = Vec::new();
     for _ in 0..20 {
         stalled.push(TcpStream::connect(edge.tls_addr()).await.unwrap());

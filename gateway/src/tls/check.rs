@@ -5,9 +5,7 @@
 
 use std::path::Path;
 
-use x509_parser::extensions::GeneralName;
-
-use super::credentials::{CredentialFiles, load_certified_key, validity};
+use super::credentials::{CredentialFiles, load_certified_key, subject_alt_names, validity};
 use crate::config::diagnostic::{Diagnostic, Severity};
 use crate::config::model::{Gateway, ServerCredential, ServerTlsMode};
 
@@ -78,7 +76,7 @@ pub fn check_certificates(gateways: &[Gateway], credentials_dir: Option<&Path>) 
                     ));
                 }
             }
-            let names = dns_names(leaf.as_ref());
+            let names = subject_alt_names(leaf.as_ref());
             for host in &server.hosts {
                 let host = host.rsplit_once('/').map_or(host.as_str(), |(_, h)| h);
                 if host != "*" && !covers(&names, host) {
@@ -99,30 +97,6 @@ pub fn check_certificates(gateways: &[Gateway], credentials_dir: Option<&Path>) 
         }
     }
     out
-}
-
-/// The certificate's DNS and IP subject alternative names (lowercase).
-fn dns_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
-            GeneralName::IPAddress(b) if b.len() == 4 => {
-                Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string())
-            }
-            GeneralName::IPAddress(b) if b.len() == 16 => {
-                Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Whether a certificate naming `names` is valid for `host` (a name, or `*.suffix`): the same

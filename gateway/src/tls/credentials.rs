@@ -178,3 +178,29 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, CredentialError> {
     }
     Ok(roots)
 }
+
+/// A certificate's subject alternative names: DNS names (lowercase), URIs (a SPIFFE id) and IP
+/// addresses, as text; none when it does not parse.
+pub fn subject_alt_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(n) => Some(n.to_ascii_lowercase()),
+            GeneralName::URI(n) => Some((*n).to_owned()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
