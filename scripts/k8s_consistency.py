@@ -25,6 +25,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 ISTIO = K8S / "istio"
+# The HTTPS Gateway (docs/tls.md), apart from k8s/istio/ which a real Istio also reads.
+TLS = K8S / "tls"
 COMPOSE = ROOT / "compose.yaml"
 NAMESPACE = "default"
 
@@ -40,6 +42,11 @@ PROBED = {
     "gateway": (15000, {"/healthz", "/readyz"}),
 }
 SERVING_PORT = {"sticky-svc": 8080, "gateway": 8080}
+# The gateway's TLS listener (GATEWAY_LISTEN_TLS) behind the Service's port 443.
+TLS_PORT = 8443
+# The gateway's config folders generated from files: ConfigMap name -> the folder it copies.
+# Any other config folder it mounts (gateway-sessions) is generated empty.
+CONFIG_SOURCES = {"gateway-istio": ISTIO, "gateway-tls": TLS}
 CRATES = {"sticky-svc": ROOT / "services" / "sticky-svc", "gateway": ROOT / "gateway"}
 HASH_HEADER = "x-user"
 # The label every namespace carries (Kubernetes 1.21+): how a NetworkPolicy names one namespace.
@@ -208,7 +215,8 @@ def check_config_mount(c, docs, kustomization):
         return
     spec = pod_spec(gw)
     ct = spec["containers"][0]
-    # Comma-separated paths: the Istio YAML first, then the persistent-session folder.
+    # Comma-separated paths: the Istio YAML first, then the HTTPS Gateway and the
+    # persistent-session folder.
     config_dirs = (env_value(ct, "GATEWAY_CONFIG") or "").split(",")
     config_dir = config_dirs[0]
     mounts = {m["mountPath"]: m["name"] for m in ct.get("volumeMounts", [])}
@@ -230,9 +238,16 @@ def check_config_mount(c, docs, kustomization):
     data = (cm or {}).get("data", {})
     c.check("ConfigMap holds every k8s/istio/*.yaml file, unchanged",
             data == files, f"keys {sorted(data)} vs files {sorted(files)}")
-    # k8s/sessions fills the other folders' ConfigMaps; k8s/ alone is the article's config.
     others = [vols.get(mounts.get(d), {}).get("configMap", {}).get("name") for d in config_dirs[1:]]
-    filled = [n for n in others if (find(docs, "ConfigMap", n) or {}).get("data")]
+    tls_files = {p.name: p.read_text() for p in sorted(TLS.glob("*.yaml"))}
+    tls_cm = find(docs, "ConfigMap", "gateway-tls") if "gateway-tls" in others else None
+    c.check("gateway: a config folder is the ConfigMap gateway-tls, every k8s/tls/*.yaml unchanged",
+            tls_cm is not None and tls_cm.get("data") == tls_files,
+            f"config ConfigMaps {others}, gateway-tls keys "
+            f"{sorted((tls_cm or {}).get('data', {}))} vs files {sorted(tls_files)}")
+    # k8s/sessions fills the remaining folders' ConfigMaps; k8s/ alone is the article's config.
+    filled = [n for n in others if n not in CONFIG_SOURCES
+              and (find(docs, "ConfigMap", n) or {}).get("data")]
     c.check("gateway: its other config folders are empty ConfigMaps (no sessions by default)",
             not filled, f"ConfigMaps with data: {filled}")
 
@@ -269,11 +284,16 @@ def check_gateway_service(c, docs):
         return
     spec = svc["spec"]
     ct = pod_spec(gw)["containers"][0]
-    ports = spec.get("ports", [])
+    ports = {p["port"]: container_port(ct, p.get("targetPort", p["port"]))
+             for p in spec.get("ports", [])}
     c.check("gateway Service: type LoadBalancer, port 80 -> container 8080",
-            spec.get("type") == "LoadBalancer" and len(ports) == 1 and ports[0]["port"] == 80
-            and container_port(ct, ports[0].get("targetPort")) == SERVING_PORT["gateway"],
-            f"type {spec.get('type')}, ports {ports}")
+            spec.get("type") == "LoadBalancer" and ports.get(80) == SERVING_PORT["gateway"],
+            f"type {spec.get('type')}, ports {spec.get('ports')}")
+    tls_listen = listen_port(env_value(ct, "GATEWAY_LISTEN_TLS"))
+    c.check(f"gateway Service: port 443 -> the TLS listener {TLS_PORT} (GATEWAY_LISTEN_TLS), and "
+            "nothing else",
+            ports.get(443) == tls_listen == TLS_PORT and set(ports) == {80, 443},
+            f"ports {spec.get('ports')}, GATEWAY_LISTEN_TLS port {tls_listen}")
     c.check("gateway Service selects the gateway pods", selects(spec.get("selector"), pod_labels(gw)),
             f"selector {spec.get('selector')}")
     pdb = [d for d in docs if d.get("kind") == "PodDisruptionBudget"
@@ -333,10 +353,10 @@ def check_admin_policy(c, docs):
                 (peer.get("namespaceSelector") or {}).get("matchLabels", {})]
     c.check(f"gateway NetworkPolicy: Prometheus's namespace may scrape admin port {admin}",
             bool(scrapers), f"no rule admits port {admin} from a namespace by {NAMESPACE_LABEL}")
-    serving = SERVING_PORT["gateway"]
-    c.check(f"gateway NetworkPolicy: the proxy port {serving} is open to every client",
-            any(admits(r, ct, serving) and not r.get("from") for r in rules),
-            f"no rule admits port {serving} from anywhere: the LoadBalancer's clients are cut off")
+    for what, serving in (("proxy", SERVING_PORT["gateway"]), ("TLS", TLS_PORT)):
+        c.check(f"gateway NetworkPolicy: the {what} port {serving} is open to every client",
+                any(admits(r, ct, serving) and not r.get("from") for r in rules),
+                f"no rule admits port {serving} from anywhere: the LoadBalancer's clients are cut off")
 
 
 def check_istio(c, docs, istio_docs):
@@ -363,6 +383,40 @@ def check_istio(c, docs, istio_docs):
     named = {g for v in vs for g in v["spec"].get("gateways", [])}
     c.check("istio: the VirtualService's gateways are defined", named and named <= gws,
             f"names {sorted(named)}, defined {sorted(gws)}")
+
+
+def check_tls(c, docs, istio_docs, tls_docs):
+    """The HTTPS Gateway of k8s/tls/ finds its certificates where the Deployment mounts them."""
+    gw = find(docs, "Deployment", "gateway")
+    if not gw:
+        return
+    spec = pod_spec(gw)
+    ct = spec["containers"][0]
+    c.check(f"gateway: GATEWAY_LISTEN_TLS listens on the pod address, port {TLS_PORT}, declared",
+            env_value(ct, "GATEWAY_LISTEN_TLS") == f"0.0.0.0:{TLS_PORT}"
+            and container_port(ct, "https") == TLS_PORT,
+            f"GATEWAY_LISTEN_TLS={env_value(ct, 'GATEWAY_LISTEN_TLS')}, "
+            f"ports {ct.get('ports')}")
+    servers = [s for d in tls_docs if d.get("kind") == "Gateway" for s in d["spec"]["servers"]]
+    c.check("k8s/tls: Gateways whose every server is HTTPS with a credentialName",
+            servers and all(s["port"].get("protocol") == "HTTPS"
+                            and s.get("tls", {}).get("credentialName") for s in servers),
+            f"servers {servers}")
+    article = [d["spec"].get("selector") for d in istio_docs if d.get("kind") == "Gateway"]
+    c.check("k8s/tls: its Gateways select the article's ingress gateway",
+            all(d["spec"].get("selector") in article for d in tls_docs if d.get("kind") == "Gateway"),
+            f"selectors {[d['spec'].get('selector') for d in tls_docs]} vs {article}")
+    creds = env_value(ct, "GATEWAY_CREDENTIALS_DIR") or ""
+    mounts = {m["mountPath"]: m["name"] for m in ct.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    for server in servers:
+        name = server.get("tls", {}).get("credentialName")
+        secret = vols.get(mounts.get(f"{creds}/{name}"), {}).get("secret", {})
+        # Optional: a hand-run `kubectl apply -k` without the Secret still starts (HTTP only).
+        c.check(f"gateway: the Secret {name} is mounted at GATEWAY_CREDENTIALS_DIR/{name}, optional",
+                bool(creds) and secret.get("secretName") == name and secret.get("optional") is True
+                and not secret.get("items"),
+                f"GATEWAY_CREDENTIALS_DIR={creds!r}, mounts {sorted(mounts)}, volume {secret}")
 
 
 def check_pods(c, docs):
@@ -428,9 +482,11 @@ def check_compose(c, kustomization, compose):
     sources = {(ROOT / m.split(":", 1)[0]).resolve() for m in mounts}
     c.check("compose: the gateway mounts k8s/istio/, the ConfigMap's files",
             ISTIO.resolve() in sources, f"volumes {mounts}")
+    c.check("compose: the gateway mounts k8s/tls/, the HTTPS Gateway",
+            TLS.resolve() in sources, f"volumes {mounts}")
 
 
-def run_all(docs, kustomization, sources, istio_docs, quiet=False, compose=COMPOSE):
+def run_all(docs, kustomization, sources, istio_docs, tls_docs, quiet=False, compose=COMPOSE):
     c = Checks(quiet)
     check_images(c, kustomization, sources, docs)
     check_ports_and_probes(c, docs)
@@ -439,6 +495,7 @@ def run_all(docs, kustomization, sources, istio_docs, quiet=False, compose=COMPO
     check_gateway_service(c, docs)
     check_admin_policy(c, docs)
     check_istio(c, docs, istio_docs)
+    check_tls(c, docs, istio_docs, tls_docs)
     check_pods(c, docs)
     check_compose(c, kustomization, compose)
     return c
@@ -448,7 +505,8 @@ def inputs(rendered_text):
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     sources = [d for r in kustomization["resources"] for d in load_all((K8S / r).read_text())]
     istio_docs = [d for p in sorted(ISTIO.glob("*.yaml")) for d in load_all(p.read_text())]
-    return load_all(rendered_text), kustomization, sources, istio_docs
+    tls_docs = [d for p in sorted(TLS.glob("*.yaml")) for d in load_all(p.read_text())]
+    return load_all(rendered_text), kustomization, sources, istio_docs, tls_docs
 
 
 def main():

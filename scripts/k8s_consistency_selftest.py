@@ -34,6 +34,22 @@ def _close_proxy_port(ck, docs):
     rules[:] = [r for r in rules if r.get("from")]
 
 
+def _close_tls_port(ck, docs):
+    for rule in _policy_rules(ck, docs):
+        if not rule.get("from"):
+            rule["ports"] = [p for p in rule["ports"] if p["port"] != "https"]
+
+
+def _gateway_volume(ck, docs, name):
+    return next(v for v in ck.pod_spec(ck.find(docs, "Deployment", "gateway"))["volumes"]
+                if v["name"] == name)
+
+
+def _drop_https_service_port(ck, docs):
+    ports = ck.find(docs, "Service", "gateway")["spec"]["ports"]
+    ports[:] = [p for p in ports if p["port"] != 443]
+
+
 # (what a person could get wrong, how to break the rendering that way, the check that must fail)
 BREAKAGES = [
     ("gateway readiness probe on the serving port 8080 instead of admin 15000",
@@ -82,6 +98,27 @@ BREAKAGES = [
     ("the proxy port closed by the NetworkPolicy",
      lambda ck, d, i: _close_proxy_port(ck, d),
      "gateway NetworkPolicy: the proxy port 8080 is open to every client"),
+    ("the gateway Service without port 443",
+     lambda ck, d, i: _drop_https_service_port(ck, d),
+     "gateway Service: port 443 -> the TLS listener 8443 (GATEWAY_LISTEN_TLS), and nothing else"),
+    ("the Service's 443 sent to the plain proxy port",
+     lambda ck, d, i: next(p for p in ck.find(d, "Service", "gateway")["spec"]["ports"]
+                           if p["port"] == 443).update(targetPort="http"),
+     "gateway Service: port 443 -> the TLS listener 8443 (GATEWAY_LISTEN_TLS), and nothing else"),
+    ("the TLS port closed by the NetworkPolicy",
+     lambda ck, d, i: _close_tls_port(ck, d),
+     "gateway NetworkPolicy: the TLS port 8443 is open to every client"),
+    ("the TLS Secret required: a hand-run apply without it would never start",
+     lambda ck, d, i: _gateway_volume(ck, d, "sticky-cert")["secret"].update(optional=False),
+     "gateway: the Secret sticky-cert is mounted at GATEWAY_CREDENTIALS_DIR/sticky-cert, optional"),
+    ("the TLS Secret mounted where credentialName does not look",
+     lambda ck, d, i: next(e for e in _container(ck, d, "gateway")["env"]
+                           if e["name"] == "GATEWAY_CREDENTIALS_DIR").update(value="/etc/sticky/certs"),
+     "gateway: the Secret sticky-cert is mounted at GATEWAY_CREDENTIALS_DIR/sticky-cert, optional"),
+    ("the HTTPS Gateway's ConfigMap drifted from k8s/tls/",
+     lambda ck, d, i: ck.find(d, "ConfigMap", "gateway-tls")["data"].update(
+         {"gateway.yaml": "kind: Gateway\n"}),
+     "gateway: a config folder is the ConfigMap gateway-tls, every k8s/tls/*.yaml unchanged"),
     ("the gateway running as root",
      lambda ck, d, i: ck.pod_spec(ck.find(d, "Deployment", "gateway"))["securityContext"]
      .update(runAsUser=0),
@@ -98,7 +135,7 @@ services:
         aliases: [sticky-svc.default.svc.cluster.local]
   gateway:
     image: sticky/gateway:0.1.0
-    volumes: ["./k8s/istio:/etc/sticky/istio:ro"]
+    volumes: ["./k8s/istio:/etc/sticky/istio:ro", "./k8s/tls:/etc/sticky/tls:ro"]
 """
 COMPOSE_BREAKAGES = [
     ("compose without the Kubernetes DNS alias",
@@ -108,19 +145,27 @@ COMPOSE_BREAKAGES = [
     ("compose mounting another config directory",
      GOOD_COMPOSE.replace("./k8s/istio:", "./config:"),
      "compose: the gateway mounts k8s/istio/, the ConfigMap's files"),
+    ("compose without the HTTPS Gateway",
+     GOOD_COMPOSE.replace(', "./k8s/tls:/etc/sticky/tls:ro"', ""),
+     "compose: the gateway mounts k8s/tls/, the HTTPS Gateway"),
 ]
 
 
+def _absolute(ck, text):
+    """The sample compose file with its k8s/ folders by absolute path, so it may live anywhere."""
+    return text.replace("./k8s/istio", str(ck.ISTIO)).replace("./k8s/tls", str(ck.TLS))
+
+
 def self_test(rendered_text, ck):
-    docs, kustomization, sources, istio_docs = ck.inputs(rendered_text)
+    docs, kustomization, sources, istio_docs, tls_docs = ck.inputs(rendered_text)
     t = ck.Checks()
-    base = ck.run_all(docs, kustomization, sources, istio_docs, quiet=True)
+    base = ck.run_all(docs, kustomization, sources, istio_docs, tls_docs, quiet=True)
     t.check(f"the real rendering passes ({base.passed} checks)", not base.failed,
             f"failing: {base.failed}")
     for what, mutate, expected in BREAKAGES:
         broken_docs, broken_istio = copy.deepcopy(docs), copy.deepcopy(istio_docs)
         mutate(ck, broken_docs, broken_istio)
-        got = ck.run_all(broken_docs, kustomization, sources, broken_istio, quiet=True)
+        got = ck.run_all(broken_docs, kustomization, sources, broken_istio, tls_docs, quiet=True)
         t.check(f"caught: {what}", expected in got.failed,
                 f"expected {expected!r} to fail, failures were {got.failed}")
     # A crate whose admin routes were renamed: the probes must be caught pointing at nothing.
@@ -129,23 +174,24 @@ def self_test(rendered_text, ck):
         (Path(tmp) / "src" / "admin.rs").write_text('route("/healthz", ..).route("/ready", ..)')
         real, ck.CRATES["gateway"] = ck.CRATES["gateway"], Path(tmp)
         try:
-            got = ck.run_all(docs, kustomization, sources, istio_docs, quiet=True)
+            got = ck.run_all(docs, kustomization, sources, istio_docs, tls_docs, quiet=True)
         finally:
             ck.CRATES["gateway"] = real
         expected = "gateway: readinessProbe path is a route in its source"
         t.check("caught: a probe path the gateway's source no longer declares",
                 expected in got.failed, f"expected {expected!r} to fail, failures were {got.failed}")
-    # The temporary compose file names k8s/istio by absolute path, so it may live anywhere.
     with tempfile.TemporaryDirectory() as tmp:
         compose = Path(tmp) / "compose.yaml"
-        compose.write_text(GOOD_COMPOSE.replace("./k8s/istio", str(ck.ISTIO)))
-        got = ck.run_all(docs, kustomization, sources, istio_docs, quiet=True, compose=compose)
+        compose.write_text(_absolute(ck, GOOD_COMPOSE))
+        got = ck.run_all(docs, kustomization, sources, istio_docs, tls_docs, quiet=True,
+                         compose=compose)
         t.check("compose hook passes a compose.yaml that matches k8s/",
                 not got.failed and not any(s.startswith("compose") for s in got.skipped),
                 f"failing {got.failed}, skipped {got.skipped}")
         for what, text, expected in COMPOSE_BREAKAGES:
-            compose.write_text(text.replace("./k8s/istio", str(ck.ISTIO)))
-            got = ck.run_all(docs, kustomization, sources, istio_docs, quiet=True, compose=compose)
+            compose.write_text(_absolute(ck, text))
+            got = ck.run_all(docs, kustomization, sources, istio_docs, tls_docs, quiet=True,
+                             compose=compose)
             t.check(f"caught: {what}", expected in got.failed,
                     f"expected {expected!r} to fail, failures were {got.failed}")
     return t

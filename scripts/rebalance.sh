@@ -20,9 +20,9 @@
 # side at the end; summaries in target/rebalance/. Exit 0 when every verdict passed.
 #
 # Settings (environment): COMPOSE_PROJECT_NAME (sticky-rebalance), GATEWAY_PORT (18090),
-# GATEWAY_ADMIN_PORT (18091), FIRST_CALL_COST (1s, whole seconds), PROFILE (dev: images must be
-# built, `just rebalance` does it), REBALANCE_USERS (60), REBALANCE_MODES ("hash sessions"),
-# REBALANCE_OUT (target/rebalance).
+# GATEWAY_TLS_PORT (18092), GATEWAY_ADMIN_PORT (18091), FIRST_CALL_COST (1s, whole seconds),
+# PROFILE (dev: images must be built, `just rebalance` does it), REBALANCE_USERS (60),
+# REBALANCE_MODES ("hash sessions"), REBALANCE_OUT (target/rebalance).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +31,8 @@ cd "$root"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-sticky-rebalance}"
 export GATEWAY_PORT="${GATEWAY_PORT:-18090}"
 export GATEWAY_ADMIN_PORT="${GATEWAY_ADMIN_PORT:-18091}"
+# The stack also publishes HTTPS (docs/tls.md); off the default 443, which `just up` may hold.
+export GATEWAY_TLS_PORT="${GATEWAY_TLS_PORT:-18092}"
 export FIRST_CALL_COST="${FIRST_CALL_COST:-1s}"
 export PROFILE="${PROFILE:-dev}"
 users="${REBALANCE_USERS:-60}"

@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
 # The compose stack's verbs, called by the justfile (`just up`, `just scale 3`, ...):
 #
-#   scripts/stack.sh preflight     Docker and compose present, the gateway port free
-#   scripts/stack.sh up            start 5 replicas + gateway, wait until healthy, print the curl
+#   scripts/stack.sh preflight     Docker and compose present, the gateway ports free
+#   scripts/stack.sh up            the local certificate (cert), then 5 replicas + gateway, wait
+#                                  until healthy, print the curl lines (HTTP and HTTPS)
 #   scripts/stack.sh scale N       N sticky-svc replicas (0 allowed)
 #   scripts/stack.sh ping [USER]   the article's curl, with the status and the time it took
 #   scripts/stack.sh load [ARGS]   goose inside the compose network (sticky/loadtest image);
-#                                  reports in target/loadtest/<UTC time>/, path printed
+#                                  reports in target/loadtest/<UTC time>/, path printed;
+#                                  LOAD_SCHEME=https: over HTTPS, trusting the local CA
 #   scripts/stack.sh logs          follow every container's log
 #   scripts/stack.sh down          stop and remove everything, then check nothing is left
 #   scripts/stack.sh compose ARGS  the detected compose command, with the project's flags
 #   scripts/stack.sh session-key   make .sticky/session.key if it is missing, print its path
+#   scripts/stack.sh cert          make or renew the local CA and the gateway's certificate in
+#                                  .sticky/certs/ (`gateway cert` decides), print the folder
 #
 # Works with `docker compose` (v2) and `docker-compose` v1.29: whichever exists, v2 first.
-# Settings (environment): GATEWAY_PORT (80), GATEWAY_ADMIN_PORT (15000), FIRST_CALL_COST (5s),
-# COMPOSE_PROJECT_NAME (sticky), LOAD_USERS (100), LOAD_RUN_TIME (20s), STICKY_SESSIONS (0).
+# Settings (environment): GATEWAY_PORT (80), GATEWAY_TLS_PORT (443), GATEWAY_ADMIN_PORT (15000),
+# FIRST_CALL_COST (5s), COMPOSE_PROJECT_NAME (sticky), LOAD_USERS (100), LOAD_RUN_TIME (20s),
+# LOAD_SCHEME (http), STICKY_SESSIONS (0), PROFILE (release: which build's gateway makes the
+# certificate, as scripts/images.sh).
+#
+# The certificate (docs/tls.md): `gateway cert --dir .sticky/certs` with the gateway binary the
+# image build made keeps a local CA in .sticky/certs/ca/ (its key 0600, never mounted) and issues
+# .sticky/certs/sticky-cert/{tls.crt,tls.key,ca.crt} for localhost, 127.0.0.1, ::1 and `gateway`
+# (the loadtest's name for it), again only when missing, within 7 days of expiry or not covering
+# those hosts. compose mounts sticky-cert/ read-only into the gateway, which runs as uid 65532,
+# not as you: so this script makes that folder 0755 and tls.key 0644 after each run, and .sticky/
+# itself 0700, which keeps the key from every other user of this machine (as session.key).
 #
 # STICKY_SESSIONS=1 (read by `up` only): persistent sessions (docs/sessions.md). `up` adds
 # compose.sessions.yaml after compose.yaml, makes the key file .sticky/session.key if it is
@@ -29,6 +43,7 @@ cd "$root"
 
 project="${COMPOSE_PROJECT_NAME:-sticky}"
 port="${GATEWAY_PORT:-80}"
+tls_port="${GATEWAY_TLS_PORT:-443}"
 admin_port="${GATEWAY_ADMIN_PORT:-15000}"
 replicas_default=5
 # Long enough for five replicas and the gateway to pass two health checks on a busy machine.
@@ -37,6 +52,10 @@ wait_seconds="${STACK_WAIT_SECONDS:-90}"
 state_dir="$root/.sticky"
 session_key="$state_dir/session.key"
 sessions_marker="$state_dir/$project.sessions"
+# The local CA and the gateway's certificate: the Secret sticky-cert's files (k8s/tls/).
+certs_dir="$state_dir/certs"
+cert_name=sticky-cert
+cert_hosts=(localhost 127.0.0.1 ::1 gateway)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'stack: %s\n' "$*" >&2; exit 1; }
@@ -122,6 +141,50 @@ or a directory a compose run made in its place): remove it and run again"
   chmod 0644 "$session_key"
 }
 
+# A gateway binary to run `gateway cert` with: PROFILE's build (the one scripts/images.sh just put
+# in the image), else the other profile's (the command is the same in both), else a dev build
+# made now (`just k8s-up` without the images, say).
+gateway_binary() {
+  local dirs=(release debug) dir bin
+  case "${PROFILE:-release}" in
+    release) ;;
+    dev | debug) dirs=(debug release) ;;
+    *) die "PROFILE must be dev or release, not '$PROFILE'" ;;
+  esac
+  for dir in "${dirs[@]}"; do
+    bin="$root/target/x86_64-unknown-linux-gnu/$dir/gateway"
+    if [[ -x "$bin" ]]; then
+      printf '%s\n' "$bin"
+      return
+    fi
+  done
+  say "stack: building the gateway (dev) to make the certificate" >&2
+  cargo build --quiet -p gateway --bin gateway >&2 ||
+    die "cannot build the gateway (cargo build -p gateway --bin gateway)"
+  bin="$root/target/x86_64-unknown-linux-gnu/debug/gateway"
+  [[ -x "$bin" ]] || die "no gateway binary at ${bin#"$root"/} after the build"
+  printf '%s\n' "$bin"
+}
+
+# The local CA and the gateway's certificate (see the top of this file). Of what `gateway cert`
+# says, one line per file, only what it made is shown: "kept ..." is every run's news, and its
+# last line, the curl to try, `up` prints in its own words.
+ensure_cert() {
+  make_state_dir
+  local bin args=() host out line
+  bin="$(gateway_binary)"
+  for host in "${cert_hosts[@]}"; do args+=(--host "$host"); done
+  out="$("$bin" cert --dir "$certs_dir" --name "$cert_name" "${args[@]}")" ||
+    die "gateway cert failed (above); to start over: rm -r ${certs_dir#"$root"/}"
+  while IFS= read -r line; do
+    [[ "$line" == "kept "* || "$line" == "curl "* || -z "$line" ]] ||
+      say "stack: cert: ${line//"$root/"/}" >&2
+  done <<<"$out"
+  # Readable by the container's uid 65532, through the read-only bind mount only.
+  chmod 0755 "$certs_dir/$cert_name"
+  chmod 0644 "$certs_dir/$cert_name/tls.key"
+}
+
 # True when something accepts connections on 127.0.0.1:$1.
 port_taken() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -141,6 +204,10 @@ preflight() {
   if port_taken "$port"; then
     die "port $port is taken by another program (\`ss -ltnp 'sport = :$port'\` shows which). \
 Pick another: GATEWAY_PORT=8080 just up"
+  fi
+  if port_taken "$tls_port"; then
+    die "port $tls_port (HTTPS) is taken by another program (\`ss -ltnp 'sport = :$tls_port'\` \
+shows which). Pick another: GATEWAY_TLS_PORT=8443 just up"
   fi
   if port_taken "$admin_port"; then
     die "port $admin_port (gateway admin) is taken. Pick another: GATEWAY_ADMIN_PORT=15001 just up"
@@ -181,10 +248,12 @@ up_failed() {
   local log="$1"
   cat "$log" >&2
   if grep -qiE 'address already in use|port is already allocated' "$log"; then
-    die "port $port or $admin_port is taken: pick others, e.g. GATEWAY_PORT=8080 just up"
+    die "port $port, $tls_port or $admin_port is taken: pick others, e.g. \
+GATEWAY_PORT=8080 GATEWAY_TLS_PORT=8443 just up"
   fi
-  if grep -qiE 'permission denied' "$log" && ((port < 1024)); then
-    die "Docker may not bind port $port here (rootless Docker?): GATEWAY_PORT=8080 just up"
+  if grep -qiE 'permission denied' "$log" && ((port < 1024 || tls_port < 1024)); then
+    die "Docker may not bind port $port or $tls_port here (rootless Docker?): \
+GATEWAY_PORT=8080 GATEWAY_TLS_PORT=8443 just up"
   fi
   if grep -qiE 'no such image|pull access denied|not found' "$log"; then
     die "an image is missing: run \`just images\` (just up does it for you)"
@@ -200,6 +269,7 @@ up() {
   else
     rm -f "$sessions_marker"
   fi
+  ensure_cert
   local log
   log="$(mktemp)"
   trap 'rm -f "$log"' RETURN
@@ -209,11 +279,13 @@ up() {
     up_failed "$log"
   fi
   wait_healthy "$replicas_default"
-  local host=localhost
+  local host=localhost tls_host=localhost
   [[ "$port" == 80 ]] || host="localhost:$port"
+  [[ "$tls_port" == 443 ]] || tls_host="localhost:$tls_port"
   say ""
-  say "sticky is up: $replicas_default sticky-svc replicas behind the gateway on http://$host"
+  say "sticky is up: $replicas_default sticky-svc replicas behind the gateway on http://$host and https://$tls_host"
   say "  curl -H \"x-user: ricky\" http://$host/ping     # or: just ping ricky"
+  say "  curl --cacert ${certs_dir#"$root"/}/ca/ca.crt https://$tls_host/ping -H \"x-user: ricky\"     # the local CA (docs/tls.md)"
   say "The first call of a user takes ${FIRST_CALL_COST:-5s}; the next ones hit that replica's cache."
   say "Dashboard (replicas, table shares, users, cold/warm calls, live): http://localhost:$admin_port/"
   if ((sessions)); then
@@ -251,6 +323,13 @@ load() {
   docker image inspect "sticky/loadtest:0.1.0" >/dev/null 2>&1 ||
     die "no sticky/loadtest image: the loadtest crate builds it (just images), once it is in the workspace"
   gateway_running || die "the stack is not running: just up"
+  # The gateway as the containers see it: its plain port, or HTTPS trusting the local CA (the
+  # service's LOADTEST_CA_CERT) under the name its certificate carries.
+  case "${LOAD_SCHEME:-http}" in
+    http) export LOAD_HOST=http://gateway:8080 ;;
+    https) export LOAD_HOST=https://gateway:8443 ;;
+    *) die "LOAD_SCHEME is http (the default) or https, not '$LOAD_SCHEME'" ;;
+  esac
   local arg
   for arg in "$@"; do
     case "$arg" in
@@ -266,10 +345,11 @@ load() {
   mkdir -p "$(dirname "$out")" || die "cannot create $(dirname "$rel")/"
   mkdir "$out" 2>/dev/null || die "$rel exists (another load started this second?): run again"
   # `run` starts a one-off container in the stack's network; its exit code is goose's verdict.
-  # LOADTEST_OUT_DIR, not --out-dir: ARGS replace the service's command.
+  # LOADTEST_OUT_DIR and LOADTEST_HOST, not flags: ARGS replace the service's command (whose
+  # --host is LOAD_HOST), and a --host among them still wins over the variable.
   local status=0
   compose --profile load run --rm --user "$(id -u):$(id -g)" -v "$out:/out" \
-    -e LOADTEST_OUT_DIR=/out loadtest "$@" || status=$?
+    -e LOADTEST_OUT_DIR=/out -e LOADTEST_HOST="$LOAD_HOST" loadtest "$@" || status=$?
   if [[ -f "$out/report.html" ]]; then
     say "report: $rel/report.html"
   else
@@ -304,5 +384,6 @@ case "$cmd" in
   down) down ;;
   compose) require_docker; detect_compose; compose "$@" ;;
   session-key) ensure_session_key; say "$session_key" ;;
-  *) die "unknown verb '$cmd' (preflight, up, scale N, ping [USER], load, logs, down, compose ..., session-key)" ;;
+  cert) ensure_cert; say "$certs_dir" ;;
+  *) die "unknown verb '$cmd' (preflight, up, scale N, ping [USER], load, logs, down, compose ..., session-key, cert)" ;;
 esac

@@ -97,8 +97,14 @@ fn the_gateway_reads_the_kubernetes_istio_yaml() {
         &compose,
         &["services", "gateway", "environment", "GATEWAY_CONFIG"],
     );
-    assert_eq!(config, Some("/etc/sticky/istio"));
-    assert_eq!(volumes, ["./k8s/istio:/etc/sticky/istio:ro"]);
+    assert_eq!(config, Some("/etc/sticky/istio,/etc/sticky/tls"));
+    assert_eq!(
+        volumes,
+        [
+            "./k8s/istio:/etc/sticky/istio:ro",
+            "./k8s/tls:/etc/sticky/tls:ro"
+        ]
+    );
     let ports = strings(&compose, &["services", "gateway", "ports"]);
     assert!(
         ports.contains(&"${GATEWAY_PORT:-80}:8080".to_owned()),
@@ -109,6 +115,60 @@ fn the_gateway_reads_the_kubernetes_istio_yaml() {
         &["services", "gateway", "environment", "GATEWAY_LISTEN"],
     );
     assert_eq!(listen, Some("0.0.0.0:8080"));
+}
+
+/// A bind mount in the long syntax: (source, target, read_only).
+fn bind<'a>(volume: &'a Yaml<'static>) -> Option<(&'a str, &'a str, bool)> {
+    let get = |key| volume.as_mapping_get(key);
+    (get("type")?.as_str()? == "bind").then_some((
+        get("source")?.as_str()?,
+        get("target")?.as_str()?,
+        get("read_only")?.as_bool()?,
+    ))
+}
+
+#[test]
+fn the_gateway_serves_https_with_the_local_certificate() {
+    let compose = compose();
+    let env = |name| text(&compose, &["services", "gateway", "environment", name]);
+    assert_eq!(env("GATEWAY_LISTEN_TLS"), Some("0.0.0.0:8443"));
+    assert_eq!(env("GATEWAY_HTTPS_PORT"), Some("${GATEWAY_TLS_PORT:-443}"));
+    let ports = strings(&compose, &["services", "gateway", "ports"]);
+    assert!(
+        ports.contains(&"${GATEWAY_TLS_PORT:-443}:8443".to_owned()),
+        "{ports:?}"
+    );
+    // credentialName X is read from GATEWAY_CREDENTIALS_DIR/X: the folder `gateway cert` makes
+    // for the name k8s/tls/ asks for, mounted read-only, and never the CA's key beside it.
+    let https = load(&workspace_root().join("k8s/tls/gateway.yaml"));
+    let server = &https["spec"]["servers"][0];
+    assert_eq!(server["port"]["protocol"].as_str(), Some("HTTPS"));
+    let name = server["tls"]["credentialName"]
+        .as_str()
+        .expect("credentialName");
+    let dir = env("GATEWAY_CREDENTIALS_DIR").expect("GATEWAY_CREDENTIALS_DIR");
+    let volumes = compose["services"]["gateway"]["volumes"]
+        .as_sequence()
+        .expect("volumes");
+    let binds: Vec<_> = volumes.iter().filter_map(bind).collect();
+    assert_eq!(
+        binds,
+        [(
+            format!("./.sticky/certs/{name}").as_str(),
+            format!("{dir}/{name}").as_str(),
+            true
+        )]
+    );
+    // The loadtest trusts that CA for `LOAD_SCHEME=https just load`.
+    let loadtest = &compose["services"]["loadtest"];
+    let ca = loadtest["environment"]["LOADTEST_CA_CERT"].as_str();
+    let binds: Vec<_> = loadtest["volumes"]
+        .as_sequence()
+        .expect("loadtest volumes")
+        .iter()
+        .filter_map(bind)
+        .collect();
+    assert_eq!(binds, [("./.sticky/certs/ca/ca.crt", ca.unwrap(), true)]);
 }
 
 #[test]

@@ -3,12 +3,13 @@
 //! The runner is a library function so the binary, `just load`, CI and the integration tests
 //! all run the same code; tests call it in process against a stack on loopback. A `chaos` run
 //! keeps every call, and reads the record of the pause only once the load has ended: the
-//! script that pauses the replica writes it while the load runs.
+//! script that pauses the replica writes it while the load runs. With `--ca-cert` it builds
+//! each user's HTTPS client itself, trusting that CA (goose has no setting for it).
 //!
 //! The top of the crate's line of modules: it may import every other module, and no module
 //! imports it (only `lib.rs` re-exports it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,14 @@ pub enum RunError {
          (/etc/ssl/certs, or SSL_CERT_FILE naming a PEM bundle)"
     )]
     Client(String),
+    /// `--ca-cert`: the file could not be read, or holds no PEM certificate.
+    #[error("cannot use the CA certificate file {path} (--ca-cert): {reason}")]
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Goose refused the configuration or failed while running.
     #[error("goose: {0}")]
     Goose(String),
@@ -83,7 +92,11 @@ pub async fn run(config: &Config) -> Result<Summary, RunError> {
     } else {
         Ledger::new()
     });
-    let scenario = scenario::goose_scenario(config, &run_id(), Arc::clone(&ledger))?;
+    let clients = match &config.ca_cert {
+        Some(path) => user_clients(config, path)?,
+        None => Vec::new(),
+    };
+    let scenario = scenario::goose_scenario(config, &run_id(), Arc::clone(&ledger), clients)?;
     let attack = GooseAttack::initialize_with_config(goose_configuration(config))?
         .register_scenario(scenario);
     let started = Instant::now();
@@ -115,7 +128,35 @@ pub async fn run(config: &Config) -> Result<Summary, RunError> {
     Ok(summary)
 }
 
-fn read_record(path: &std::path::Path) -> Result<Record, RunError> {
+/// One client per goose user, trusting only the CA certificates in `path` (as `curl --cacert`):
+/// built here, before any user starts, so a bad file or a client that cannot be built stops the
+/// run at once instead of failing every request.
+fn user_clients(config: &Config, path: &Path) -> Result<Vec<reqwest::Client>, RunError> {
+    let refuse = |reason: String| RunError::CaCert {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|err| refuse(err.to_string()))?;
+    let roots =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|err| refuse(err.to_string()))?;
+    if roots.is_empty() {
+        return Err(refuse("no PEM certificate in it".to_owned()));
+    }
+    (0..config.users)
+        .map(|_| {
+            // Goose's own client settings (user agent aside), on our roots alone: no system
+            // store is read, which a FROM-scratch image does not have.
+            reqwest::Client::builder()
+                .user_agent(concat!("loadtest/", env!("CARGO_PKG_VERSION")))
+                .timeout(config.timeout())
+                .tls_certs_only(roots.iter().cloned())
+                .build()
+                .map_err(|err| RunError::Client(err.to_string()))
+        })
+        .collect()
+}
+
+fn read_record(path: &Path) -> Result<Record, RunError> {
     let refuse = |reason: String| RunError::ChaosRecord {
         path: path.to_owned(),
         reason,
@@ -143,7 +184,10 @@ fn goose_configuration(config: &Config) -> GooseConfiguration {
     // store when each client is built, and fails without one: a FROM-scratch image has none.
     // Skipping verification for http:// targets only skips that load (sticky-svc never
     // redirects to https); https:// targets keep full verification and need a CA bundle.
-    goose.accept_invalid_certs = config.host.scheme() == "http";
+    // With --ca-cert, goose's clients are never used: each user's is replaced by one of
+    // `user_clients` (verifying against that CA) before its first request, so goose need not
+    // load a system store for them either.
+    goose.accept_invalid_certs = config.host.scheme() == "http" || config.ca_cert.is_some();
     goose.threshold = vec![GOOSE_THRESHOLD.to_owned()];
     // Judge the whole run: one early error must not cut the summary short.
     goose.no_threshold_abort = true;

@@ -44,26 +44,43 @@ struct Plan {
     /// Makes `cold-start` keys unique across runs against the same, still warm, stack.
     run_id: String,
     ledger: Arc<Ledger>,
+    /// `--ca-cert`: the users' clients, by user index; empty: goose's own.
+    clients: Vec<reqwest::Client>,
 }
 
-/// The goose scenario for `config`, recording into `ledger`.
+/// The goose scenario for `config`, recording into `ledger`. Non-empty `clients` replace the
+/// users' own (one each, by user index) before their first call.
 pub fn goose_scenario(
     config: &Config,
     run_id: &str,
     ledger: Arc<Ledger>,
+    clients: Vec<reqwest::Client>,
 ) -> Result<goose::goose::Scenario, GooseError> {
     let plan = Arc::new(Plan {
         scenario: config.scenario,
         key_prefix: config.key_prefix.clone(),
         run_id: run_id.to_owned(),
         ledger,
+        clients,
     });
+    let install = !plan.clients.is_empty();
+    let for_start = Arc::clone(&plan);
     let function: TransactionFunction = Arc::new(move |user| {
         let plan = Arc::clone(&plan);
         Box::pin(async move { ping(user, &plan).await })
     });
-    let scenario = goose::goose::Scenario::new(config.scenario.as_str())
+    let mut scenario = goose::goose::Scenario::new(config.scenario.as_str())
         .register_transaction(Transaction::new(function).set_name("ping"));
+    if install {
+        // An assignment, which cannot fail: no user ever calls with goose's own client.
+        let install: TransactionFunction = Arc::new(move |user| {
+            let clients = &for_start.clients;
+            user.client = clients[user.weighted_users_index % clients.len()].clone();
+            Box::pin(async { Ok(()) })
+        });
+        scenario = scenario
+            .register_transaction(Transaction::new(install).set_name("client").set_on_start());
+    }
     // cold-start is paced by goose's request throttle instead.
     if config.scenario == Scenario::ColdStart || config.pause.is_zero() {
         Ok(scenario)
