@@ -626,3 +626,71 @@ async fn unfinished_handshakes_at_the_connection_limit_make_room_for_users() {
     }
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookies_over_the_tls_listener_are_secure() {
+    let pki = Pki::new("test CA");
+    let certs = tempfile::tempdir().unwrap();
+    for (name, host) in [
+        ("cert-a", "a.example.com"),
+        ("cert-wild", "*.example.com"),
+        ("cert-mtls", "mtls.internal"),
+    ] {
+        pki.write_secret(certs.path(), name, &pki.server(&[host], 3600));
+    }
+    let upstream = echo_proto().await;
+    // The ServiceEntry labelled for cookie sessions.
+    let yaml = config(upstream).replacen(
+        "kind: ServiceEntry\nmetadata: {name: sticky-svc}",
+        "kind: ServiceEntry\nmetadata: {name: sticky-svc, labels: {istio.io/persistent-session: sticky-session}}",
+        1,
+    );
+    assert!(yaml.contains("istio.io/persistent-session"), "{yaml}");
+    let dir = certs.path().to_path_buf();
+    let gateway = RunningGateway::start_with(&yaml, None, |o| {
+        o.tls.listen = Some("127.0.0.1:0".parse().unwrap());
+        o.tls.credentials_dir = Some(dir);
+    })
+    .await;
+    let edge = Edge {
+        pki,
+        certs,
+        gateway,
+        a: Pki::new("unused").server(&["a.example.com"], 1),
+        wild: Pki::new("unused").server(&["*.example.com"], 1),
+    };
+    // A client that says http in x-forwarded-proto is still on TLS: Secure.
+    let stream = edge
+        .connect("a.example.com", &[b"http/1.1"], None)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/ping")
+        .header("host", "a.example.com")
+        .header("x-user", "ricky")
+        .header("x-forwarded-proto", "http")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = send.send_request(request).await.unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("sticky-session="), "{cookie}");
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    // Over plain HTTP the same gateway's cookie is not Secure.
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{}/ping", edge.gateway.addr))
+        .header("x-user", "julian")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
