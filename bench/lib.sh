@@ -210,3 +210,30 @@ http {
   scgi_temp_path $work/scgi;
 NGINX
 }
+
+# nginx_upstream: the `sticky` upstream over $upstreams (`server` lines), hashed on x-user as
+# the gateway and HAProxy hash, with keep-alive connections; nginx_proxy_location: the
+# `location /` that proxies to it with the headers every proxy sets (bench/peers.sh, tls.sh).
+nginx_upstream() {
+  cat <<NGINX
+  upstream sticky {
+    hash \$http_x_user consistent;
+$upstreams    keepalive 64;
+  }
+NGINX
+}
+
+nginx_proxy_location() {
+  cat <<NGINX
+    location / {
+      proxy_pass http://sticky;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Request-ID \$request_id;
+      add_header X-Request-ID \$request_id always;
+    }
+NGINX
+}

@@ -293,16 +293,22 @@ def report(args):
     text = section(meta, runs, medians, rss, sticky_rows, png_name)
     print(text)
     if args.doc:
-        with open(args.doc, encoding="utf-8") as f:
-            doc = f.read()
-        if BEGIN in doc and END in doc:
-            head, rest = doc.split(BEGIN, 1)
-            doc = head + text + rest.split(END, 1)[1]
-        else:
-            doc = doc.rstrip("\n") + "\n\n## Gateway against nginx and HAProxy\n\n" + text + "\n"
-        with open(args.doc, "w", encoding="utf-8") as f:
-            f.write(doc)
+        write_section(args.doc, text, BEGIN, END, "Gateway against nginx and HAProxy")
     return 0
+
+
+def write_section(doc_path, text, begin, end, heading):
+    """Puts `text` (which starts with `begin` and ends with `end`) in place of the marked
+    section of the document at `doc_path`, or at its end under `heading` the first time."""
+    with open(doc_path, encoding="utf-8") as f:
+        doc = f.read()
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + text + rest.split(end, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + f"\n\n## {heading}\n\n" + text + "\n"
+    with open(doc_path, "w", encoding="utf-8") as f:
+        f.write(doc)
 
 
 def main():

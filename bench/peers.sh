@@ -79,23 +79,13 @@ done
 
 nginx_conf() {
   nginx_head "$1"
+  nginx_upstream
   cat <<NGINX
-  upstream sticky {
-    hash \$http_x_user consistent;
-$upstreams    keepalive 64;
-  }
   server {
     listen 127.0.0.1:$nginx_port;
-    location / {
-      proxy_pass http://sticky;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Request-ID \$request_id;
-      add_header X-Request-ID \$request_id always;
-    }
+NGINX
+  nginx_proxy_location
+  cat <<NGINX
   }
 }
 NGINX

@@ -17,21 +17,15 @@ import collections
 import statistics
 import sys
 
+# The meta file and the marked section of the document are peers.py's (same folder).
+from peers import read_meta, write_section
+
 BEGIN = "<!-- bench-tls:begin (written by bench/tls.sh; edit outside the markers) -->"
 END = "<!-- bench-tls:end -->"
 PROXIES = [("nginx", "nginx"), ("haproxy", "HAProxy"), ("gateway", "gateway")]
 PEERS = ("nginx", "haproxy")
 # Per mode: the unit CPU is given in (per 100k requests, per 1k handshakes).
 PER = {"keepalive": 1e5, "handshakes": 1e3}
-
-
-def read_meta(path):
-    meta = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            key, _, value = line.rstrip("\n").partition("=")
-            meta[key] = value
-    return meta
 
 
 def summarize(path, clk_tck):
@@ -197,16 +191,8 @@ def main():
     text = section(meta, runs, checks, rss)
     print(text)
     if args.doc:
-        with open(args.doc, encoding="utf-8") as f:
-            doc = f.read()
-        if BEGIN in doc and END in doc:
-            head, rest = doc.split(BEGIN, 1)
-            doc = head + text + rest.split(END, 1)[1]
-        else:
-            doc = (doc.rstrip("\n") + "\n\n## HTTPS at the edge: the gateway against nginx and "
-                   "HAProxy\n\n" + text + "\n")
-        with open(args.doc, "w", encoding="utf-8") as f:
-            f.write(doc)
+        write_section(args.doc, text, BEGIN, END,
+                      "HTTPS at the edge: the gateway against nginx and HAProxy")
     return 0
 
 

@@ -104,11 +104,8 @@ else
 fi
 {
   nginx_head 1
+  nginx_upstream
   cat <<NGINX
-  upstream sticky {
-    hash \$http_x_user consistent;
-$upstreams    keepalive 64;
-  }
   server {
     $nginx_listen
     ssl_certificate $cert;
@@ -120,16 +117,9 @@ $upstreams    keepalive 64;
     # nginx closes a keep-alive connection after 1000 requests by default (the others never):
     # in the keep-alive load that would be a new handshake every ~1000 requests for nginx only.
     keepalive_requests 1000000;
-    location / {
-      proxy_pass http://sticky;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Request-ID \$request_id;
-      add_header X-Request-ID \$request_id always;
-    }
+NGINX
+  nginx_proxy_location
+  cat <<NGINX
   }
 }
 NGINX

@@ -126,7 +126,7 @@ impl HostPattern {
 
 /// A server's certificate, swapped in place on rotation.
 #[derive(Debug)]
-pub struct CertSlot(ArcSwap<CertifiedKey>);
+struct CertSlot(ArcSwap<CertifiedKey>);
 
 impl ResolvesServerCert for CertSlot {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -241,11 +241,6 @@ impl TlsServers {
     /// The servers, in config order.
     pub fn servers(&self) -> &[TlsServer] {
         &self.servers
-    }
-
-    /// Whether any HTTPS server is configured.
-    pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
     }
 
     /// The server that takes `name` (lowercase): the most specific match, the first of equals.
