@@ -28,30 +28,16 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-sticky-chaos}"
-export GATEWAY_PORT="${GATEWAY_PORT:-18080}"
-export GATEWAY_ADMIN_PORT="${GATEWAY_ADMIN_PORT:-18081}"
-# The stack also publishes HTTPS (docs/tls.md); off the default 443, which `just up` may hold.
-export GATEWAY_TLS_PORT="${GATEWAY_TLS_PORT:-18082}"
+. scripts/lib.sh
 # The users' first calls must be over before the pause; 2 s keeps CI short. The latency bound
 # scales with it: see docs/reliability.md.
-export FIRST_CALL_COST="${FIRST_CALL_COST:-2s}"
-export PROFILE="${PROFILE:-dev}"
+compose_run chaos 18080 2s
 users="${CHAOS_USERS:-100}"
 pause_s="${CHAOS_PAUSE:-20}"
 settle_s="${CHAOS_SETTLE:-5}"
 max_latency="${CHAOS_MAX_LATENCY:-15s}"
 hostile_connections="${CHAOS_HOSTILE:-200}"
-out="${CHAOS_OUT:-$root/target/chaos}"
-[[ "$out" == /* ]] || out="$root/$out"
-out="$(realpath -m "$out")"
-# It is emptied first: never the root or the repository itself.
-[[ "$out" != / && "$out" != "$root" ]] || { echo "chaos: CHAOS_OUT may not be $out" >&2; exit 2; }
-cost_s="${FIRST_CALL_COST%s}"
-
-say() { printf 'chaos: %s\n' "$*"; }
-step() { printf '\n== %s\n' "$*"; }
-die() { printf 'chaos: %s\n' "$*" >&2; exit 2; }
+out="$(out_dir CHAOS_OUT "${CHAOS_OUT:-$root/target/chaos}")"
 
 for n in "$users" "$pause_s" "$settle_s" "$hostile_connections" "$cost_s"; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "CHAOS_USERS, CHAOS_PAUSE, CHAOS_SETTLE, CHAOS_HOSTILE and FIRST_CALL_COST are whole numbers (of seconds), got '$n'"
@@ -62,14 +48,8 @@ case "$PROFILE" in
   dev | debug) hostile="target/x86_64-unknown-linux-gnu/debug/hostile" ;;
   *) die "PROFILE must be dev or release, not '$PROFILE'" ;;
 esac
-command -v docker >/dev/null 2>&1 || die "docker is not installed"
-command -v curl >/dev/null 2>&1 || die "curl is not installed"
+need_stack_images
 [[ -x "$hostile" ]] || die "no $hostile: build it (PROFILE=$PROFILE scripts/images.sh builds every binary)"
-version="$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version *=/ { print $2; exit }' Cargo.toml)"
-for image in sticky-svc gateway loadtest; do
-  docker image inspect "sticky/$image:$version" >/dev/null 2>&1 ||
-    die "no sticky/$image:$version image: run PROFILE=$PROFILE scripts/images.sh (just chaos does it)"
-done
 
 # The timeline, in seconds from the load's start. Goose starts 50 users a second, each pays one
 # first call, then the pause waits a few seconds more: every user has a home before it.

@@ -28,24 +28,11 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-sticky-rebalance}"
-export GATEWAY_PORT="${GATEWAY_PORT:-18090}"
-export GATEWAY_ADMIN_PORT="${GATEWAY_ADMIN_PORT:-18091}"
-# The stack also publishes HTTPS (docs/tls.md); off the default 443, which `just up` may hold.
-export GATEWAY_TLS_PORT="${GATEWAY_TLS_PORT:-18092}"
-export FIRST_CALL_COST="${FIRST_CALL_COST:-1s}"
-export PROFILE="${PROFILE:-dev}"
+. scripts/lib.sh
+compose_run rebalance 18090 1s
 users="${REBALANCE_USERS:-60}"
 modes="${REBALANCE_MODES:-hash sessions}"
-out="${REBALANCE_OUT:-$root/target/rebalance}"
-[[ "$out" == /* ]] || out="$root/$out"
-out="$(realpath -m "$out")"
-[[ "$out" != / && "$out" != "$root" ]] || { echo "rebalance: REBALANCE_OUT may not be $out" >&2; exit 2; }
-cost_s="${FIRST_CALL_COST%s}"
-
-say() { printf 'rebalance: %s\n' "$*"; }
-step() { printf '\n== %s\n' "$*"; }
-die() { printf 'rebalance: %s\n' "$*" >&2; exit 2; }
+out="$(out_dir REBALANCE_OUT "${REBALANCE_OUT:-$root/target/rebalance}")"
 
 for n in "$users" "$cost_s"; do
   [[ "$n" =~ ^[0-9]+$ ]] || die "REBALANCE_USERS and FIRST_CALL_COST are whole numbers (of seconds), got '$n'"
@@ -53,13 +40,7 @@ done
 for mode in $modes; do
   [[ "$mode" == hash || "$mode" == sessions ]] || die "REBALANCE_MODES holds hash and/or sessions, got '$mode'"
 done
-command -v docker >/dev/null 2>&1 || die "docker is not installed"
-command -v curl >/dev/null 2>&1 || die "curl is not installed"
-version="$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version *=/ { print $2; exit }' Cargo.toml)"
-for image in sticky-svc gateway loadtest; do
-  docker image inspect "sticky/$image:$version" >/dev/null 2>&1 ||
-    die "no sticky/$image:$version image: run PROFILE=$PROFILE scripts/images.sh (just rebalance does it)"
-done
+need_stack_images
 
 # Goose starts 50 users a second, each pays one first call; the scale comes a few seconds after.
 hatch_rate=50
