@@ -8,6 +8,9 @@
 //! that was not sent on such a connection is sent on a fresh one (as hyper-util's pool does), so
 //! it never reaches the retry policy.
 //!
+//! The connection itself is [`wire::Wire`], a hand-written client on [`codec`] (`httparse`, as
+//! hyper's) instead of hyper's client connection: see `wire` for why and what it keeps.
+//!
 //! `maxConnections` caps the HTTP/1.1 connections open to the cluster (in use and idle, every
 //! worker's together): a request that finds none idle to its endpoint and none left to open
 //! closes an idle one to another endpoint, or waits (within the pool's in-flight bound) for one
@@ -16,8 +19,10 @@
 //! connection to a waiter for the same endpoint; here it is reopened, which costs a connect only
 //! when the cap is reached.)
 
+mod codec;
+mod wire;
+
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,10 +34,7 @@ use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderValue, Request, Response, Version};
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::tls::Io;
@@ -40,6 +42,7 @@ use super::{Upstream, UpstreamError};
 use crate::body::{Body, BoxError, IdleTimer, boxed};
 use crate::worker;
 use crate::worker::outbox::Batched;
+use wire::Wire;
 
 /// Most idle connections kept per endpoint; more are closed when released.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -47,54 +50,27 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// How often, at most, releasing a connection also sweeps the whole idle list.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// One HTTP/1.1 connection: the handle to send on and the state machine that does the I/O.
+/// One HTTP/1.1 connection and its place in the pool.
 pub(super) struct Conn {
-    sender: http1::SendRequest<Body>,
+    wire: Wire<Io>,
     /// Requests sent on it so far (`maxRequestsPerConnection`).
     pub(super) sent: u32,
     /// Its place under `maxConnections`, given back when it is closed (dropped).
     pub(super) permit: Option<OwnedSemaphorePermit>,
-    /// `None` once the connection has ended (peer closed, error). It is dropped then, not
-    /// kept: dropping it hands a request still queued in it back (`TrySendError`) and makes
-    /// `sender` report closed, where a finished but live one would leave both waiting forever.
-    io: Option<http1::Connection<TokioIo<Io>, Body>>,
 }
 
 impl Conn {
-    /// Does the connection's pending I/O; drops it when it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(io) = self.io.as_mut()
-            && Pin::new(io).poll(cx).is_ready()
-        {
-            self.io = None;
-        }
-    }
-
     fn alive(&self) -> bool {
-        self.io.is_some() && !self.sender.is_closed()
+        self.wire.reusable()
     }
 
-    /// Sends `request` and waits for the response head, driving the connection meanwhile.
+    /// Sends `request` and waits for the response head.
     /// `Err(Some(request))`: the request was not sent (the connection had closed).
     pub(super) async fn exchange(
         &mut self,
         request: Request<Body>,
-    ) -> Result<Response<Incoming>, Option<Request<Body>>> {
-        let ready = poll_fn(|cx| {
-            self.drive(cx);
-            self.sender.poll_ready(cx)
-        })
-        .await;
-        if ready.is_err() {
-            return Err(Some(request));
-        }
-        let mut send = std::pin::pin!(self.sender.try_send_request(request));
-        poll_fn(|cx| {
-            self.drive(cx);
-            send.as_mut().poll(cx)
-        })
-        .await
-        .map_err(|mut e| e.take_message())
+    ) -> Result<Response<()>, Option<Request<Body>>> {
+        self.wire.exchange(request).await
     }
 }
 
@@ -117,8 +93,7 @@ impl Idle {
         let mut cx = Context::from_waker(Waker::noop());
         self.by_endpoint.retain(|_, list| {
             list.retain_mut(|(conn, since)| {
-                conn.drive(&mut cx);
-                conn.alive() && now.duration_since(*since) < timeout
+                !conn.wire.poll_closed(&mut cx) && now.duration_since(*since) < timeout
             });
             !list.is_empty()
         });
@@ -189,7 +164,7 @@ impl Upstream {
         slot: usize,
         addr: SocketAddr,
         conn: Box<Conn>,
-        response: Response<Incoming>,
+        response: Response<()>,
     ) -> Response<Body> {
         let pool = Release {
             idle: Arc::downgrade(&self.idle[slot]),
@@ -198,12 +173,10 @@ impl Upstream {
             max_requests: self.max_requests,
             cap: self.cap.clone(),
         };
-        response.map(|body| {
+        response.map(|()| {
             boxed(PooledBody {
-                body,
                 conn: Some(conn),
                 pool,
-                done: false,
                 timer: self.response_idle.map(|idle| IdleTimer::new(idle, None)),
             })
         })
@@ -248,14 +221,10 @@ impl Upstream {
             Ok(tls) => Io::Tls(Box::new(tls)),
             Err(plain) => Io::Plain(Batched::new(plain)),
         };
-        let (sender, io) = http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|_| UpstreamError::Connect)?;
         Ok(Box::new(Conn {
-            sender,
+            wire: Wire::new(io),
             sent: 0,
             permit,
-            io: Some(io),
         }))
     }
 
@@ -336,10 +305,9 @@ impl Release {
 /// A response body that drives its connection while it streams, and returns the connection
 /// to the pool when it was read to the end.
 struct PooledBody {
-    body: Incoming,
+    /// `None` once given up by its idle timer.
     conn: Option<Box<Conn>>,
     pool: Release,
-    done: bool,
     /// `response_idle_timeout`, when set.
     timer: Option<IdleTimer>,
 }
@@ -358,29 +326,29 @@ impl http_body::Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if let Some(conn) = this.conn.as_mut() {
-            conn.drive(cx);
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(Some(Err(ResponseIdle.into())));
+        };
+        let polled = conn.wire.poll_frame(cx);
         match IdleTimer::watch(polled, this.timer.as_mut(), cx) {
-            Poll::Ready(Ok(frame)) => {
-                if frame.is_none() {
-                    this.done = true;
-                }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
+            Poll::Ready(Ok(frame)) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
             // Given up: the connection is dropped, not pooled (its response is unfinished).
-            Poll::Ready(Err(_)) => Poll::Ready(Some(Err(ResponseIdle.into()))),
+            Poll::Ready(Err(_)) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(ResponseIdle.into())))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.body.is_end_stream()
+        self.conn.as_ref().is_some_and(|c| c.wire.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.conn
+            .as_ref()
+            .map_or_else(SizeHint::default, |c| c.wire.size_hint())
     }
 }
 
@@ -389,10 +357,12 @@ impl Drop for PooledBody {
         // Reusable only when the whole response was read; otherwise the rest of it would be
         // read as the next response's head.
         if let Some(conn) = self.conn.take()
-            && (self.done || self.body.is_end_stream())
             && conn.alive()
         {
             self.pool.put(conn);
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
