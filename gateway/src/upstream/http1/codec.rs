@@ -17,9 +17,10 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 
 mod body;
+mod names;
 
 pub use body::{Chunked, Decoded, Decoder};
 
@@ -253,8 +254,10 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, C
         let mut headers = HeaderMap::with_capacity(count);
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
+        // The framing fields, noted as they go by (no lookups in the map afterwards).
+        let mut framing = Fields::default();
         for &(n0, n1, v0, v1) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+            let name = names::header_name(&head[n0 as usize..n1 as usize])
                 .map_err(|_| CodecError::Head(httparse::Error::HeaderName))?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
                 .map_err(|_| CodecError::Head(httparse::Error::HeaderValue))?;
@@ -265,10 +268,17 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, C
                 } else if !keep_alive {
                     keep_alive = has_token(&value, "keep-alive");
                 }
+            } else if name == TRANSFER_ENCODING {
+                framing.transfer_encoding = true;
+            } else if name == CONTENT_LENGTH {
+                framing.length = match (framing.length, digits(value.as_bytes())) {
+                    (Length::Absent, Some(n)) => Length::One(n),
+                    _ => Length::Other,
+                };
             }
             headers.append(name, value);
         }
-        let (body, framed_ok) = decoder(status, version, method, &mut headers)?;
+        let (body, framed_ok) = decoder(status, version, method, &mut headers, framing)?;
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -287,6 +297,39 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, C
     }
 }
 
+/// What a response head says about its framing, noted while its fields are read.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fields {
+    transfer_encoding: bool,
+    length: Length,
+}
+
+/// The `content-length` fields of a head.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    #[default]
+    Absent,
+    /// One field of plain digits (the common case, parsed on the way).
+    One(u64),
+    /// Several fields, a list, or anything else: [`content_length`] applies the full rules.
+    Other,
+}
+
+/// A field value of ASCII digits only, as a number; `None` for anything else (empty, a sign,
+/// spaces, a list, an overflow).
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
 /// The body framing of a final response (RFC 9112 §6.3, as hyper's `Client::decoder`), and
 /// whether the framing lets the connection be reused.
 fn decoder(
@@ -294,10 +337,11 @@ fn decoder(
     version: Version,
     method: &Method,
     headers: &mut HeaderMap,
+    fields: Fields,
 ) -> Result<(Decoder, bool), CodecError> {
     // Smuggling defence: with both, the length that lost is not forwarded (whatever the
     // status), and the connection ends after this response.
-    let both = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+    let both = fields.transfer_encoding && fields.length != Length::Absent;
     if both {
         // Rebuilt rather than `remove`d, which would reorder the other fields.
         *headers = (headers.iter())
@@ -316,7 +360,7 @@ fn decoder(
     if *method == Method::CONNECT && status.is_success() {
         return Err(CodecError::Upgrade);
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if fields.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(CodecError::TransferEncodingHttp10);
         }
@@ -327,13 +371,15 @@ fn decoder(
             (Decoder::Eof, false)
         });
     }
-    if headers.contains_key(CONTENT_LENGTH) {
-        return match content_length(headers) {
-            Some(n) if n <= u64::MAX - 2 => Ok((Decoder::Length(n), true)),
-            _ => Err(CodecError::ContentLength),
-        };
+    let length = match fields.length {
+        Length::Absent => return Ok((Decoder::Eof, false)),
+        Length::One(n) => Some(n),
+        Length::Other => content_length(headers),
+    };
+    match length {
+        Some(n) if n <= u64::MAX - 2 => Ok((Decoder::Length(n), true)),
+        _ => Err(CodecError::ContentLength),
     }
-    Ok((Decoder::Eof, false))
 }
 
 /// Every `content-length` value (comma lists too) as one number: `None` when one is not all

@@ -21,8 +21,12 @@
 //! - an idle connection is polled by nobody: before a request is written the socket is read
 //!   once (a close, an error or stray bytes: the request is handed back unsent), and the pool's
 //!   sweep reads it the same way;
-//! - the read buffer grows by [`READ_CHUNK`] and is released when a response ends, so an idle
-//!   pooled connection holds no read buffer; body frames are slices of it, not copies;
+//! - the read buffer grows by [`READ_CHUNK`] and is kept between responses: heads and body
+//!   frames are slices of it, not copies, and once they are dropped the next `reserve` takes
+//!   the same memory back instead of allocating (releasing it at each response's end cost an
+//!   allocation and a free per request, ~400 instructions of ~30 000). An idle pooled
+//!   connection so holds up to 8 KiB: there are at most as many as requests were in flight at
+//!   once (and `MAX_IDLE_PER_ENDPOINT`), far fewer than client connections;
 //! - a body that waits registers the task's waker through the read, as any read does.
 
 use std::future::poll_fn;
@@ -392,9 +396,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
         } else {
             Reading::Broken
         };
-        if self.read.is_empty() {
-            self.read = BytesMut::new();
-        }
         if self.write.capacity() > KEEP_WRITE {
             self.write = Vec::new();
         }
