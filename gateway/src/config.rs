@@ -34,7 +34,7 @@
 //! assert_eq!(
 //!     rule.traffic_policy.load_balancer,
 //!     Some(LoadBalancer::ConsistentHash {
-//!         key: HashKey::Header("x-user".into()),
+//!         key: HashKey::Header(http::HeaderName::from_static("x-user")),
 //!         algorithm: HashAlgorithm::Maglev { table_size: 65_537 },
 //!     })
 //! );

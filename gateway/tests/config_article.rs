@@ -98,7 +98,7 @@ fn consistent_hash_rule_hashes_on_x_user() {
     assert_eq!(
         dr.traffic_policy.load_balancer,
         Some(LoadBalancer::ConsistentHash {
-            key: HashKey::Header("x-user".into()),
+            key: HashKey::Header(http::HeaderName::from_static("x-user")),
             algorithm: HashAlgorithm::Default
         })
     );

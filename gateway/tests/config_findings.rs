@@ -264,6 +264,12 @@ const CHECK: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "check/invalid-hash-header.yaml",
+        &[
+            "32:25: warning: DestinationRule/sticky-svc: spec.trafficPolicy.loadBalancer.consistentHash.httpHeaderName: \"x user\" is not a valid HTTP field name: no request has it, so no request is hashed",
+        ],
+    ),
+    (
         "check/port-level-hashing.yaml",
         &[
             "21:24: warning: VirtualService/sticky-svc: spec.http[0].route[0].destination: DestinationRule/sticky-svc hashes consistently on port 8080 only, but this destination names no port, so the rule's default policy applies (istio/istio#41257) (set port.number: 8080)",

@@ -49,7 +49,7 @@ fn decimal(value: u128, unit: u128) -> String {
 /// `{"useSourceIp": true}` or `{"httpQueryParameterName": "u"}`.
 pub(crate) fn hash_key(key: &HashKey) -> Value {
     match key {
-        HashKey::Header(name) => json!({"httpHeaderName": name}),
+        HashKey::Header(name) => json!({"httpHeaderName": name.as_str()}),
         HashKey::Cookie { name, path, ttl } => {
             let mut cookie = Map::new();
             cookie.insert("name".into(), json!(name));

@@ -55,7 +55,7 @@ pub fn affinity(
     client: IpAddr,
 ) -> Affinity {
     match key {
-        HashKey::Header(name) => match headers.get_mut(name.as_str()) {
+        HashKey::Header(name) => match headers.get_mut(name) {
             Some(value) => {
                 value.set_sensitive(true);
                 Affinity::Hash(key_hash(value.as_bytes()))
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn header_key() {
-        let key = HashKey::Header("x-user".into());
+        let key = HashKey::Header(http::HeaderName::from_static("x-user"));
         let a = affinity(&key, &mut headers(&[("x-user", "ricky")]), None, IP);
         assert_eq!(a, Affinity::Hash(key_hash(b"ricky")));
         assert_eq!(

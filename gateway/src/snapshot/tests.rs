@@ -91,7 +91,10 @@ async fn the_article_routes_with_or_without_its_gateway() {
             Policy::Maglev(TableSize::DEFAULT),
             "Maglev by default"
         );
-        assert_eq!(route.hash_keys[0], Some(HashKey::Header("x-user".into())));
+        assert_eq!(
+            route.hash_keys[0],
+            Some(HashKey::Header(http::HeaderName::from_static("x-user")))
+        );
         assert!(matches!(&cluster.spec.source, Source::Dns(t) if t[0].port == 8080));
     }
 }
@@ -241,7 +244,7 @@ async fn a_new_hash_key_keeps_the_running_cluster() {
     let route = second.route(&canary).unwrap();
     assert_eq!(
         route.hash_keys[0],
-        Some(HashKey::Header("x-session".into()))
+        Some(HashKey::Header(http::HeaderName::from_static("x-session")))
     );
     assert_eq!(second.hash_key(v2), route.hash_keys[0].as_ref());
 }
@@ -394,7 +397,7 @@ fn host_overlap_keeps_the_more_specific_name() {
 
 #[test]
 fn a_split_is_sticky_only_when_every_weighted_destination_shares_its_key() {
-    let user = Some(HashKey::Header("x-user".into()));
+    let user = Some(HashKey::Header(http::HeaderName::from_static("x-user")));
     let ip = Some(HashKey::SourceIp);
     let key = |weights: &[u32], keys: &[Option<HashKey>]| split_key(weights.iter().copied(), keys);
     assert_eq!(key(&[90, 10], &[user.clone(), user.clone()]), user);

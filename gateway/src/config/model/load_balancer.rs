@@ -40,8 +40,9 @@ pub enum SimpleLb {
 /// The hash key oneof of `consistentHash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
-    /// `httpHeaderName`, lowercased.
-    Header(String),
+    /// `httpHeaderName`, parsed once here: the request path looks it up by name, not by text
+    /// (a `&str` key is parsed into a field name on every lookup, ~300 instructions).
+    Header(http::HeaderName),
     /// `httpCookie`.
     Cookie {
         /// `name`.
@@ -143,8 +144,15 @@ fn consistent_hash(
         return None;
     }
     let key = if let Some(name) = h.http_header_name {
-        non_empty(p, &format!("{path}.httpHeaderName"), name)
-            .map(|n| HashKey::Header(n.to_ascii_lowercase()))
+        let at = format!("{path}.httpHeaderName");
+        non_empty(p, &at, name).and_then(|n| match http::HeaderName::try_from(n.as_str()) {
+            Ok(name) => Some(HashKey::Header(name)),
+            Err(_) => {
+                // No request carries it: as Envoy, no hash, so a random endpoint.
+                p.warn(&at, format!("{n:?} is not a valid HTTP field name: no request has it, so no request is hashed"));
+                None
+            }
+        })
     } else if let Some(cookie) = h.http_cookie {
         let at = format!("{path}.httpCookie");
         let ttl = p.duration(&format!("{at}.ttl"), cookie.ttl.as_deref(), true);
