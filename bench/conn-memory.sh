@@ -7,7 +7,10 @@
 # Each row starts a fresh proxy (memory an earlier row freed and kept would hide the next
 # one's growth), warms it with WARM connections of the same kind, reads VmRSS, opens CONNS
 # connections at RATE per second, waits until every one has its answer, lets SETTLE pass, reads
-# VmRSS again, then drops them: KiB per connection = (after - before) / CONNS. The gateway runs
+# VmRSS again, then drops them: KiB per connection = (after - before) / CONNS. SETTLE (2 s) is
+# past the gateway's idle sweep (once a second with its default flags), at which an idle
+# HTTP/1.1 connection lets go of hyper's buffers and state until its next request
+# (gateway/src/proxy/listener/keepalive.rs): what every idle connection holds. The gateway runs
 # with its default flags, so its idle timeouts (30 s HTTP/1.1, 60 s HTTP/2) close nothing while
 # a row is measured (a few seconds); a row where the proxy closed connections anyway, or not
 # all opened and were answered 200, is marked invalid. nginx: Debian's (nginx-light, apt),
@@ -19,6 +22,7 @@
 #   CONNS=2000 bench/conn-memory.sh        # another count (the gateway answers 429 past 10 000)
 #   NGINX=0 bench/conn-memory.sh           # the gateway only, no apt
 #   SMAPS=1 bench/conn-memory.sh           # also where the gateway's growth went, by mapping
+#   GATEWAY=/tmp/gateway-old bench/conn-memory.sh   # a gateway binary built before
 #
 # CI check: with CHECK_KIB_H1 and/or CHECK_KIB_H2 set, the script exits 1 when the gateway's
 # KiB per connection over that protocol is above the bound, or when that row could not be
@@ -32,7 +36,7 @@ cd "$(dirname "$0")/.."
 CONNS=${CONNS:-5000}
 RATE=${RATE:-2000}      # connections opened per second (hostile --rate)
 WARM=${WARM:-50}        # connections of the same kind opened and dropped before "before"
-SETTLE=${SETTLE:-1}     # seconds between the last answer (or the start) and a reading
+SETTLE=${SETTLE:-2}     # seconds between the last answer (or the start) and a reading
 BASE_PORT=${BASE_PORT:-18300} # replica BASE_PORT; gateway +10, admin +11; nginx +12, nginx h2c +13
 CHECK_KIB_H1=${CHECK_KIB_H1:-}
 CHECK_KIB_H2=${CHECK_KIB_H2:-}
@@ -56,8 +60,13 @@ gateway_port=$((BASE_PORT + 10)) admin_port=$((BASE_PORT + 11))
 nginx_port=$((BASE_PORT + 12)) nginx_h2_port=$((BASE_PORT + 13))
 ports_free "$BASE_PORT" "$gateway_port" "$admin_port" "$nginx_port" "$nginx_h2_port"
 
-cargo build --release --quiet -p gateway -p sticky-svc -p hostile
 bin=target/x86_64-unknown-linux-gnu/release
+if [ -n "${GATEWAY:-}" ]; then
+  cargo build --release --quiet -p sticky-svc -p hostile
+else
+  cargo build --release --quiet -p gateway -p sticky-svc -p hostile
+fi
+GATEWAY=${GATEWAY:-$bin/gateway}
 
 scratch
 trap 'exit 130' INT TERM # the EXIT trap (scratch_cleanup) stops everything started here
@@ -69,7 +78,7 @@ gateway_yaml "$BASE_PORT" 1 >"$work/istio.yaml"
 proxy_up() {
   case $1 in
   gateway)
-    RUST_LOG=warn "$bin/gateway" run --config "$work/istio.yaml" \
+    RUST_LOG=warn "$GATEWAY" run --config "$work/istio.yaml" \
       --listen "127.0.0.1:$gateway_port" --admin "127.0.0.1:$admin_port" &
     proxy_pids=($!)
     pids+=($!)

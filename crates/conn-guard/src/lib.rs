@@ -17,10 +17,16 @@
 //! ([`Watch::register_waker`]) is woken. [`IdleGuard::close_all`] tells every connection the
 //! same, for a server's drain.
 //!
+//! A connection may also ask to be told when it is idle ([`Watch::rest_when_idle`]): each
+//! sweep that finds it with no request in flight sets [`Watch::take_rest`] and wakes its task,
+//! which may then let go of what it only needs while serving (the gateway's HTTP/1.1 listener
+//! drops hyper's connection state and buffers, ~16 KiB, until the next request arrives). No
+//! timer is armed for it: the sweep that counts idle time does it, at most once per period.
+//!
 //! Used by sticky-svc and by the gateway's listeners (which also hold a request in flight
 //! until its response body is sent, since they stream bodies).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -64,7 +70,15 @@ pub struct Watch {
     waker: OnceLock<Waker>,
     /// Told to close gracefully (expired with its own timeout, or [`IdleGuard::close_all`]).
     closing: AtomicBool,
+    /// [`REST_NONE`], [`REST_ARMED`] ([`Watch::rest_when_idle`], until [`Watch::cancel_rest`])
+    /// or [`REST_ASKED`] (by a sweep that found the connection idle, until
+    /// [`Watch::take_rest`]).
+    rest: AtomicU8,
 }
+
+const REST_NONE: u8 = 0;
+const REST_ARMED: u8 = 1;
+const REST_ASKED: u8 = 2;
 
 /// Marks one request in flight until dropped (also when the request is cancelled).
 pub struct InFlight {
@@ -109,6 +123,7 @@ impl IdleGuard {
             timeout_ms: AtomicU64::new(0),
             waker: OnceLock::new(),
             closing: AtomicBool::new(false),
+            rest: AtomicU8::new(REST_NONE),
         });
         self.shared
             .connections
@@ -198,6 +213,9 @@ impl Shared {
                     task.abort();
                 }
             }
+            if watch.in_flight.load(Ordering::Relaxed) == 0 {
+                watch.ask_to_rest();
+            }
             true
         });
     }
@@ -249,6 +267,50 @@ impl Watch {
 
     fn close(&self) {
         if !self.closing.swap(true, Ordering::Relaxed)
+            && let Some(waker) = self.waker.get()
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Asks to be told ([`Watch::take_rest`] true, the registered waker woken) at each sweep
+    /// that finds the connection with no request in flight, until [`Watch::cancel_rest`]. One
+    /// load when already asked: cheap enough to call on every request.
+    pub fn rest_when_idle(&self) {
+        if self.rest.load(Ordering::Relaxed) == REST_NONE {
+            self.rest.store(REST_ARMED, Ordering::Relaxed);
+        }
+    }
+
+    /// Undoes [`Watch::rest_when_idle`]: no more wake-ups to rest.
+    pub fn cancel_rest(&self) {
+        if self.rest.load(Ordering::Relaxed) != REST_NONE {
+            self.rest.store(REST_NONE, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a sweep found the connection idle since this was last true (after
+    /// [`Watch::rest_when_idle`]). One load when not: the connection's future may call it at
+    /// every poll.
+    pub fn take_rest(&self) -> bool {
+        self.rest.load(Ordering::Relaxed) == REST_ASKED
+            && self
+                .rest
+                .compare_exchange(REST_ASKED, REST_ARMED, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Whether no request is in flight on the connection.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    fn ask_to_rest(&self) {
+        if self.rest.load(Ordering::Relaxed) == REST_ARMED
+            && self
+                .rest
+                .compare_exchange(REST_ARMED, REST_ASKED, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
             && let Some(waker) = self.waker.get()
         {
             waker.wake_by_ref();
@@ -346,6 +408,48 @@ mod tests {
         assert!(guard.evict_idlest());
         let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
         assert!(ended.expect("aborted").unwrap_err().is_cancelled());
+    }
+
+    /// Polls until the watch is asked to rest, or gives up after `limit`.
+    async fn asked_to_rest_within(watch: &Watch, limit: Duration) -> bool {
+        let waiting = poll_fn(|cx| {
+            watch.register_waker(cx.waker());
+            if watch.take_rest() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        tokio::time::timeout(limit, waiting).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_asked_to_rest_until_cancelled() {
+        let guard = IdleGuard::start(Duration::from_millis(100));
+        let watch = guard.watch();
+        assert!(
+            !asked_to_rest_within(&watch, Duration::from_millis(100)).await,
+            "not without asking"
+        );
+        watch.rest_when_idle();
+        assert!(asked_to_rest_within(&watch, Duration::from_secs(5)).await);
+        assert!(!watch.take_rest(), "once per sweep");
+        assert!(asked_to_rest_within(&watch, Duration::from_secs(5)).await);
+        watch.cancel_rest();
+        assert!(!asked_to_rest_within(&watch, Duration::from_millis(200)).await);
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_a_request_in_flight_is_not_asked_to_rest() {
+        let guard = IdleGuard::start(Duration::from_millis(100));
+        let watch = guard.watch();
+        let in_flight = watch.request();
+        assert!(!watch.is_idle());
+        watch.rest_when_idle();
+        assert!(!asked_to_rest_within(&watch, Duration::from_millis(300)).await);
+        drop(in_flight);
+        assert!(watch.is_idle());
+        assert!(asked_to_rest_within(&watch, Duration::from_secs(5)).await);
     }
 
     #[tokio::test]

@@ -13,6 +13,8 @@
 //! request; from then on it may stay idle (no stream open) for `http2_idle_timeout`, after which
 //! it is sent GOAWAY and closed, and keepalive pings find a peer that vanished without a FIN.
 //! The drain on shutdown tells every connection to close gracefully through the same guard.
+//! An idle plain HTTP/1.1 connection lets go of hyper's buffers and state at the guard's next
+//! sweep until its next request arrives ([`keepalive`]): ~2 KiB per idle connection, not ~26.
 //!
 //! Flooding clients: over `max_connections` a connection is answered 429 and closed at once (a
 //! bounded number at a time per event loop, the rest closed unanswered); an HTTP/2 client is
@@ -30,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use conn_guard::{IdleGuard, InFlight};
+use conn_guard::{IdleGuard, InFlight, Watch};
 use http::{Request, Response, Version};
 use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -46,6 +48,8 @@ use super::ProxyError;
 use crate::body::{Body, BoxError};
 use crate::tls::{TlsAcceptor, TlsInfo};
 use crate::worker::outbox::Batched;
+
+mod keepalive;
 
 /// What one listener accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +179,8 @@ pub async fn accept_until<D>(
 /// The connections of one event loop: each accepted socket served (HTTP/1.1 or h2c) on a task
 /// of the loop that calls [`Connections::serve`], all drained together.
 pub struct Connections<H> {
-    builder: Builders,
+    /// Shared: each connection's task holds it for its life.
+    builder: Arc<Builders>,
     /// For connections over the limit: one answer, no keep-alive.
     refusing: Builders,
     /// Places among the connections being answered 429.
@@ -235,7 +240,7 @@ where
         let mut refusing = builder.clone();
         refusing.http1.keep_alive(false);
         Self {
-            builder,
+            builder: Arc::new(builder),
             refusing,
             refusals: Arc::new(Semaphore::new(MAX_REFUSING)),
             guard: IdleGuard::start(limits.header_read_timeout),
@@ -266,19 +271,39 @@ where
             }
             return self.refuse(stream, closed);
         };
-        let handler = self.handler.clone();
         let watch = self.guard.watch();
+        let task = tokio::spawn(self.connection(stream, peer, permit, tls, closed, watch.clone()));
+        watch.abort_on_expiry(task.abort_handle());
+    }
+
+    /// The task that serves one connection watched by `watch` (see [`Connections::serve`]).
+    /// Its size is held by the connection for its whole life, also while idle: the protocols'
+    /// connection states are boxed in it.
+    fn connection<C: FnOnce() + Send + 'static>(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        tls: Option<Arc<TlsAcceptor>>,
+        closed: C,
+        watch: Arc<Watch>,
+    ) -> impl Future<Output = ()> + Send + 'static + use<H, F, C> {
+        let handler = self.handler.clone();
         let http2_idle = self.limits.http2_idle_timeout;
-        // The service of one connection; `tls`: what its requests learn of the TLS session.
+        // The service of one connection; `tls`: what its requests learn of the TLS session;
+        // `rests`: whether it is served by [`keepalive::serve`], which may rest between
+        // requests without a body.
         let service = {
             let watch = watch.clone();
-            move |tls: Option<TlsInfo>| {
+            move |tls: Option<TlsInfo>, rests: bool| {
                 let watch = watch.clone();
                 let handler = handler.clone();
                 service_fn(move |mut req: Request<Incoming>| {
                     if req.version() == Version::HTTP_2 {
                         // Idle between streams for longer than HTTP/1.1, then GOAWAY.
                         watch.close_gracefully_after(http2_idle);
+                    } else if rests {
+                        keepalive::arm(&watch, &req);
                     }
                     if let Some(tls) = &tls {
                         req.extensions_mut().insert(tls.clone());
@@ -304,46 +329,51 @@ where
         };
         let builder = self.builder.clone();
         let open = Counted::new(&self.open);
-        let task = {
-            let watch = watch.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _open = open;
-                // Also when the idle guard aborts the task (a client that never sends a byte
-                // while its protocol is being told, or never finishes its handshake).
-                let _closed = OnDrop(Some(closed));
-                // Told to close (an idle HTTP/2 connection, the drain): the graceful way, GOAWAY
-                // for HTTP/2, after the answer in progress for HTTP/1.1.
-                let close = || watch.should_close();
-                let register = |cx: &mut Context<'_>| watch.register_waker(cx.waker());
-                let served: Result<(), BoxError> = match tls {
-                    None => match sniff(&stream).await {
-                        Ok(protocol) => {
-                            let io = TokioIo::new(Batched::new(stream));
-                            serve_io(&builder, io, protocol, service(None), register, close).await
-                        }
-                        Err(e) => Err(e.into()),
-                    },
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(done) => {
-                            let protocol = if done.h2 {
-                                Protocol::Http2
-                            } else {
-                                Protocol::Http1
-                            };
-                            let io = TokioIo::new(done.stream);
-                            let service = service(Some(done.info));
-                            serve_io(&builder, io, protocol, service, register, close).await
-                        }
-                        Err(e) => Err(e.into()),
-                    },
-                };
-                if let Err(e) = served {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+        async move {
+            let _permit = permit;
+            let _open = open;
+            // Also when the idle guard aborts the task (a client that never sends a byte
+            // while its protocol is being told, or never finishes its handshake).
+            let _closed = OnDrop(Some(closed));
+            // Told to close (an idle HTTP/2 connection, the drain): the graceful way, GOAWAY
+            // for HTTP/2, after the answer in progress for HTTP/1.1.
+            let close = || watch.should_close();
+            let register = |cx: &mut Context<'_>| watch.register_waker(cx.waker());
+            // The states of HTTP/2 and TLS are boxed (see `connection`'s doc).
+            let served: Result<(), BoxError> = match tls {
+                None => match sniff(&stream).await {
+                    Ok(Protocol::Http1) => {
+                        let io = Batched::new(stream);
+                        let service = service(None, true);
+                        keepalive::serve(&builder.http1, io, service, &watch, || {}).await
+                    }
+                    Ok(Protocol::Http2) => {
+                        let io = TokioIo::new(Batched::new(stream));
+                        let service = service(None, false);
+                        let protocol = Protocol::Http2;
+                        Box::pin(serve_io(&builder, io, protocol, service, register, close)).await
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                Some(acceptor) => {
+                    Box::pin(async {
+                        let done = acceptor.accept(stream).await?;
+                        let protocol = if done.h2 {
+                            Protocol::Http2
+                        } else {
+                            Protocol::Http1
+                        };
+                        let io = TokioIo::new(done.stream);
+                        let service = service(Some(done.info), false);
+                        serve_io(&builder, io, protocol, service, register, close).await
+                    })
+                    .await
                 }
-            })
-        };
-        watch.abort_on_expiry(task.abort_handle());
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
     }
 
     /// Answers a connection over the limit `429 too many connections` and closes it.
@@ -557,3 +587,6 @@ impl<F: FnOnce()> Drop for OnDrop<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -37,6 +37,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 /// Most bytes an outbox holds before a write waits for the flusher.
 pub const OUTBOX: usize = 64 * 1024;
 
+/// Most capacity an emptied outbox keeps for the next answer: a large answer's buffer (up to
+/// [`OUTBOX`]) is not held by a connection for its life. [`Batched::release`] lets go of the
+/// rest, for a connection going idle.
+const KEEP: usize = 4 * 1024;
+
 thread_local! {
     static PASS: RefCell<Option<Pass>> = const { RefCell::new(None) };
 }
@@ -84,6 +89,9 @@ impl Outbox {
                 Poll::Ready(Err(error)) => self.fail(error.kind()),
                 Poll::Pending => return false,
             }
+        }
+        if self.bytes.capacity() > KEEP {
+            self.bytes = Vec::new();
         }
         if let Some(waiting) = self.waiting.take() {
             waiting.wake();
@@ -205,6 +213,22 @@ impl Batched {
             }))),
             armed: false,
         }
+    }
+
+    /// Lets go of the outbox's buffer when it holds nothing: for a connection going idle.
+    pub fn release(&self) {
+        let mut outbox = self.shared.lock();
+        if outbox.bytes.is_empty() {
+            outbox.bytes = Vec::new();
+        }
+    }
+
+    /// Ready once the connection has bytes to read (or its end, or an error), none of them
+    /// consumed: for waiting on an idle connection without a read buffer.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut byte = [0u8; 1];
+        ready!(self.read.poll_peek(cx, &mut ReadBuf::new(&mut byte)))?;
+        Poll::Ready(Ok(()))
     }
 
     fn write(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
@@ -381,6 +405,68 @@ mod tests {
             assert_eq!(got.len(), expected.len());
             assert!(got == expected, "the bytes arrive in order");
             writer.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn an_outbox_emptied_after_a_large_answer_lets_its_buffer_go() {
+        event_loop().block_on(async {
+            start_flusher().await;
+            let (mut ours, mut peer) = after_a_request().await;
+            let answer = vec![7u8; 4 * KEEP];
+            ours.write_all(&answer).await.unwrap();
+            assert!(ours.shared.lock().bytes.capacity() >= answer.len());
+            tokio::task::yield_now().await;
+            assert_eq!(ours.shared.lock().bytes.capacity(), 0, "freed once written");
+            let got = received(&mut peer, Duration::from_millis(200)).await;
+            assert_eq!(got, answer);
+        });
+    }
+
+    #[test]
+    fn release_lets_go_of_an_empty_outbox_only() {
+        event_loop().block_on(async {
+            start_flusher().await;
+            let (mut ours, mut peer) = after_a_request().await;
+            ours.write_all(b"small answer").await.unwrap();
+            ours.release();
+            assert_eq!(
+                ours.shared.lock().bytes,
+                b"small answer",
+                "kept while queued"
+            );
+            tokio::task::yield_now().await;
+            assert!(
+                ours.shared.lock().bytes.capacity() > 0,
+                "small: kept when drained"
+            );
+            ours.release();
+            assert_eq!(ours.shared.lock().bytes.capacity(), 0);
+            assert_eq!(
+                received(&mut peer, Duration::from_millis(200)).await,
+                b"small answer"
+            );
+        });
+    }
+
+    #[test]
+    fn poll_readable_consumes_nothing() {
+        event_loop().block_on(async {
+            let (mut ours, mut peer) = pair().await;
+            let waiting = std::future::poll_fn(|cx| ours.poll_readable(cx));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), waiting)
+                    .await
+                    .is_err(),
+                "nothing to read yet"
+            );
+            peer.write_all(b"GET").await.unwrap();
+            std::future::poll_fn(|cx| ours.poll_readable(cx))
+                .await
+                .unwrap();
+            let mut buf = [0u8; 3];
+            ours.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"GET");
         });
     }
 
