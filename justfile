@@ -225,6 +225,18 @@ bench-tls:
 bench-gateway-instructions:
     bench/peers-instructions.sh
 
+# CI's guard: instructions per proxied request (HTTP/1.1 and HTTP/2 upstream, callgrind, release build) against bench/instructions-baseline.txt; fails past its threshold (needs valgrind, wrk; ~6 min with the build)
+instructions-check:
+    bench/instructions-check.sh
+
+# Re-record bench/instructions-baseline.txt from this build (a commit of its own, saying why)
+instructions-baseline:
+    bench/instructions-check.sh record
+
+# CI's memory bound: the gateway's RSS per idle client connection, at most 8 KiB over HTTP/1.1 and 64 KiB over h2c (2000 connections, no nginx; ~1 min with the release build)
+conn-memory-check:
+    CHECK_KIB_H1=8 CHECK_KIB_H2=64 CONNS=2000 NGINX=0 bench/conn-memory.sh
+
 # Gateway RSS per idle HTTP/1.1 and h2c client connection, next to nginx (CONNS=5000; CHECK_KIB_H1/CHECK_KIB_H2 exit 1 above a bound; installs nginx via apt)
 bench-conn-memory:
     bench/conn-memory.sh

@@ -125,7 +125,7 @@ start_backends() {
   shift 2
   backend_pids=()
   for i in $(seq 0 $((count - 1))); do
-    "$@" target/x86_64-unknown-linux-gnu/release/sticky-svc --listen "127.0.0.1:$((first + i))" \
+    "$@" "${BIN_DIR:-target/x86_64-unknown-linux-gnu/release}/sticky-svc" --listen "127.0.0.1:$((first + i))" \
       --workers 1 --first-call-cost 0s --host-name "svc-$i" --log-filter warn &
     pids+=($!)
     backend_pids+=($!)
