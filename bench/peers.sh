@@ -14,7 +14,8 @@
 # First a stickiness check of each proxy (STICKY_USERS users x STICKY_REPEAT requests, each
 # user's answers must name one replica in `x-served-by`); then, after a warm-up of each, wrk
 # (-t1, CONNECTIONS connections, USERS users in rotation) runs direct, nginx, HAProxy, gateway
-# in turn, ROUNDS times, so drift on a shared machine hits all alike. The report (medians,
+# in turn, ROUNDS times, every other round in reverse order, so drift on a shared machine hits
+# all alike. The report (medians,
 # ratios, goals, a plot) replaces the marked section of docs/benchmarks.md (DOC= to change,
 # DOC= empty to only print).
 #
@@ -185,13 +186,25 @@ for w in $WORKERS; do
     "$gateway_h2_port"; do
     "${pin_client[@]}" wrk "${wrk_args[@]}" "-d$WARMUP" "http://127.0.0.1:$port/ping" >/dev/null
   done
+  # Every other round in reverse order, so a slow or fast spell of the shared machine does not
+  # always fall on the same proxy's slot (the same as bench/gateway-ab.sh).
+  slots=(direct nginx haproxy gateway haproxy-h2 gateway-h2)
   for round in $(seq "$ROUNDS"); do
-    run "$w" direct "$round" "$BASE_PORT" "${backend_pids[0]}"
-    run "$w" nginx "$round" "$nginx_port" "${nginx_pids[@]}"
-    run "$w" haproxy "$round" "$haproxy_port" "$haproxy_pid"
-    run "$w" gateway "$round" "$gateway_port" "$gateway_pid"
-    run "$w" haproxy-h2 "$round" "$haproxy_h2_port" "$haproxy_h2_pid"
-    run "$w" gateway-h2 "$round" "$gateway_h2_port" "$gateway_h2_pid"
+    order=("${slots[@]}")
+    if ((round % 2 == 0)); then
+      order=()
+      for ((i = ${#slots[@]} - 1; i >= 0; i--)); do order+=("${slots[i]}"); done
+    fi
+    for slot in "${order[@]}"; do
+      case $slot in
+        direct) run "$w" direct "$round" "$BASE_PORT" "${backend_pids[0]}" ;;
+        nginx) run "$w" nginx "$round" "$nginx_port" "${nginx_pids[@]}" ;;
+        haproxy) run "$w" haproxy "$round" "$haproxy_port" "$haproxy_pid" ;;
+        gateway) run "$w" gateway "$round" "$gateway_port" "$gateway_pid" ;;
+        haproxy-h2) run "$w" haproxy-h2 "$round" "$haproxy_h2_port" "$haproxy_h2_pid" ;;
+        gateway-h2) run "$w" gateway-h2 "$round" "$gateway_h2_port" "$gateway_h2_pid" ;;
+      esac
+    done
   done
   {
     echo "$w direct $(peak_rss_kib "${backend_pids[0]}")"
