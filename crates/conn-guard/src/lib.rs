@@ -47,6 +47,8 @@ struct Shared {
     period_ms: u64,
     timeout_ms: u64,
     connections: Mutex<Vec<Weak<Watch>>>,
+    /// Sweeps done so far ([`IdleGuard::sweeps`]).
+    sweeps: AtomicU64,
 }
 
 /// What the guard knows of one connection.
@@ -96,6 +98,7 @@ impl IdleGuard {
             period_ms: u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             connections: Mutex::new(Vec::new()),
+            sweeps: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -108,6 +111,12 @@ impl IdleGuard {
             }
         });
         Self { shared }
+    }
+
+    /// How many sweeps have run: a test that must show something did *not* happen at a sweep
+    /// waits for a few more to have run, rather than for a while.
+    pub fn sweeps(&self) -> u64 {
+        self.shared.sweeps.load(Ordering::Relaxed)
     }
 
     /// Starts watching a new connection: its idle time counts from now.
@@ -218,6 +227,7 @@ impl Shared {
             }
             true
         });
+        self.sweeps.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -130,7 +130,15 @@ async fn no_rest_after_a_request_with_a_body_until_one_without() {
     s.client.write_all(post).await.unwrap();
     assert!(answer(&mut s.client).await.starts_with("HTTP/1.1 200"));
     assert_eq!(s.bodies.recv().await, Some(5), "the whole body");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Three sweeps later (each one would have asked an armed connection to rest), still none.
+    let from = s.guard.sweeps();
+    for _ in 0..500 {
+        if s.guard.sweeps() >= from + 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(s.guard.sweeps() >= from + 3, "the guard sweeps");
     assert_eq!(
         s.rests.load(Ordering::Relaxed),
         0,
