@@ -237,3 +237,35 @@ nginx_proxy_location() {
     }
 NGINX
 }
+
+# haproxy_conf THREADS BIND PROTO [SERVER_OPTIONS]: HAProxy in front of the replicas of `servers`
+# (`server` lines), hashing `x-user` consistently, with the same header work as the other proxies
+# (x-request-id generated and returned, x-forwarded-for, x-forwarded-proto PROTO); BIND is the
+# bind line's address and options (TLS ones for bench/tls.sh), SERVER_OPTIONS go on every server
+# line (`proto h2`), HAPROXY_GLOBAL lines into `global`.
+haproxy_conf() {
+  sed '/^$/d' <<HAPROXY
+global
+  nbthread $1
+  maxconn 4096
+${HAPROXY_GLOBAL:-}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+  option forwardfor
+frontend bench
+  bind $2
+  unique-id-format %[uuid()]
+  http-request set-header x-request-id %[unique-id]
+  http-request set-header x-forwarded-proto $3
+  http-response set-header x-request-id %[unique-id]
+  default_backend sticky
+backend sticky
+  balance hdr(x-user)
+  hash-type consistent
+$(sed "/^\$/d; s/\$/${4:+ $4}/" <<<"$servers")
+HAPROXY
+}

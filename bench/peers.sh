@@ -92,33 +92,6 @@ NGINX
 NGINX
 }
 
-# haproxy_conf THREADS PORT [SERVER_OPTIONS]
-haproxy_conf() {
-  cat <<HAPROXY
-global
-  nbthread $1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-  option forwardfor
-frontend bench
-  bind 127.0.0.1:$2
-  unique-id-format %[uuid()]
-  http-request set-header x-request-id %[unique-id]
-  http-request set-header x-forwarded-proto http
-  http-response set-header x-request-id %[unique-id]
-  default_backend sticky
-backend sticky
-  balance hdr(x-user)
-  hash-type consistent
-$(sed "/^\$/d; s/\$/${3:+ $3}/" <<<"$servers")
-HAPROXY
-}
-
 export BENCH_USERS=$USERS
 wrk_args=(-t1 "-c$CONNECTIONS" -s bench/peers.lua)
 : >"$work/results" && : >"$work/rss" && : >"$work/sticky"
@@ -155,8 +128,8 @@ for w in $WORKERS; do
   proxy_pin=("${pin_server[@]}")
   [ "$w" -gt 1 ] && proxy_pin=()
   nginx_conf "$w" >"$work/nginx.conf"
-  haproxy_conf "$w" "$haproxy_port" >"$work/haproxy.cfg"
-  haproxy_conf "$w" "$haproxy_h2_port" "proto h2" >"$work/haproxy-h2.cfg"
+  haproxy_conf "$w" "127.0.0.1:$haproxy_port" http >"$work/haproxy.cfg"
+  haproxy_conf "$w" "127.0.0.1:$haproxy_h2_port" http "proto h2" >"$work/haproxy-h2.cfg"
   "${proxy_pin[@]}" nginx -p "$work" -c "$work/nginx.conf" &
   nginx_master=$!
   "${proxy_pin[@]}" haproxy -db -f "$work/haproxy.cfg" &

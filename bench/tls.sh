@@ -127,30 +127,7 @@ NGINX
 
 haproxy_tls="ssl crt $work/bench.pem ssl-min-ver TLSv1.3 curves X25519 no-tls-tickets"
 haproxy_tls+=" alpn h2,http/1.1"
-cat >"$work/haproxy.cfg" <<HAPROXY
-global
-  nbthread 1
-  maxconn 4096
-  tune.ssl.cachesize 0
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-  option forwardfor
-frontend bench
-  bind 127.0.0.1:$haproxy_port $haproxy_tls
-  unique-id-format %[uuid()]
-  http-request set-header x-request-id %[unique-id]
-  http-request set-header x-forwarded-proto https
-  http-response set-header x-request-id %[unique-id]
-  default_backend sticky
-backend sticky
-  balance hdr(x-user)
-  hash-type consistent
-$(sed '/^$/d' <<<"$servers")
-HAPROXY
+HAPROXY_GLOBAL="  tune.ssl.cachesize 0" haproxy_conf 1 "127.0.0.1:$haproxy_port $haproxy_tls" https >"$work/haproxy.cfg"
 
 {
   cat <<YAML
