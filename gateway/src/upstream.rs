@@ -40,6 +40,12 @@ use crate::worker;
 use http1::{ConnectionCap, Idle};
 use http2::Streams;
 
+/// A pool's map by endpoint address, looked up as a request takes a connection and as it gives
+/// it back: hashed with foldhash rather than std's SipHash (~460 instructions per request
+/// less). The keys are the gateway's own endpoints, not a client's input, so SipHash's
+/// resistance to chosen keys buys nothing here.
+type ByEndpoint<V> = std::collections::HashMap<SocketAddr, V, foldhash::fast::RandomState>;
+
 /// The `connectionPool` settings that shape a cluster's pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {

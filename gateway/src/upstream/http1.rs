@@ -22,7 +22,6 @@
 mod codec;
 mod wire;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,7 +79,7 @@ impl Conn {
 #[derive(Default)]
 #[repr(align(64))]
 pub(super) struct Idle {
-    pub(super) by_endpoint: HashMap<SocketAddr, Vec<(Box<Conn>, Instant)>>,
+    pub(super) by_endpoint: super::ByEndpoint<Vec<(Box<Conn>, Instant)>>,
     swept: Option<Instant>,
 }
 

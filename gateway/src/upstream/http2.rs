@@ -8,7 +8,6 @@
 
 mod connection;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 
@@ -26,7 +25,7 @@ use connection::{Connection, Failure};
 #[derive(Default)]
 #[repr(align(64))]
 pub(super) struct Streams {
-    pub(super) by_endpoint: HashMap<SocketAddr, Slot>,
+    pub(super) by_endpoint: super::ByEndpoint<Slot>,
 }
 
 /// A worker's HTTP/2 connection to one endpoint, or the news of the one being made.
