@@ -40,7 +40,8 @@ impl Prober {
         else {
             return false;
         };
-        let send = self.pool.send(addr, &authority, request);
+        let (head, body) = request.into_parts();
+        let send = self.pool.send(addr, &authority, &head, body);
         match tokio::time::timeout(self.check.timeout, send).await {
             Ok(Ok(response)) => response.status().is_success(),
             _ => false,

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use http::Response;
 use http::request::Parts;
-use http::{Request, Response};
 
 use super::request_body::Payload;
 use super::session::Pin;
@@ -64,10 +64,9 @@ impl Proxy {
             Payload::Stream(_) => 1,
         };
         let mut body = Some(body);
-        // The head is cloned for each attempt that may be followed by another (the client
-        // consumes what it sends); the last possible one, and a lone one, take it.
+        // The head stays here: every attempt's upstream reads it (HTTP/1.1 encodes it, HTTP/2
+        // copies it), so one that may be followed by another needs no copy of its own.
         let idempotent = parts.method.is_idempotent();
-        let mut parts = Some(parts);
         let mut tried = [usize::MAX; MAX_TRIED];
         let mut tried_len = 0usize;
         let mut again: Option<usize> = pinned; // the endpoint to try next, if fixed
@@ -122,21 +121,21 @@ impl Proxy {
                 Some(Payload::Stream(stream)) => stream,
                 None => return Err(last_error),
             };
-            let head = if attempt + 1 == max_attempts {
-                parts.take()
-            } else {
-                parts.clone()
-            };
-            let Some(head) = head else {
-                return Err(last_error);
-            };
-            let request = Request::from_parts(head, request_body);
             let retryable = attempt + 1 < max_attempts;
             // With active checks, an idempotent request that can be sent again does not wait on
             // an endpoint that goes out of rotation meanwhile (a replica that hangs).
             let movable = retryable && idempotent && cluster.spec.active.is_some();
             let outcome = self
-                .try_once(cluster, &state, index, request, route, movable, trace)
+                .try_once(
+                    cluster,
+                    &state,
+                    index,
+                    &parts,
+                    request_body,
+                    route,
+                    movable,
+                    trace,
+                )
                 .await;
             if let Err(error) = &outcome {
                 tracing::debug!(%error, retryable, "attempt failed");
@@ -206,7 +205,8 @@ impl Proxy {
         cluster: &Cluster,
         state: &ClusterState,
         index: usize,
-        request: Request<Body>,
+        head: &Parts,
+        body: Body,
         route: &Route,
         movable: bool,
         trace: &mut Trace,
@@ -220,7 +220,7 @@ impl Proxy {
             Box::pin(async {
                 let send = cluster
                     .upstream
-                    .send(endpoint.addr, &endpoint.authority, request);
+                    .send(endpoint.addr, &endpoint.authority, head, body);
                 let bounded = async {
                     match per_try {
                         Some(t) => tokio::time::timeout(t, send)
@@ -238,7 +238,7 @@ impl Proxy {
         } else {
             let send = cluster
                 .upstream
-                .send(endpoint.addr, &endpoint.authority, request);
+                .send(endpoint.addr, &endpoint.authority, head, body);
             match per_try {
                 Some(t) => tokio::time::timeout(t, send)
                     .await

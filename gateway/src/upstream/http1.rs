@@ -30,9 +30,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::HOST;
-use http::uri::{Authority, PathAndQuery, Uri};
-use http::{HeaderValue, Request, Response, Version};
+use http::Response;
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -51,7 +49,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// One HTTP/1.1 connection and its place in the pool.
 pub(super) struct Conn {
-    wire: Wire<Io>,
+    pub(super) wire: Wire<Io>,
     /// Requests sent on it so far (`maxRequestsPerConnection`).
     pub(super) sent: u32,
     /// Its place under `maxConnections`, given back when it is closed (dropped).
@@ -61,15 +59,6 @@ pub(super) struct Conn {
 impl Conn {
     fn alive(&self) -> bool {
         self.wire.reusable()
-    }
-
-    /// Sends `request` and waits for the response head.
-    /// `Err(Some(request))`: the request was not sent (the connection had closed).
-    pub(super) async fn exchange(
-        &mut self,
-        request: Request<Body>,
-    ) -> Result<Response<()>, Option<Request<Body>>> {
-        self.wire.exchange(request).await
     }
 }
 
@@ -134,23 +123,6 @@ impl Drop for Waiting<'_> {
 }
 
 impl Upstream {
-    /// Readies `request` for an HTTP/1.1 endpoint: origin form on the wire, and a `Host` (the
-    /// endpoint's address when the client sent none, as an HTTP/1.0 client may).
-    pub(super) fn origin_form(request: &mut Request<Body>, authority: &Authority) {
-        let path = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *request.uri_mut() = Uri::from(path);
-        *request.version_mut() = Version::HTTP_11;
-        if !request.headers().contains_key(HOST)
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            request.headers_mut().insert(HOST, host);
-        }
-    }
-
     /// This worker's idle list.
     pub(super) fn slot(&self) -> usize {
         worker::index() % self.idle.len()

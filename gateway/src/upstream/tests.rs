@@ -55,7 +55,8 @@ async fn get(pool: &Upstream, addr: SocketAddr) -> Result<Bytes, UpstreamError> 
     let request = Request::get("http://example.invalid/x?y=1")
         .body(crate::body::full(Bytes::new()))
         .unwrap();
-    let response = pool.send(addr, &authority, request).await?;
+    let (head, body) = request.into_parts();
+    let response = pool.send(addr, &authority, &head, body).await?;
     Ok(response.into_body().collect().await.unwrap().to_bytes())
 }
 

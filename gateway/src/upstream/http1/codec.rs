@@ -16,7 +16,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 
 mod body;
@@ -110,10 +110,13 @@ pub fn request_framing(
 
 /// Writes `METHOD origin-form HTTP/1.1`, the headers in the map's order and, when the map has
 /// none, the framing header of `framing`; a chunked request's `content-length` is left out.
+/// `host` is written as the `Host` field when the map has none (an HTTP/1.0 client may send
+/// none; HTTP/1.1 requires one).
 pub fn encode_head(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
+    host: Option<&str>,
     framing: Framing,
     out: &mut Vec<u8>,
 ) {
@@ -123,8 +126,11 @@ pub fn encode_head(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut has_framing = false;
+    let mut has_host = false;
     for (name, value) in headers {
-        if *name == TRANSFER_ENCODING {
+        if *name == HOST {
+            has_host = true;
+        } else if *name == TRANSFER_ENCODING {
             has_framing = true;
         } else if *name == CONTENT_LENGTH {
             if framing == Framing::Chunked {
@@ -146,6 +152,11 @@ pub fn encode_head(
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    if let Some(host) = host.filter(|_| !has_host) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }

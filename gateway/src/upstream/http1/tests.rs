@@ -265,7 +265,7 @@ pub(super) async fn our_outcome(
     let (client, server) = tokio::io::duplex(1 << 20);
     let server = tokio::spawn(serve(server, bytes, close));
     let mut wire = Wire::new(Trickle::new(client, sizes));
-    let outcome = match tokio::time::timeout(WAIT, wire.exchange(request(&method))).await {
+    let outcome = match tokio::time::timeout(WAIT, wire.exchange_request(request(&method))).await {
         Err(_) => Outcome::Hung,
         Ok(Err(_)) => Outcome::Rejected,
         Ok(Ok(response)) => {
@@ -273,7 +273,7 @@ pub(super) async fn our_outcome(
                 read_body(|cx| wire.poll_frame(cx).map(|f| f.map(|f| f.map_err(drop)))).await;
             let reusable = end == End::Complete && wire.reusable() && {
                 let second = async {
-                    let response = wire.exchange(request(&Method::GET)).await.ok()?;
+                    let response = wire.exchange_request(request(&Method::GET)).await.ok()?;
                     let (data, end, _) =
                         read_body(|cx| wire.poll_frame(cx).map(|f| f.map(|f| f.map_err(drop))))
                             .await;
@@ -369,13 +369,13 @@ async fn a_connection_closed_while_idle_hands_the_request_back_unsent() {
             .unwrap();
         server // closed when dropped by the test
     });
-    wire.exchange(request(&Method::GET)).await.unwrap();
+    wire.exchange_request(request(&Method::GET)).await.unwrap();
     let (body, end, _) =
         read_body(|cx| wire.poll_frame(cx).map(|f| f.map(|f| f.map_err(drop)))).await;
     assert_eq!((body.as_slice(), end), (&b"ok"[..], End::Complete));
     assert!(wire.reusable());
     drop(answer.await.unwrap());
-    let unsent = wire.exchange(request(&Method::GET)).await;
+    let unsent = wire.exchange_request(request(&Method::GET)).await;
     assert!(matches!(unsent, Err(Some(_))), "the request comes back");
     assert!(!wire.reusable());
 }
@@ -387,7 +387,7 @@ async fn a_close_after_the_request_was_written_is_a_failure_not_a_retry() {
     tokio::spawn(async move {
         read_head(&mut server).await;
     });
-    let sent = wire.exchange(request(&Method::GET)).await;
+    let sent = wire.exchange_request(request(&Method::GET)).await;
     assert!(matches!(sent, Err(None)), "sent, so not handed back");
 }
 
@@ -405,7 +405,7 @@ async fn a_waiting_body_is_woken_by_its_bytes_not_polled_in_a_loop() {
         server.write_all(b"cd").await.unwrap();
         std::future::pending::<()>().await;
     });
-    wire.exchange(request(&Method::GET)).await.unwrap();
+    wire.exchange_request(request(&Method::GET)).await.unwrap();
     let mut polls = 0;
     let mut data = Vec::new();
     while let Some(frame) = poll_fn(|cx| {
@@ -437,8 +437,46 @@ async fn a_request_body_longer_or_shorter_than_its_length_fails_the_exchange() {
         request
             .headers_mut()
             .insert("content-length", http::HeaderValue::from_static("5"));
-        let sent = tokio::time::timeout(WAIT, wire.exchange(request)).await;
+        let sent = tokio::time::timeout(WAIT, wire.exchange_request(request)).await;
         assert!(matches!(sent, Ok(Err(None))), "{parts:?}");
         assert!(!wire.reusable());
+    }
+}
+
+#[tokio::test]
+async fn the_endpoint_is_the_host_only_when_the_head_names_none() {
+    for (named, expected) in [
+        (None, "host: 10.0.0.7:8080\r\n"),
+        (Some("svc.example"), "host: svc.example\r\n"),
+    ] {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let mut wire = Wire::new(client);
+        let mut request = Request::get("http://absolute.invalid/path?q=1").body(empty());
+        if let Some(name) = named {
+            request = Request::get("/path?q=1").header("host", name).body(empty());
+        }
+        let (head, body) = request.unwrap().into_parts();
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.ends_with(b"\r\n\r\n") {
+                let n = server.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the end of the head");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            // The peer stays open: a close would end the exchange first.
+            (String::from_utf8(seen).unwrap(), server)
+        });
+        // No answer ever comes: the exchange waits while the peer reads what was written.
+        let written = tokio::select! {
+            _ = wire.exchange(&head, Some("10.0.0.7:8080"), body) => panic!("no answer was sent"),
+            read = tokio::time::timeout(WAIT, reader) => read.unwrap().unwrap().0,
+        };
+        assert!(
+            written.starts_with("GET /path?q=1 HTTP/1.1\r\n"),
+            "{written}"
+        );
+        assert_eq!(written.matches("host: ").count(), 1, "{written}");
+        assert!(written.contains(expected), "{written}");
     }
 }

@@ -35,7 +35,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Request, Response};
+#[cfg(test)]
+use http::Request;
+use http::request::Parts;
+use http::{Method, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -136,26 +139,41 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
         }
     }
 
-    /// Sends `request` and waits for the response head; the body is then read with
-    /// [`Self::poll_frame`]. `Err(Some(request))`: not sent, the connection was not usable
-    /// (closed while idle); `Err(None)`: sent, or partly, and the exchange failed.
+    /// Sends the request `head` + `body` and waits for the response head; the body is then
+    /// read with [`Self::poll_frame`]. The head is only read (encoded into the write buffer),
+    /// so the caller keeps it for a retry without copying it first; a `Host` field is written
+    /// from `host` when the head has none. `Err(Some(body))`: not sent, the connection was not
+    /// usable (closed while idle); `Err(None)`: sent, or partly, and the exchange failed.
     pub async fn exchange(
         &mut self,
-        request: Request<Body>,
-    ) -> Result<Response<()>, Option<Request<Body>>> {
+        head: &Parts,
+        host: Option<&str>,
+        body: Body,
+    ) -> Result<Response<()>, Option<Body>> {
         if poll_fn(|cx| Poll::Ready(self.poll_closed(cx))).await {
-            return Err(Some(request));
+            return Err(Some(body));
         }
-        self.start(request).map_err(|_| None)?;
+        self.start(head, host, body).map_err(|_| None)?;
         poll_fn(|cx| self.poll_exchange(cx)).await.map_err(|_| {
             self.reading = Reading::Broken;
             None
         })
     }
 
-    /// Encodes the head of `request` and keeps its body to send.
-    fn start(&mut self, request: Request<Body>) -> Result<(), CodecError> {
+    /// [`Self::exchange`] of a whole request (the tests' way to drive the codec).
+    #[cfg(test)]
+    pub async fn exchange_request(
+        &mut self,
+        request: Request<Body>,
+    ) -> Result<Response<()>, Option<Request<Body>>> {
         let (parts, body) = request.into_parts();
+        self.exchange(&parts, None, body)
+            .await
+            .map_err(|unsent| unsent.map(|body| Request::from_parts(parts, body)))
+    }
+
+    /// Encodes `parts` and keeps `body` to send.
+    fn start(&mut self, parts: &Parts, host: Option<&str>, body: Body) -> Result<(), CodecError> {
         let framing = codec::request_framing(
             &parts.headers,
             body.is_end_stream(),
@@ -168,6 +186,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
             &parts.method,
             path,
             &parts.headers,
+            host,
             framing,
             &mut self.write,
         );
@@ -176,7 +195,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Wire<T> {
             Framing::Length(0) if body.is_end_stream() => None,
             _ => Some((body, framing)),
         };
-        self.method = parts.method;
+        self.method = parts.method.clone();
         self.reading = Reading::Head { partial: None };
         Ok(())
     }

@@ -236,7 +236,7 @@ async fn written_by(client: &str, request: Request<Body>) -> Vec<u8> {
         conn.abort();
     } else {
         let mut wire = Wire::new(io);
-        let _ = tokio::time::timeout(WAIT, wire.exchange(request)).await;
+        let _ = tokio::time::timeout(WAIT, wire.exchange_request(request)).await;
     }
     server.await.unwrap().0
 }
@@ -429,7 +429,7 @@ async fn a_small_request_leaves_in_one_write() {
         ));
         let mut wire = Wire::new(Counting(io, 0));
         let request = Request::post("/").header("host", "h").body(body).unwrap();
-        wire.exchange(request).await.unwrap();
+        wire.exchange_request(request).await.unwrap();
         assert_eq!(wire.io().1, 1, "head and body in one write");
     }
 }
