@@ -126,7 +126,10 @@ impl Upstream {
             let mut made = match waiting {
                 Ok(made) => made,
                 Err(tell) => {
-                    let made = self.connect_h2(addr).await;
+                    // Boxed: the connect and handshake states (~6 KiB) would otherwise size
+                    // this future, and the request's with it, copied whole on every request
+                    // that finds its connection ready.
+                    let made = Box::pin(self.connect_h2(addr)).await;
                     let mut map = streams[slot].lock().unwrap_or_else(PoisonError::into_inner);
                     // Connections closed by their peers (endpoints gone, too) go here.
                     map.by_endpoint.retain(|_, slot| match slot {
