@@ -17,6 +17,7 @@
 
 pub mod access_log;
 pub mod affinity;
+mod deadline;
 pub mod error;
 mod forward;
 pub mod handoff;
@@ -124,6 +125,8 @@ pub struct Proxy {
     /// Sign and verify persistent sessions.
     session_keys: Arc<SessionKeys>,
     none: Arc<str>,
+    /// The route timeout's timers, reused from request to request ([`deadline`]).
+    timers: deadline::Timers,
 }
 
 /// What one request leaves behind as it goes: its metric labels, its span, and what the access
@@ -209,6 +212,7 @@ impl Proxy {
             settings,
             session_keys: Arc::new(SessionKeys::random()),
             none: Arc::from("-"),
+            timers: deadline::Timers::default(),
         }
     }
 

@@ -30,6 +30,7 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::affinity::{Affinity, affinity};
+use super::deadline::within;
 use super::headers::{add_forwarded, strip_hop_by_hop};
 use super::session::SessionRead;
 use super::{Proxy, ProxyError, Trace};
@@ -144,12 +145,20 @@ impl Proxy {
             .or(self.settings.route_timeout)
             .filter(|t| !t.is_zero());
         let pin = pin.filter(|_| pinned == Some(which));
-        let attempts = self.attempts(route, cluster, parts, body, affinity.hash(), pin, trace);
+        // The attempts' future (~4 KiB) is made in each arm where it is awaited, not bound to
+        // a local first: moving it into the deadline's combinator was a copy per request.
+        let hash = affinity.hash();
         let result = match timeout {
-            Some(t) => tokio::time::timeout(t, attempts)
-                .await
-                .unwrap_or(Err(ProxyError::Timeout)),
-            None => attempts.await,
+            Some(t) => within(
+                self.timers.deadline(t),
+                self.attempts(route, cluster, parts, body, hash, pin, trace),
+            )
+            .await
+            .unwrap_or(Err(ProxyError::Timeout)),
+            None => {
+                self.attempts(route, cluster, parts, body, hash, pin, trace)
+                    .await
+            }
         };
         let mut response = match result {
             Ok(response) => response,
