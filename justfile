@@ -225,6 +225,10 @@ bench-tls:
 bench-gateway-instructions:
     bench/peers-instructions.sh
 
+# System calls and context switches per proxied request: the gateway beside nginx and HAProxy, one worker each, counted by perf (needs linux-perf and root; PROTOCOL=HTTP2 for HTTP/2 to the replicas; ~1 min)
+bench-syscalls:
+    bench/peers-syscalls.sh
+
 # CI's guard: instructions per proxied request (HTTP/1.1 and HTTP/2 upstream, callgrind, release build) against bench/instructions-baseline.txt; fails past its threshold (needs valgrind, wrk; ~6 min with the build)
 instructions-check:
     bench/instructions-check.sh
