@@ -137,6 +137,15 @@ impl<F: Future> Future for Within<'_, F> {
 mod tests {
     use super::*;
 
+    /// A runtime of its own (with the clock paused when `paused`), for a test that outlives one.
+    fn runtime(paused: bool) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(paused)
+            .build()
+            .unwrap()
+    }
+
     /// Whether `deadline` has passed, polled once without waiting.
     fn passed(deadline: &mut Deadline<'_>) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -203,12 +212,7 @@ mod tests {
 
     #[test]
     fn at_most_spare_timers_are_kept() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        runtime(true).block_on(async {
             let timers = Timers::default();
             let mut all: Vec<_> = (0..SPARE + 10)
                 .map(|_| timers.deadline(Duration::from_secs(5)))
@@ -224,21 +228,14 @@ mod tests {
     #[test]
     fn a_timer_of_a_runtime_that_shut_down_is_not_reused() {
         let timers = Timers::default();
-        let first = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let first = runtime(false);
         first.block_on(async {
             let mut deadline = timers.deadline(Duration::from_secs(60));
             assert!(!passed(&mut deadline));
         });
         assert_eq!(timers.spare(), 1);
         drop(first);
-        let second = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let second = runtime(true);
         // A timer of the dead runtime would panic when polled ("runtime is shutting down").
         second.block_on(async {
             let started = Instant::now();
