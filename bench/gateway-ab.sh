@@ -56,11 +56,7 @@ hz=$(getconf CLK_TCK)
 printf '%-28s %10s %8s %11s %11s %13s\n' gateway requests/s p99 "CPU µs/req" "replicas µs" "replica sleeps"
 for round in $(seq "$ROUNDS"); do
   # Every other round in reverse order, so a slot's luck (what ran before it) evens out.
-  order=("${!ports[@]}")
-  if [ $((round % 2)) = 0 ]; then
-    order=()
-    for ((j = ${#ports[@]} - 1; j >= 0; j--)); do order+=("$j"); done
-  fi
+  alternate "$round" "${!ports[@]}"
   for j in "${order[@]}"; do
     before=$(ticks "${gateways[$j]}") rep_before=$(ticks "${backend_pids[@]}")
     sleeps_before=$(sleeps "${backend_pids[@]}")

@@ -94,6 +94,19 @@ children() {
   echo "$kids"
 }
 
+# alternate ROUND ITEM...: sets the array `order` to the items, in reverse on every other round
+# (2, 4, …), so a slow or fast spell of the shared machine, or what ran just before a slot, does
+# not always fall on the same item.
+alternate() {
+  local round=$1 i
+  shift
+  order=("$@")
+  if ((round % 2 == 0)); then
+    order=()
+    for ((i = $#; i >= 1; i--)); do order+=("${!i}"); done
+  fi
+}
+
 # median: the median of the numbers on stdin, one per line.
 median() {
   sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'

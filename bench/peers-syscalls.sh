@@ -96,11 +96,7 @@ echo "machine: $(machine)"
 echo "upstream protocol: $PROTOCOL; $CONNECTIONS connections, $USERS users, ${DURATION} s per run"
 : >"$work/counts"
 for round in $(seq "$ROUNDS"); do
-  order=("${targets[@]}")
-  if ((round % 2 == 0)); then
-    order=()
-    for ((i = ${#targets[@]} - 1; i >= 0; i--)); do order+=("${targets[i]}"); done
-  fi
+  alternate "$round" "${targets[@]}"
   for target in "${order[@]}"; do
     name=${target%%:*} port=${target#*:} pid=${pid_of[${target%%:*}]}
     perf stat -x, -e 'syscalls:sys_enter_*' -e context-switches -p "$pid" -o "$work/perf.txt" -- sleep "$((DURATION + 1))" &

@@ -159,15 +159,10 @@ for w in $WORKERS; do
     "$gateway_h2_port"; do
     "${pin_client[@]}" wrk "${wrk_args[@]}" "-d$WARMUP" "http://127.0.0.1:$port/ping" >/dev/null
   done
-  # Every other round in reverse order, so a slow or fast spell of the shared machine does not
-  # always fall on the same proxy's slot (the same as bench/gateway-ab.sh).
+  # Every other round in reverse order (lib.sh `alternate`).
   slots=(direct nginx haproxy gateway haproxy-h2 gateway-h2)
   for round in $(seq "$ROUNDS"); do
-    order=("${slots[@]}")
-    if ((round % 2 == 0)); then
-      order=()
-      for ((i = ${#slots[@]} - 1; i >= 0; i--)); do order+=("${slots[i]}"); done
-    fi
+    alternate "$round" "${slots[@]}"
     for slot in "${order[@]}"; do
       case $slot in
         direct) run "$w" direct "$round" "$BASE_PORT" "${backend_pids[0]}" ;;
