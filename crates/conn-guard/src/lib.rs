@@ -364,17 +364,22 @@ mod tests {
 
     use super::*;
 
-    /// Polls until the watch is told to close, or gives up after `limit`.
-    async fn closes_within(watch: &Watch, limit: Duration) -> bool {
+    /// Waits, woken by the watch, until `told` holds, or gives up after `limit`.
+    async fn told_within(watch: &Watch, limit: Duration, told: impl Fn(&Watch) -> bool) -> bool {
         let waiting = poll_fn(|cx| {
             watch.register_waker(cx.waker());
-            if watch.should_close() {
+            if told(watch) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         });
         tokio::time::timeout(limit, waiting).await.is_ok()
+    }
+
+    /// Waits until the watch is told to close, or gives up after `limit`.
+    async fn closes_within(watch: &Watch, limit: Duration) -> bool {
+        told_within(watch, limit, Watch::should_close).await
     }
 
     #[tokio::test]
@@ -420,17 +425,9 @@ mod tests {
         assert!(ended.expect("aborted").unwrap_err().is_cancelled());
     }
 
-    /// Polls until the watch is asked to rest, or gives up after `limit`.
+    /// Waits until the watch is asked to rest, or gives up after `limit`.
     async fn asked_to_rest_within(watch: &Watch, limit: Duration) -> bool {
-        let waiting = poll_fn(|cx| {
-            watch.register_waker(cx.waker());
-            if watch.take_rest() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
-        tokio::time::timeout(limit, waiting).await.is_ok()
+        told_within(watch, limit, Watch::take_rest).await
     }
 
     #[tokio::test]

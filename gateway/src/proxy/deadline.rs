@@ -146,6 +146,20 @@ mod tests {
             .unwrap()
     }
 
+    /// Leaves one timer registered in the wheel on the spare list: a request whose deadline
+    /// was `timeout` away and that ended before it.
+    fn spare_one(timers: &Timers, timeout: Duration) {
+        let mut deadline = timers.deadline(timeout);
+        assert!(!passed(&mut deadline));
+    }
+
+    /// How long `deadline` takes to pass, waited for through [`within`] on the paused clock.
+    async fn fires_after(deadline: Deadline<'_>) -> Duration {
+        let started = Instant::now();
+        assert_eq!(within(deadline, std::future::pending::<()>()).await, None);
+        started.elapsed()
+    }
+
     /// Whether `deadline` has passed, polled once without waiting.
     fn passed(deadline: &mut Deadline<'_>) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -155,9 +169,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reused_timer_fires_at_its_new_deadline_not_its_old_one() {
         let timers = Timers::default();
-        let mut first = timers.deadline(Duration::from_secs(10));
-        assert!(!passed(&mut first)); // registered in the wheel
-        drop(first);
+        spare_one(&timers, Duration::from_secs(10));
         assert_eq!(timers.spare(), 1, "a finished request's timer is kept");
 
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -167,36 +179,26 @@ mod tests {
         tokio::time::advance(Duration::from_millis(9_900)).await;
         assert!(!passed(&mut second), "fired at the old deadline");
         // `within` wakes at the new one: the paused clock runs on to it and no further.
-        let started = Instant::now();
-        assert_eq!(within(second, std::future::pending::<()>()).await, None);
-        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        assert_eq!(fires_after(second).await, Duration::from_millis(100));
         assert_eq!(timers.spare(), 0, "an elapsed timer is not kept");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_shorter_timeout_on_a_reused_timer_fires_early_enough() {
         let timers = Timers::default();
-        let mut long = timers.deadline(Duration::from_secs(60));
-        assert!(!passed(&mut long));
-        drop(long);
-        let started = Instant::now();
+        spare_one(&timers, Duration::from_secs(60));
         let short = timers.deadline(Duration::from_millis(250));
-        assert_eq!(within(short, std::future::pending::<()>()).await, None);
-        assert_eq!(started.elapsed(), Duration::from_millis(250));
+        assert_eq!(fires_after(short).await, Duration::from_millis(250));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_timer_that_came_due_while_spare_is_not_reused() {
         let timers = Timers::default();
-        let mut first = timers.deadline(Duration::from_secs(1));
-        assert!(!passed(&mut first));
-        drop(first);
+        spare_one(&timers, Duration::from_secs(1));
         // The spare timer fires at t = 1 s with nobody waiting.
         tokio::time::advance(Duration::from_secs(2)).await;
-        let started = Instant::now();
         let second = timers.deadline(Duration::from_secs(3));
-        assert_eq!(within(second, std::future::pending::<()>()).await, None);
-        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(fires_after(second).await, Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]
@@ -229,19 +231,14 @@ mod tests {
     fn a_timer_of_a_runtime_that_shut_down_is_not_reused() {
         let timers = Timers::default();
         let first = runtime(false);
-        first.block_on(async {
-            let mut deadline = timers.deadline(Duration::from_secs(60));
-            assert!(!passed(&mut deadline));
-        });
+        first.block_on(async { spare_one(&timers, Duration::from_secs(60)) });
         assert_eq!(timers.spare(), 1);
         drop(first);
         let second = runtime(true);
         // A timer of the dead runtime would panic when polled ("runtime is shutting down").
         second.block_on(async {
-            let started = Instant::now();
             let deadline = timers.deadline(Duration::from_secs(2));
-            assert_eq!(within(deadline, std::future::pending::<()>()).await, None);
-            assert_eq!(started.elapsed(), Duration::from_secs(2));
+            assert_eq!(fires_after(deadline).await, Duration::from_secs(2));
         });
     }
 }

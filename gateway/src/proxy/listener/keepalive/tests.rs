@@ -89,15 +89,25 @@ async fn answer(client: &mut TcpStream) -> String {
     String::from_utf8(got).unwrap()
 }
 
-/// Waits (up to 5 s) until the connection has rested `n` times in all.
-async fn rested(rests: &AtomicUsize, n: usize) {
+/// Waits (up to 5 s, looking every 10 ms) until `done` holds; false if it never did.
+async fn until(done: impl Fn() -> bool) -> bool {
     for _ in 0..500 {
-        if rests.load(Ordering::Relaxed) >= n {
-            return;
+        if done() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("rested {} times, not {n}", rests.load(Ordering::Relaxed));
+    done()
+}
+
+/// Waits (up to 5 s) until the connection has rested `n` times in all.
+async fn rested(rests: &AtomicUsize, n: usize) {
+    let done = until(|| rests.load(Ordering::Relaxed) >= n).await;
+    assert!(
+        done,
+        "rested {} times, not {n}",
+        rests.load(Ordering::Relaxed)
+    );
 }
 
 #[tokio::test]
@@ -132,13 +142,10 @@ async fn no_rest_after_a_request_with_a_body_until_one_without() {
     assert_eq!(s.bodies.recv().await, Some(5), "the whole body");
     // Three sweeps later (each one would have asked an armed connection to rest), still none.
     let from = s.guard.sweeps();
-    for _ in 0..500 {
-        if s.guard.sweeps() >= from + 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(s.guard.sweeps() >= from + 3, "the guard sweeps");
+    assert!(
+        until(|| s.guard.sweeps() >= from + 3).await,
+        "the guard sweeps"
+    );
     assert_eq!(
         s.rests.load(Ordering::Relaxed),
         0,
